@@ -1,0 +1,97 @@
+//! What connections and HTTP handlers ask of the core. Each request carries where its answer
+//! goes; the core answers only after the batch it belongs to is committed.
+
+use crate::core::outbox::Outbox;
+use crate::policy::{PolicyHost, PolicyStatus};
+use crate::store::PersistedPolicy;
+use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
+use crate::wire::http::NewTask;
+use crate::wire::TaskId;
+use tokio::sync::oneshot;
+
+/// Why the core could not do what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CoreError {
+    #[error("task_not_found")]
+    TaskNotFound(TaskId),
+    /// The task is not in a state that allows this (names the state it is in).
+    #[error("task is {0}")]
+    InvalidState(&'static str),
+    /// The policy or its config was refused.
+    #[error("{0}")]
+    PolicyRejected(String),
+    /// The commit failed; nothing of the request was kept.
+    #[error("storage unavailable")]
+    Unavailable,
+    /// The core has stopped (the hub is shutting down).
+    #[error("hub is shutting down")]
+    Stopped,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
+
+/// A submitted task, as `POST /api/tasks` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub task_id: TaskId,
+    pub priority: u8,
+    pub created_at: u64,
+}
+
+pub enum Command {
+    /// The first frame of a connection. `done` says whether it succeeded; the frames
+    /// (`identified` or the error) travel through `outbox`.
+    Identify {
+        conn: u64,
+        outbox: Outbox,
+        identify: Identify,
+        done: oneshot::Sender<bool>,
+    },
+    /// A frame from an identified connection; any reply travels through `outbox`.
+    Message {
+        conn: u64,
+        agent: String,
+        outbox: Outbox,
+        message: ClientMessage,
+    },
+    /// An unresponsive agent sent a frame again.
+    Alive { conn: u64, agent: String },
+    Disconnected { conn: u64, agent: String },
+    Submit {
+        tasks: Vec<NewTask>,
+        submitted_by: String,
+        reply: Reply<Vec<Submitted>>,
+    },
+    Cancel {
+        task: TaskId,
+        reply: Reply<()>,
+    },
+    RetryDeadLetter {
+        task: TaskId,
+        reply: Reply<u8>,
+    },
+    CreateToken {
+        agent_id: String,
+        reply: Reply<String>,
+    },
+    RevokeTokens {
+        agent_id: String,
+        reply: Reply<usize>,
+    },
+    ListAgents {
+        reply: Reply<Vec<AgentSummary>>,
+    },
+    PolicyStatus {
+        reply: Reply<PolicyStatus>,
+    },
+    /// Switch to a policy that is already compiled and created (loading happens off the
+    /// core's thread); the core replays the live state into it, then switches atomically.
+    SwapPolicy {
+        policy: Box<PolicyHost>,
+        /// What to remember so a restart loads the same policy.
+        persisted: PersistedPolicy,
+        /// The component's bytes when it was uploaded rather than named.
+        upload: Option<Vec<u8>>,
+        reply: Reply<PolicyStatus>,
+    },
+}

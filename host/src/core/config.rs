@@ -1,0 +1,28 @@
+//! The core's timing and limits. Defaults are the agent protocol's.
+
+/// How the core times agents and tasks.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// An assigned task not accepted within this is taken back.
+    pub acceptance_timeout_ms: u64,
+    /// A disconnected agent keeps its task this long.
+    pub reconnect_grace_ms: u64,
+    /// An agent that rejected a task is offered none for this long.
+    pub reject_cooldown_ms: u64,
+    /// Take-backs after which a task is dead-lettered as poison.
+    pub max_reclaims: u32,
+    /// Completed and cancelled tasks are purged this long after they finished.
+    pub retention_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            acceptance_timeout_ms: 60_000,
+            reconnect_grace_ms: 10_000,
+            reject_cooldown_ms: 30_000,
+            max_reclaims: 3,
+            retention_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! A task and its state machine: `queued` → `assigned` → `completed`, or → `dead_letter`;
+//! `cancelled` is terminal too.
+//!
+//! Every transition here is pure (no I/O), records itself in the task's history and keeps the
+//! fencing rule: `generation` goes up by exactly one on every assignment and on every return to
+//! the queue, and a result is accepted only from the assignee at the current generation.
+
+use crate::wire::http::NewTask;
+use crate::wire::TaskId;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+
+/// History entries kept per task, newest first.
+pub const HISTORY_LIMIT: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Assigned,
+    Completed,
+    DeadLetter,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Queued,
+        TaskStatus::Assigned,
+        TaskStatus::Completed,
+        TaskStatus::DeadLetter,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Completed => "completed",
+            TaskStatus::DeadLetter => "dead_letter",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Queued or assigned: the task still has work ahead of it.
+    pub fn is_active(self) -> bool {
+        matches!(self, TaskStatus::Queued | TaskStatus::Assigned)
+    }
+}
+
+/// Why an agent's report about a task was refused, checked in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not_found")]
+    NotFound,
+    #[error("invalid_state")]
+    InvalidState,
+    #[error("not_assignee")]
+    NotAssignee,
+    #[error("stale_generation")]
+    StaleGeneration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event: String,
+    pub timestamp: u64,
+    pub details: Value,
+}
+
+/// A task as stored and as shown by the HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub description: String,
+    pub metadata: Value,
+    pub priority: u8,
+    pub status: TaskStatus,
+    pub assigned_to: Option<String>,
+    pub assigned_at: Option<u64>,
+    /// When the assignee sent `task_accepted` for the current assignment.
+    pub accepted_at: Option<u64>,
+    pub generation: u64,
+    pub retry_count: u32,
+    pub reclaim_count: u32,
+    pub max_retries: u32,
+    pub needed_capabilities: Vec<String>,
+    pub fairness_key: String,
+    pub weight: f64,
+    pub last_error: Option<String>,
+    pub complete_by: Option<u64>,
+    pub result: Option<Value>,
+    pub tokens_used: Option<u64>,
+    pub submitted_by: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// When the task last entered the queue.
+    pub queued_at: u64,
+    pub history: VecDeque<HistoryEntry>,
+}
+
+/// Where a failure report or a take-back leaves the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Back in the queue at its original place, generation + 1.
+    Queued,
+    /// Out of attempts: moved to the dead letter.
+    DeadLetter,
+}
+
+impl Task {
+    pub fn new(id: TaskId, new: NewTask, submitted_by: &str, now: u64) -> Task {
+        let mut task = Task {
+            id,
+            description: new.description,
+            metadata: new.metadata,
+            priority: new.priority,
+            status: TaskStatus::Queued,
+            assigned_to: None,
+            assigned_at: None,
+            accepted_at: None,
+            generation: 0,
+            retry_count: 0,
+            reclaim_count: 0,
+            max_retries: new.max_retries,
+            needed_capabilities: new.needed_capabilities,
+            fairness_key: new.fairness_key.unwrap_or_else(|| submitted_by.to_owned()),
+            weight: new.weight,
+            last_error: None,
+            complete_by: new.complete_by,
+            result: None,
+            tokens_used: None,
+            submitted_by: submitted_by.to_owned(),
+            created_at: now,
+            updated_at: now,
+            queued_at: now,
+            history: VecDeque::new(),
+        };
+        task.record("submitted", now, json!({"priority": task.priority}));
+        task
+    }
+
+    fn record(&mut self, event: &str, now: u64, details: Value) {
+        self.updated_at = now;
+        self.history.push_front(HistoryEntry {
+            event: event.to_owned(),
+            timestamp: now,
+            details,
+        });
+        self.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// Whether `agent` holds this task at `generation` (when one is given): the check in front
+    /// of every report an agent makes about its task, in the spec's order.
+    pub fn check_holder(&self, agent: &str, generation: Option<u64>) -> Result<(), Refusal> {
+        if self.status != TaskStatus::Assigned {
+            return Err(Refusal::InvalidState);
+        }
+        if self.assigned_to.as_deref() != Some(agent) {
+            return Err(Refusal::NotAssignee);
+        }
+        match generation {
+            Some(g) if g != self.generation => Err(Refusal::StaleGeneration),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queued → assigned to `agent`.
+    pub fn assign(&mut self, agent: &str, now: u64) {
+        debug_assert_eq!(self.status, TaskStatus::Queued);
+        self.status = TaskStatus::Assigned;
+        self.generation += 1;
+        self.assigned_to = Some(agent.to_owned());
+        self.assigned_at = Some(now);
+        self.accepted_at = None;
+        let generation = self.generation;
+        self.record("assigned", now, json!({"agent_id": agent, "generation": generation}));
+    }
+
+    /// The assignee confirmed it started. Accepting twice is harmless.
+    pub fn accept(&mut self, now: u64) {
+        if self.accepted_at.is_none() {
+            self.accepted_at = Some(now);
+            let details = json!({"agent_id": self.assigned_to, "generation": self.generation});
+            self.record("accepted", now, details);
+        }
+    }
+
+    /// Assigned → completed. The caller has checked the holder.
+    pub fn complete(&mut self, result: Value, tokens_used: Option<u64>, now: u64) {
+        self.status = TaskStatus::Completed;
+        self.result = Some(result);
+        self.tokens_used = tokens_used;
+        let details = json!({"agent_id": self.assigned_to, "generation": self.generation});
+        self.record("completed", now, details);
+    }
+
+    /// The assignee reported a failure: failure number `max_retries` dead-letters the task.
+    pub fn fail(&mut self, error: &str, now: u64) -> Requeue {
+        self.retry_count += 1;
+        self.last_error = Some(error.to_owned());
+        let details = json!({
+            "agent_id": self.assigned_to, "generation": self.generation,
+            "error": error, "retry_count": self.retry_count,
+        });
+        self.record("failed", now, details);
+        if self.retry_count >= self.max_retries {
+            self.dead_letter(&format!("failed {} times", self.retry_count), now);
+            Requeue::DeadLetter
+        } else {
+            self.requeue(now);
+            Requeue::Queued
+        }
+    }
+
+    /// The assignee declined the task: back to its place, counted neither as a failure nor as
+    /// a reclaim.
+    pub fn reject(&mut self, reason: Option<&str>, now: u64) {
+        let details = json!({
+            "agent_id": self.assigned_to, "generation": self.generation, "reason": reason,
+        });
+        self.record("rejected", now, details);
+        self.requeue(now);
+    }
+
+    /// Taken back from its assignee (disconnect, acceptance timeout): counted, and after
+    /// `max_reclaims` such returns the task is poison and goes to the dead letter.
+    pub fn reclaim(&mut self, why: &str, max_reclaims: u32, now: u64) -> Requeue {
+        self.reclaim_count += 1;
+        let details = json!({
+            "agent_id": self.assigned_to, "generation": self.generation,
+            "reason": why, "reclaim_count": self.reclaim_count,
+        });
+        self.record("reclaimed", now, details);
+        if self.reclaim_count >= max_reclaims {
+            self.last_error = Some(format!("poison: lost its agent {} times ({why})", self.reclaim_count));
+            self.dead_letter("poison", now);
+            Requeue::DeadLetter
+        } else {
+            self.requeue(now);
+            Requeue::Queued
+        }
+    }
+
+    /// The task's `complete_by` passed before it completed. Running it later is pointless, so
+    /// it goes to the dead letter (counted as a reclaim when an agent held it).
+    pub fn expire(&mut self, now: u64) {
+        if self.status == TaskStatus::Assigned {
+            self.reclaim_count += 1;
+        }
+        self.last_error = Some("deadline_exceeded".to_owned());
+        self.dead_letter("deadline_exceeded", now);
+    }
+
+    /// Any active task → cancelled.
+    pub fn cancel(&mut self, now: u64) {
+        self.status = TaskStatus::Cancelled;
+        self.record("cancelled", now, json!({"agent_id": self.assigned_to}));
+        self.assigned_to = None;
+    }
+
+    /// Dead letter → queued, with fresh attempt counts.
+    pub fn retry_from_dead_letter(&mut self, now: u64) -> Result<(), Refusal> {
+        if self.status != TaskStatus::DeadLetter {
+            return Err(Refusal::InvalidState);
+        }
+        self.retry_count = 0;
+        self.reclaim_count = 0;
+        self.record("retried", now, json!({}));
+        self.requeue(now);
+        Ok(())
+    }
+
+    fn requeue(&mut self, now: u64) {
+        self.status = TaskStatus::Queued;
+        self.generation += 1;
+        self.assigned_to = None;
+        self.assigned_at = None;
+        self.accepted_at = None;
+        self.queued_at = now;
+        self.record("queued", now, json!({"generation": self.generation}));
+    }
+
+    fn dead_letter(&mut self, why: &str, now: u64) {
+        self.status = TaskStatus::DeadLetter;
+        self.assigned_to = None;
+        self.assigned_at = None;
+        self.accepted_at = None;
+        self.record("dead_letter", now, json!({"reason": why}));
+    }
+
+    /// How many times `event` appears in the history.
+    pub fn count_events(&self, event: &str) -> usize {
+        self.history.iter().filter(|e| e.event == event).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(max_retries: u32) -> Task {
+        let new = NewTask {
+            description: "d".into(),
+            priority: 2,
+            metadata: json!({}),
+            max_retries,
+            complete_by: None,
+            needed_capabilities: vec![],
+            fairness_key: None,
+            weight: 1.0,
+        };
+        Task::new(TaskId(1), new, "alice", 100)
+    }
+
+    #[test]
+    fn new_task_is_queued_at_generation_zero_keyed_by_submitter() {
+        let t = task(3);
+        assert_eq!((t.status, t.generation), (TaskStatus::Queued, 0));
+        assert_eq!(t.fairness_key, "alice");
+        assert_eq!(t.history[0].event, "submitted");
+    }
+
+    #[test]
+    fn assign_complete_fences_by_holder_and_generation() {
+        let mut t = task(3);
+        assert_eq!(t.check_holder("a", Some(0)), Err(Refusal::InvalidState));
+        t.assign("a", 101);
+        assert_eq!(t.generation, 1);
+        assert_eq!(t.check_holder("b", Some(1)), Err(Refusal::NotAssignee));
+        assert_eq!(t.check_holder("a", Some(0)), Err(Refusal::StaleGeneration));
+        assert_eq!(t.check_holder("b", Some(0)), Err(Refusal::NotAssignee), "assignee checked first");
+        assert_eq!(t.check_holder("a", Some(1)), Ok(()));
+        t.complete(json!({"ok": true}), Some(5), 102);
+        assert_eq!(t.status, TaskStatus::Completed);
+        assert_eq!(t.check_holder("a", Some(1)), Err(Refusal::InvalidState));
+        assert_eq!(t.count_events("completed"), 1);
+    }
+
+    #[test]
+    fn failures_retry_then_dead_letter_at_max_retries() {
+        let mut t = task(2);
+        t.assign("a", 1);
+        assert_eq!(t.fail("boom", 2), Requeue::Queued);
+        assert_eq!((t.status, t.generation, t.retry_count), (TaskStatus::Queued, 2, 1));
+        assert_eq!(t.assigned_to, None);
+        t.assign("a", 3);
+        assert_eq!(t.generation, 3);
+        assert_eq!(t.fail("boom again", 4), Requeue::DeadLetter);
+        assert_eq!(t.status, TaskStatus::DeadLetter);
+        assert_eq!(t.last_error.as_deref(), Some("boom again"));
+        t.retry_from_dead_letter(5).unwrap();
+        assert_eq!((t.status, t.generation, t.retry_count), (TaskStatus::Queued, 4, 0));
+        assert_eq!(t.retry_from_dead_letter(6), Err(Refusal::InvalidState));
+    }
+
+    #[test]
+    fn rejection_requeues_without_counting() {
+        let mut t = task(3);
+        t.assign("a", 1);
+        t.reject(Some("busy"), 2);
+        assert_eq!((t.status, t.generation), (TaskStatus::Queued, 2));
+        assert_eq!((t.retry_count, t.reclaim_count), (0, 0));
+    }
+
+    #[test]
+    fn repeated_reclaims_make_a_task_poison() {
+        let mut t = task(3);
+        for round in 1..=3u32 {
+            t.assign("a", round as u64);
+            let outcome = t.reclaim("disconnect", 3, round as u64);
+            if round < 3 {
+                assert_eq!(outcome, Requeue::Queued);
+                assert_eq!(t.generation, 2 * round as u64);
+            } else {
+                assert_eq!(outcome, Requeue::DeadLetter);
+            }
+        }
+        assert_eq!(t.status, TaskStatus::DeadLetter);
+        assert_eq!(t.reclaim_count, 3);
+        assert!(t.last_error.unwrap().starts_with("poison"));
+    }
+
+    #[test]
+    fn history_is_newest_first_and_bounded() {
+        let mut t = task(1000);
+        for i in 0..100 {
+            t.assign("a", i);
+            t.reject(None, i);
+        }
+        assert_eq!(t.history.len(), HISTORY_LIMIT);
+        assert_eq!(t.history[0].event, "queued");
+        assert_eq!(t.history[1].event, "rejected");
+    }
+
+    #[test]
+    fn expiry_dead_letters_and_counts_a_held_task_as_reclaimed() {
+        let mut t = task(3);
+        t.assign("a", 1);
+        t.expire(2);
+        assert_eq!((t.status, t.reclaim_count), (TaskStatus::DeadLetter, 1));
+        assert_eq!(t.last_error.as_deref(), Some("deadline_exceeded"));
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let mut t = task(3);
+        t.assign("a", 1);
+        let bytes = serde_json::to_vec(&t).unwrap();
+        assert_eq!(serde_json::from_slice::<Task>(&bytes).unwrap(), t);
+        let value = serde_json::to_value(&t).unwrap();
+        assert_eq!(value["id"], "task-0000000000000001");
+        assert_eq!(value["status"], "assigned");
+    }
+}

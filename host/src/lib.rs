@@ -1,0 +1,16 @@
+//! Switchyard: a hub that hands tasks to agents over WebSocket, keeps its queue durably in
+//! LMDB, and decides which task goes to which agent with a WebAssembly policy.
+//!
+//! - [`wire`]: everything that crosses a socket, validated once.
+//! - [`core`]: the single owner of scheduling state and its group-commit loop.
+//! - [`store`]: LMDB storage.
+//! - [`policy`]: the WebAssembly policy host.
+//! - [`server`]: WebSocket and HTTP on warp.
+//! - [`cli`]: the `switchyard` command line.
+
+pub mod cli;
+pub mod core;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod wire;

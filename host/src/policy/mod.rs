@@ -1,0 +1,502 @@
+//! The policy host: loads a scheduling policy component, feeds it events, asks it for
+//! decisions, and survives it failing.
+//!
+//! The core task owns one [`PolicyHost`]. It calls the event methods as the live state changes
+//! and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the policy
+//! proposes, the host disposes).
+//!
+//! # Failure model
+//!
+//! Every call into the component runs under an epoch deadline ([`CALL_DEADLINE`]) and the
+//! instance's memory is capped ([`MEMORY_LIMIT_BYTES`]); the component gets no imports at all.
+//! A call that traps, times out or runs out of memory leaves the instance unusable, so the host
+//! drops it: later events are ignored, `decide` returns nothing, and [`PolicyHost::needs_replay`]
+//! turns true. The core then calls [`PolicyHost::restart`] and replays its live state through
+//! the event methods. A policy that fails [`BREAKER_FAILURES`] times within [`BREAKER_WINDOW`]
+//! is not restarted again: the host switches to the built-in native greedy policy for good, so
+//! a crash-looping policy cannot stall scheduling.
+
+mod native;
+mod wasm;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use switchyard_greedy::Greedy;
+use tracing::{error, info, warn};
+
+pub use switchyard_policy_sdk::{Agent, AgentId, Assignment, Capability, Outcome, Task, TaskId};
+
+pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));
+}
+
+/// The longest a single policy call may run (deadline ticks × tick), for documentation and logs.
+pub const CALL_DEADLINE: Duration = Duration::from_millis(10 * CALL_DEADLINE_TICKS);
+
+/// How many failed calls within [`BREAKER_WINDOW`] make the host give up on a policy. Three,
+/// so that a rare trap (a bug on an unusual input) costs a restart, not the policy.
+pub const BREAKER_FAILURES: usize = 3;
+
+/// The window the crash-loop breaker counts failures in.
+pub const BREAKER_WINDOW: Duration = Duration::from_secs(60);
+
+/// The policy the hub runs when none is named.
+pub const DEFAULT_POLICY: &str = "builtin:greedy";
+
+/// Where a policy component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// One of the policies built into the binary, by name (`greedy`).
+    Builtin(String),
+    /// A component file.
+    File(PathBuf),
+    /// Component bytes already in memory (an upload, a test).
+    Bytes(Vec<u8>),
+}
+
+impl PolicySource {
+    /// `builtin:NAME` names a built-in policy; anything else is a file path.
+    pub fn parse(s: &str) -> Self {
+        match s.strip_prefix("builtin:") {
+            Some(name) => PolicySource::Builtin(name.to_string()),
+            None => PolicySource::File(PathBuf::from(s)),
+        }
+    }
+
+    /// How the source is reported in [`PolicyStatus::source`].
+    fn label(&self) -> String {
+        match self {
+            PolicySource::Builtin(name) => format!("builtin:{name}"),
+            PolicySource::File(path) => path.display().to_string(),
+            PolicySource::Bytes(_) => "bytes".to_string(),
+        }
+    }
+}
+
+/// The names of the policies built into this binary (`builtin:NAME`).
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    builtin::BUILTIN_POLICIES.iter().map(|(name, _)| *name)
+}
+
+/// Why a policy could not be loaded. Each message is meant for the operator who named it.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("there is no built-in policy `{name}` (built in: {available})")]
+    UnknownBuiltin { name: String, available: String },
+    #[error("cannot read the policy file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a policy component: {0}")]
+    NotAComponent(String),
+    #[error("the component is not a Switchyard policy: {0}")]
+    WrongContract(String),
+    #[error("the policy component failed to compile: {0}")]
+    Compile(String),
+    #[error("the policy's `about` is unusable: {0}")]
+    BadAbout(String),
+    #[error("the policy configuration is not valid JSON: {0}")]
+    InvalidConfig(String),
+    #[error("the policy rejected its configuration: {0}")]
+    ConfigRejected(String),
+    #[error("the policy failed to start: {0}")]
+    Instantiate(String),
+    #[error("the WebAssembly engine could not be set up: {0}")]
+    Engine(String),
+}
+
+/// Parses a policy configuration given as text (a command-line flag, a file). Empty text means
+/// no configuration, which policies see as `null`.
+pub fn parse_config(text: &str) -> Result<serde_json::Value, PolicyError> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| PolicyError::InvalidConfig(e.to_string()))
+}
+
+/// Why a call into a policy failed. Either way the instance is discarded.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The call ran past its epoch deadline.
+    Timeout,
+    /// Any other trap (including running out of memory), with wasmtime's description.
+    Trap(String),
+}
+
+/// One running policy instance, whichever kind. Object safe so the host can switch between a
+/// component and the native fallback at runtime.
+pub(crate) trait Backend: Send {
+    fn task_queued(&mut self, task: &Task) -> Result<(), CallError>;
+    fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError>;
+    fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError>;
+    fn agent_unready(&mut self, agent: AgentId) -> Result<(), CallError>;
+    fn assigned(&mut self, task: TaskId, agent: AgentId) -> Result<(), CallError>;
+    fn task_finished(
+        &mut self,
+        task: TaskId,
+        agent: AgentId,
+        outcome: Outcome,
+    ) -> Result<(), CallError>;
+    fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError>;
+}
+
+/// The body of `GET /api/policy`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyStatus {
+    /// The loaded policy's name, from its `about`.
+    pub name: String,
+    /// The loaded policy's version, from its `about`.
+    pub version: String,
+    /// `sha256:<hex>` of the component's bytes.
+    pub digest: String,
+    /// The file path, `builtin:<name>`, or `bytes`.
+    pub source: String,
+    /// The configuration the policy was created with.
+    pub config: serde_json::Value,
+    /// When the policy was loaded, milliseconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// True once the crash-loop breaker has switched to the built-in native greedy policy; the
+    /// fields above still describe the policy that was loaded.
+    pub fallback_active: bool,
+    pub counters: PolicyCounters,
+}
+
+/// What the policy host has counted since the policy was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyCounters {
+    /// `decide` calls.
+    pub decisions: u64,
+    /// Proposals the host accepted (`assigned` calls).
+    pub assignments: u64,
+    /// Proposals the host refused ([`PolicyHost::record_rejected`]).
+    pub rejected_proposals: u64,
+    /// Calls that trapped (including running out of memory).
+    pub traps: u64,
+    /// Calls stopped at their deadline.
+    pub timeouts: u64,
+    /// Times the host switched to the native fallback (0 or 1: it stays there).
+    pub fallbacks: u64,
+    /// Duration of policy calls (events and decisions).
+    pub call_latency_us: LatencySummary,
+}
+
+/// Summary of call durations, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+/// Running totals behind [`LatencySummary`]: two additions and a compare per call.
+#[derive(Debug, Default)]
+struct Latency {
+    count: u64,
+    total_ns: u128,
+    max_ns: u64,
+}
+
+impl Latency {
+    fn record(&mut self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.count += 1;
+        self.total_ns += u128::from(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    fn summary(&self) -> LatencySummary {
+        let mean_ns = if self.count == 0 {
+            0.0
+        } else {
+            self.total_ns as f64 / self.count as f64
+        };
+        LatencySummary {
+            count: self.count,
+            mean: mean_ns / 1_000.0,
+            max: self.max_ns as f64 / 1_000.0,
+        }
+    }
+}
+
+/// A loaded policy and everything needed to restart it.
+pub struct PolicyHost {
+    /// The running instance; `None` after a failed call, until [`PolicyHost::restart`].
+    backend: Option<Box<dyn Backend>>,
+    compiled: wasm::Compiled,
+    /// The configuration as the JSON text `create` receives, kept for restarts.
+    config_text: String,
+    fallback_active: bool,
+    /// When recent calls failed, oldest first; only the last [`BREAKER_WINDOW`] matters.
+    failures: VecDeque<Instant>,
+    status: PolicyStatus,
+    latency: Latency,
+}
+
+impl std::fmt::Debug for PolicyHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyHost")
+            .field("name", &self.status.name)
+            .field("source", &self.status.source)
+            .field("broken", &self.backend.is_none())
+            .field("fallback_active", &self.fallback_active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyHost {
+    /// Compiles the component (or reuses an identical compiled one), checks it speaks the
+    /// policy contract and reports a sane `about`, and creates the policy with `config`.
+    pub fn load(source: PolicySource, config: serde_json::Value) -> Result<Self, PolicyError> {
+        let label = source.label();
+        let owned;
+        let bytes: &[u8] = match &source {
+            PolicySource::Builtin(name) => builtin::BUILTIN_POLICIES
+                .iter()
+                .find(|(builtin, _)| builtin == name)
+                .map(|(_, bytes)| *bytes)
+                .ok_or_else(|| PolicyError::UnknownBuiltin {
+                    name: name.clone(),
+                    available: builtin_names().collect::<Vec<_>>().join(", "),
+                })?,
+            PolicySource::File(path) => {
+                owned = std::fs::read(path).map_err(|source| PolicyError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                &owned
+            }
+            PolicySource::Bytes(bytes) => bytes,
+        };
+
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let compiled = wasm::Compiled::new(bytes, &digest)?;
+        let (name, version) = compiled.probe()?;
+        check_about(&name, &version)?;
+
+        let config_text = serde_json::to_string(&config)
+            .map_err(|e| PolicyError::InvalidConfig(e.to_string()))?;
+        let instance = compiled.instantiate(&config_text)?;
+
+        let status = PolicyStatus {
+            name,
+            version,
+            digest: format!("sha256:{}", hex::encode(digest)),
+            source: label,
+            config,
+            loaded_at: unix_millis(),
+            fallback_active: false,
+            counters: PolicyCounters::default(),
+        };
+        info!(
+            policy = %status.name,
+            version = %status.version,
+            source = %status.source,
+            digest = %status.digest,
+            "policy loaded"
+        );
+        Ok(Self {
+            backend: Some(Box::new(instance)),
+            compiled,
+            config_text,
+            fallback_active: false,
+            failures: VecDeque::new(),
+            status,
+            latency: Latency::default(),
+        })
+    }
+
+    /// A task entered the queue.
+    pub fn task_queued(&mut self, task: &Task) {
+        self.event("task-queued", |b| b.task_queued(task));
+    }
+
+    /// A queued task left the queue without being assigned.
+    pub fn task_dequeued(&mut self, task: TaskId) {
+        self.event("task-dequeued", |b| b.task_dequeued(task));
+    }
+
+    /// An agent became ready. Call in the order agents became ready.
+    pub fn agent_ready(&mut self, agent: &Agent) {
+        self.event("agent-ready", |b| b.agent_ready(agent));
+    }
+
+    /// A ready agent stopped being ready without being assigned.
+    pub fn agent_unready(&mut self, agent: AgentId) {
+        self.event("agent-unready", |b| b.agent_unready(agent));
+    }
+
+    /// The core accepted a proposal.
+    pub fn assigned(&mut self, task: TaskId, agent: AgentId) {
+        self.status.counters.assignments += 1;
+        self.event("assigned", |b| b.assigned(task, agent));
+    }
+
+    /// An assignment ended.
+    pub fn task_finished(&mut self, task: TaskId, agent: AgentId, outcome: Outcome) {
+        self.event("task-finished", |b| b.task_finished(task, agent, outcome));
+    }
+
+    /// The policy's proposals for `now` (milliseconds since the Unix epoch); empty when the
+    /// instance is broken or the call failed. Proposals are unchecked: the caller validates them.
+    pub fn decide(&mut self, now: u64) -> Vec<Assignment> {
+        self.status.counters.decisions += 1;
+        self.call("decide", |b| b.decide(now)).unwrap_or_default()
+    }
+
+    /// Whether the instance was discarded after a failed call. The caller must then call
+    /// [`PolicyHost::restart`] and replay the live state through the event methods.
+    pub fn needs_replay(&self) -> bool {
+        self.backend.is_none()
+    }
+
+    /// Replaces the instance with a fresh one that knows nothing yet (the caller replays the
+    /// live state next). A fresh instance of the loaded component with the same configuration,
+    /// unless the crash-loop breaker has tripped or the component no longer starts: then the
+    /// native greedy policy, for the rest of the host's life.
+    pub fn restart(&mut self) {
+        // Drop the old instance first, so two instances' memory is never held at once.
+        self.backend = None;
+        if !self.fallback_active {
+            let now = Instant::now();
+            while self
+                .failures
+                .front()
+                .is_some_and(|&t| now.duration_since(t) > BREAKER_WINDOW)
+            {
+                self.failures.pop_front();
+            }
+            if self.failures.len() >= BREAKER_FAILURES {
+                error!(
+                    policy = %self.status.name,
+                    failures = self.failures.len(),
+                    window_s = BREAKER_WINDOW.as_secs(),
+                    "policy keeps failing; switching to the built-in native greedy policy for good"
+                );
+                self.engage_fallback();
+            } else {
+                match self.compiled.instantiate(&self.config_text) {
+                    Ok(instance) => {
+                        warn!(policy = %self.status.name, "policy restarted after a failure");
+                        self.backend = Some(Box::new(instance));
+                        return;
+                    }
+                    Err(e) => {
+                        error!(
+                            policy = %self.status.name,
+                            error = %e,
+                            "policy cannot be restarted; switching to the built-in native \
+                             greedy policy for good"
+                        );
+                        self.engage_fallback();
+                    }
+                }
+            }
+        }
+        self.backend = Some(Box::new(native::Native(Greedy::default())));
+    }
+
+    /// Counts proposals the core refused (not queued, agent not idle, capabilities unmet,
+    /// duplicates). A policy that is often refused is wrong or racing; the counter shows it.
+    pub fn record_rejected(&mut self, n: u64) {
+        self.status.counters.rejected_proposals += n;
+    }
+
+    /// The body of `GET /api/policy`.
+    pub fn status(&self) -> PolicyStatus {
+        let mut status = self.status.clone();
+        status.fallback_active = self.fallback_active;
+        status.counters.call_latency_us = self.latency.summary();
+        status
+    }
+
+    fn engage_fallback(&mut self) {
+        self.fallback_active = true;
+        self.status.counters.fallbacks += 1;
+    }
+
+    fn event(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut dyn Backend) -> Result<(), CallError>,
+    ) {
+        self.call(what, f);
+    }
+
+    /// Runs one call on the live instance, timing it; a failure discards the instance.
+    fn call<R>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut dyn Backend) -> Result<R, CallError>,
+    ) -> Option<R> {
+        let backend = self.backend.as_mut()?;
+        let started = Instant::now();
+        let result = f(backend.as_mut());
+        self.latency.record(started.elapsed());
+        match result {
+            Ok(value) => Some(value),
+            Err(failure) => {
+                self.backend = None;
+                self.failures.push_back(Instant::now());
+                match failure {
+                    CallError::Timeout => {
+                        self.status.counters.timeouts += 1;
+                        warn!(
+                            policy = %self.status.name,
+                            call = what,
+                            deadline_ms = CALL_DEADLINE.as_millis() as u64,
+                            "policy call timed out; instance discarded"
+                        );
+                    }
+                    CallError::Trap(message) => {
+                        self.status.counters.traps += 1;
+                        warn!(
+                            policy = %self.status.name,
+                            call = what,
+                            error = %message,
+                            "policy call trapped; instance discarded"
+                        );
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A name and version an operator can read: non-empty, short, printable.
+fn check_about(name: &str, version: &str) -> Result<(), PolicyError> {
+    for (what, value) in [("name", name), ("version", version)] {
+        if value.is_empty() {
+            return Err(PolicyError::BadAbout(format!("its {what} is empty")));
+        }
+        if value.len() > 64 {
+            return Err(PolicyError::BadAbout(format!(
+                "its {what} is longer than 64 bytes"
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(PolicyError::BadAbout(format!(
+                "its {what} contains control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

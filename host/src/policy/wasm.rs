@@ -1,0 +1,377 @@
+//! Running a policy component under wasmtime: one shared engine, compiled components cached by
+//! content, and instances confined by an epoch deadline and a memory cap.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use super::{Agent, AgentId, Assignment, Backend, CallError, Outcome, PolicyError, Task, TaskId};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy-component",
+        // Events pass a task's capability list and key by reference: no copy per event.
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+use bindings::exports::switchyard::policy::scheduler as wit;
+use bindings::{PolicyComponent, PolicyComponentPre};
+
+/// How often the background thread advances the engine's epoch.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many epoch ticks one policy call may run for: 5 ticks of 10 ms, so a call is stopped
+/// after 40 to 50 ms. A decision for a batch takes microseconds; a call that takes tens of
+/// milliseconds is stuck, and the core task (which owns the queue) must not wait on it longer.
+pub const CALL_DEADLINE_TICKS: u64 = 5;
+
+/// The most linear memory one policy instance may use. Policies hold integer handles and small
+/// records, so this leaves ample room while bounding what a leaking policy can take from the hub.
+pub const MEMORY_LIMIT_BYTES: usize = 256 << 20;
+
+/// How many compiled components the in-memory cache keeps. Loads are rare (startup and swaps);
+/// the cache saves recompiling when an operator swaps back to a policy used before.
+const CACHE_ENTRIES: usize = 8;
+
+/// The engine every policy runs on. Compiling is per engine, so one shared engine lets compiled
+/// components be reused across loads and swaps.
+pub(crate) fn engine() -> Result<&'static Engine, PolicyError> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            // The ticker holds only a weak reference; the engine lives in a static anyway, so in
+            // practice the thread runs for the life of the process, and costs one wake-up per tick.
+            let weak = engine.weak();
+            std::thread::Builder::new()
+                .name("policy-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch ticker thread: {e}"))?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(|e| PolicyError::Engine(e.clone()))
+}
+
+/// What each instance's store carries: only its resource limits (the policy has no imports).
+pub(crate) struct GuestState {
+    limits: StoreLimits,
+}
+
+/// A compiled, type-checked policy component, ready to be instantiated any number of times.
+#[derive(Clone)]
+pub(crate) struct Compiled {
+    pre: PolicyComponentPre<GuestState>,
+}
+
+impl Compiled {
+    /// Compiles `bytes` (or takes the cached compilation of identical bytes) and checks that it
+    /// is a policy component: it imports nothing and exports the scheduler interface.
+    pub(crate) fn new(bytes: &[u8], digest: &[u8; 32]) -> Result<Self, PolicyError> {
+        check_is_component(bytes)?;
+        let engine = engine()?;
+        let component = cached_compile(engine, bytes, digest)?;
+
+        // An empty linker: a policy gets no host functions at all, so any import is refused here.
+        let linker: Linker<GuestState> = Linker::new(engine);
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            PolicyError::WrongContract(format!(
+                "it imports something the hub does not provide (a policy may import nothing): \
+                 {e:#}"
+            ))
+        })?;
+        let pre = PolicyComponentPre::new(instance_pre).map_err(|e| {
+            PolicyError::WrongContract(format!(
+                "it does not export the `{INTERFACE}` interface this hub speaks: {e:#}"
+            ))
+        })?;
+        Ok(Self { pre })
+    }
+
+    /// Checks every function of the contract by name and type on a throwaway instance, so a
+    /// component built against another version of the contract is refused with the function
+    /// at fault, then returns the policy's name and version from its `about`.
+    pub(crate) fn probe(&self) -> Result<(String, String), PolicyError> {
+        let mut store = new_store(self.pre.engine());
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
+        check_contract(&mut store, &instance)?;
+        let exports = PolicyComponent::new(&mut store, &instance)
+            .map_err(|e| PolicyError::WrongContract(format!("{e:#}")))?;
+        let about = exports
+            .switchyard_policy_scheduler()
+            .call_about(&mut store)
+            .map_err(|e| PolicyError::Instantiate(format!("its `about` call failed: {e:#}")))?;
+        Ok((about.name, about.version))
+    }
+
+    /// A fresh instance with a policy built from `config` (a JSON document).
+    pub(crate) fn instantiate(&self, config: &str) -> Result<WasmInstance, PolicyError> {
+        let mut store = new_store(self.pre.engine());
+        let exports = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
+        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        let created = exports
+            .switchyard_policy_scheduler()
+            .policy()
+            .call_create(&mut store, config)
+            .map_err(|e| PolicyError::Instantiate(format!("its `create` call failed: {e:#}")))?;
+        let policy = created.map_err(PolicyError::ConfigRejected)?;
+        Ok(WasmInstance {
+            store,
+            exports,
+            policy,
+        })
+    }
+}
+
+/// The interface a policy exports, as named in `wit/policy.wit`.
+const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
+
+/// Type-checks each function of the contract on its own, naming the one that does not match.
+/// The generated bindings check the same things, but all at once and without saying which.
+fn check_contract(
+    store: &mut Store<GuestState>,
+    instance: &wasmtime::component::Instance,
+) -> Result<(), PolicyError> {
+    let interface = instance
+        .get_export_index(&mut *store, None, INTERFACE)
+        .ok_or_else(|| PolicyError::WrongContract(format!("it does not export `{INTERFACE}`")))?;
+    macro_rules! check {
+        ($name:literal, $params:ty, $results:ty) => {{
+            let index = instance
+                .get_export_index(&mut *store, Some(&interface), $name)
+                .ok_or_else(|| {
+                    PolicyError::WrongContract(format!("`{INTERFACE}` has no function `{}`", $name))
+                })?;
+            instance
+                .get_typed_func::<$params, $results>(&mut *store, &index)
+                .map_err(|e| {
+                    PolicyError::WrongContract(format!(
+                        "`{INTERFACE}` function `{}` has another type than this hub expects \
+                         (built against a different contract version?): {e:#}",
+                        $name
+                    ))
+                })?;
+        }};
+    }
+    check!("about", (), (wit::PolicyInfo,));
+    check!(
+        "[static]policy.create",
+        (&str,),
+        (Result<ResourceAny, String>,)
+    );
+    check!(
+        "[method]policy.task-queued",
+        (ResourceAny, wit::Task<'_>),
+        ()
+    );
+    check!("[method]policy.task-dequeued", (ResourceAny, TaskId), ());
+    check!(
+        "[method]policy.agent-ready",
+        (ResourceAny, wit::Agent<'_>),
+        ()
+    );
+    check!("[method]policy.agent-unready", (ResourceAny, AgentId), ());
+    check!(
+        "[method]policy.assigned",
+        (ResourceAny, TaskId, AgentId),
+        ()
+    );
+    check!(
+        "[method]policy.task-finished",
+        (ResourceAny, TaskId, AgentId, wit::Outcome),
+        ()
+    );
+    check!(
+        "[method]policy.decide",
+        (ResourceAny, u64),
+        (Vec<wit::Assignment>,)
+    );
+    Ok(())
+}
+
+fn new_store(engine: &Engine) -> Store<GuestState> {
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(MEMORY_LIMIT_BYTES)
+        // A refused `memory.grow` traps instead of returning -1: the policy would abort on the
+        // failed allocation anyway, and the trap says why.
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(engine, GuestState { limits });
+    store.limiter(|state| &mut state.limits);
+    // A new store's deadline is epoch 0, already past: without this, instantiating a component
+    // that runs code at start-up would be interrupted at once.
+    store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    store
+}
+
+/// Refuses, with a message that says what the file is, anything that is not a component.
+fn check_is_component(bytes: &[u8]) -> Result<(), PolicyError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
+    if !bytes.starts_with(MAGIC) {
+        return Err(PolicyError::NotAComponent(
+            "it is not a WebAssembly binary (no \\0asm header)".into(),
+        ));
+    }
+    if bytes.get(4..8) == Some(CORE_MODULE_VERSION) {
+        return Err(PolicyError::NotAComponent(
+            "it is a core WebAssembly module, not a component; build the policy with \
+             `switchyard_policy_sdk::export_policy!` and convert the module with \
+             wit-component (as host/build.rs does)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Compiled components by (content digest, engine compatibility hash). The compatibility hash is
+/// part of the key so that the same scheme can back a file cache of serialized artifacts later,
+/// where artifacts from another wasmtime version or configuration must not match.
+type CacheKey = ([u8; 32], u64);
+
+fn cached_compile(
+    engine: &Engine,
+    bytes: &[u8],
+    digest: &[u8; 32],
+) -> Result<Component, PolicyError> {
+    static CACHE: Mutex<Vec<(CacheKey, Component)>> = Mutex::new(Vec::new());
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let key = (*digest, hasher.finish());
+
+    if let Some(component) = lock(&CACHE)
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, c)| c.clone())
+    {
+        return Ok(component);
+    }
+    // Compiling takes milliseconds to a fraction of a second; the lock is not held meanwhile.
+    let component =
+        Component::new(engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+    let mut cache = lock(&CACHE);
+    if !cache.iter().any(|(k, _)| *k == key) {
+        if cache.len() == CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((key, component.clone()));
+    }
+    Ok(component)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The cache holds no invariant a panicking holder could break.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A live policy instance. One store and instance are reused across calls (a call costs well
+/// under a microsecond that way); after a failed call the instance is unusable and is dropped.
+pub(crate) struct WasmInstance {
+    store: Store<GuestState>,
+    exports: PolicyComponent,
+    policy: ResourceAny,
+}
+
+impl WasmInstance {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(wit::GuestPolicy<'_>, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        let policy = self.exports.switchyard_policy_scheduler().policy();
+        f(policy, &mut self.store, self.policy).map_err(classify)
+    }
+}
+
+/// Sorts a failed call into a timeout (the epoch deadline passed) or any other trap.
+fn classify(error: wasmtime::Error) -> CallError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout,
+        _ => CallError::Trap(format!("{error:#}")),
+    }
+}
+
+impl Backend for WasmInstance {
+    fn task_queued(&mut self, task: &Task) -> Result<(), CallError> {
+        let task = wit::Task {
+            id: task.id,
+            priority: task.priority,
+            needed_capabilities: &task.needed_capabilities,
+            fairness_key: &task.fairness_key,
+            weight: task.weight,
+            retry_count: task.retry_count,
+            queued_at: task.queued_at,
+        };
+        self.call(|p, store, me| p.call_task_queued(store, me, task))
+    }
+
+    fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError> {
+        self.call(|p, store, me| p.call_task_dequeued(store, me, task))
+    }
+
+    fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError> {
+        let agent = wit::Agent {
+            id: agent.id,
+            capabilities: &agent.capabilities,
+            idle_since: agent.idle_since,
+        };
+        self.call(|p, store, me| p.call_agent_ready(store, me, agent))
+    }
+
+    fn agent_unready(&mut self, agent: AgentId) -> Result<(), CallError> {
+        self.call(|p, store, me| p.call_agent_unready(store, me, agent))
+    }
+
+    fn assigned(&mut self, task: TaskId, agent: AgentId) -> Result<(), CallError> {
+        self.call(|p, store, me| p.call_assigned(store, me, task, agent))
+    }
+
+    fn task_finished(
+        &mut self,
+        task: TaskId,
+        agent: AgentId,
+        outcome: Outcome,
+    ) -> Result<(), CallError> {
+        let outcome = match outcome {
+            Outcome::Completed => wit::Outcome::Completed,
+            Outcome::Failed => wit::Outcome::Failed,
+            Outcome::Returned => wit::Outcome::Returned,
+            Outcome::Cancelled => wit::Outcome::Cancelled,
+        };
+        self.call(|p, store, me| p.call_task_finished(store, me, task, agent, outcome))
+    }
+
+    fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError> {
+        let proposals = self.call(|p, store, me| p.call_decide(store, me, now))?;
+        Ok(proposals
+            .into_iter()
+            .map(|a| Assignment {
+                task: a.task,
+                agent: a.agent,
+            })
+            .collect())
+    }
+}

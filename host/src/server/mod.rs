@@ -1,0 +1,133 @@
+//! The network side: WebSocket for agents and the HTTP API, on warp.
+
+pub mod http;
+pub mod ws;
+
+use crate::core::Core;
+use crate::store::Store;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Buf, Filter, Reply};
+
+pub use ws::WsLimits;
+
+/// Largest HTTP body accepted: a batch of tasks or an uploaded policy component.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// What request handlers share.
+pub struct AppState {
+    pub core: Core,
+    pub store: Arc<Store>,
+}
+
+/// A request body that is read only when the handler asks, after authentication.
+pub struct LazyBody(
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, warp::Error>> + Send>>,
+);
+
+impl LazyBody {
+    /// Reads the whole body, refusing one over the size limit.
+    pub async fn read(mut self) -> Result<Vec<u8>, Response> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.0.next().await {
+            let chunk = chunk.map_err(|e| {
+                warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({"error": format!("body could not be read: {e}")})),
+                    StatusCode::BAD_REQUEST,
+                )
+                .into_response()
+            })?;
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY_BYTES {
+                return Err(warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({"error": format!("body is larger than {MAX_BODY_BYTES} bytes")})),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                )
+                .into_response());
+            }
+        }
+        Ok(body)
+    }
+}
+
+fn lazy_body<S, B>(stream: S) -> LazyBody
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    LazyBody(Box::pin(stream.map(|chunk| {
+        chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining()).to_vec())
+    })))
+}
+
+/// Serves until `shutdown` resolves; then asks every WebSocket to close and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    limits: WsLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (closing, closed) = watch::channel(false);
+    let ws_state = state.clone();
+    let websocket = warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .map(move |upgrade: warp::ws::Ws| {
+            let core = ws_state.core.clone();
+            let closed = closed.clone();
+            // Leave room above the protocol's limit so an oversize frame reaches the connection
+            // and is answered with `frame_too_large`, not dropped by the socket layer.
+            let socket_limit = limits.max_frame_bytes.saturating_mul(2).max(64 << 10);
+            upgrade
+                .max_message_size(socket_limit)
+                .max_frame_size(socket_limit)
+                .on_upgrade(move |socket| ws::serve_connection(socket, core, limits, closed))
+        });
+    let api = warp::method()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::body::stream().map(lazy_body))
+        .then(move |method, path: warp::path::FullPath, authorization, content_type, query, body: LazyBody| {
+            let state = state.clone();
+            async move {
+                match http::Route::resolve(&method, path.as_str()) {
+                    Some(route) => {
+                        let request = http::Request {
+                            route,
+                            authorization,
+                            query,
+                            content_type,
+                            body,
+                        };
+                        http::handle(state, request).await
+                    }
+                    None => http::not_found(),
+                }
+            }
+        });
+    let routes = websocket
+        .or(api)
+        .recover(|_rejection: warp::Rejection| async { Ok::<_, std::convert::Infallible>(http::not_found()) });
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        })
+        .run()
+        .await;
+}
+
+/// Binds the listening socket, with an error that names the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}

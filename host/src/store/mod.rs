@@ -1,0 +1,224 @@
+//! Durable state in LMDB (through heed): tasks, their status indices, hashed tokens, agents,
+//! and meta (schema version, the next task sequence number, the policy in force).
+//!
+//! One environment per process, opened once. Only the core writes, one transaction per batch
+//! (group commit); HTTP handlers read through their own read transactions, which see exactly
+//! what has been committed and acknowledged.
+
+mod tasks;
+mod tokens;
+
+pub use tasks::{Stats, TaskFilter, TaskPage};
+pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, PREFIX_LEN};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The layout version of the data folder. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("LMDB error: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("stored record is corrupt ({what}): {source}")]
+    Corrupt {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("data folder has schema version {found}, this build reads version {SCHEMA_VERSION}")]
+    SchemaMismatch { found: u32 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+type Db = Database<'static, Bytes, Bytes>;
+
+/// The policy in force, remembered so a restart loads it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedPolicy {
+    /// `builtin:NAME`, a file path, or `upload` for bytes given over HTTP (kept in meta).
+    pub source: String,
+    pub config: serde_json::Value,
+}
+
+pub struct Store {
+    env: Env<WithoutTls>,
+    /// id (u64 BE) → task JSON.
+    tasks: Db,
+    /// priority (u8) ++ id → ().
+    queued: Db,
+    /// id → ().
+    assigned: Db,
+    /// id → ().
+    dead_letter: Db,
+    /// finished-at ms (u64 BE) ++ id → (), for completed tasks; purged after retention.
+    completed: Db,
+    /// likewise for cancelled tasks.
+    cancelled: Db,
+    /// sha256(token) → token record JSON.
+    tokens: Db,
+    /// agent id → agent record JSON.
+    agents: Db,
+    /// name → value.
+    meta: Db,
+}
+
+const META_SCHEMA: &[u8] = b"schema_version";
+const META_NEXT_SEQ: &[u8] = b"next_seq";
+const META_POLICY: &[u8] = b"policy";
+const META_POLICY_BYTES: &[u8] = b"policy_bytes";
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. `map_size` is the largest the data may
+    /// grow to; it is address space, not memory.
+    pub fn open(dir: &Path, map_size: usize) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        // SAFETY: heed requires that the same path is not opened twice in one process and that
+        // the files are not modified by anything but LMDB; the hub opens its folder once.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size)
+                .max_dbs(16)
+                .max_readers(1024)
+                .open(dir)?
+        };
+        let wtxn = env.write_txn()?;
+        let dbs = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| {
+                let mut open = |name| opener.create_database::<Bytes, Bytes>(wtxn, Some(name));
+                let dbs = [
+                    open("tasks")?,
+                    open("queued")?,
+                    open("assigned")?,
+                    open("dead_letter")?,
+                    open("completed")?,
+                    open("cancelled")?,
+                    open("tokens")?,
+                    open("agents")?,
+                    open("meta")?,
+                ];
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(dbs))
+            })?
+            .unwrap_commit();
+        let [tasks, queued, assigned, dead_letter, completed, cancelled, tokens, agents, meta] =
+            dbs;
+        let store = Store {
+            env,
+            tasks,
+            queued,
+            assigned,
+            dead_letter,
+            completed,
+            cancelled,
+            tokens,
+            agents,
+            meta,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let mut wtxn = self.write_txn()?;
+        match self.meta.get(&wtxn, META_SCHEMA)? {
+            Some(bytes) => {
+                let found = u32::from_be_bytes(bytes.try_into().unwrap_or([0; 4]));
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::SchemaMismatch { found });
+                }
+            }
+            None => {
+                self.meta
+                    .put(&mut wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    pub fn write_txn(&self) -> Result<RwTxn<'_>> {
+        Ok(self.env.write_txn()?)
+    }
+
+    pub fn read_txn(&self) -> Result<RoTxn<'_, WithoutTls>> {
+        Ok(self.env.read_txn()?)
+    }
+
+    /// The sequence number the next submitted task gets (ids are never reused, even after
+    /// finished tasks are purged).
+    pub fn next_seq(&self, txn: &RoTxn) -> Result<u64> {
+        Ok(match self.meta.get(txn, META_NEXT_SEQ)? {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
+            None => 1,
+        })
+    }
+
+    pub fn set_next_seq(&self, txn: &mut RwTxn, seq: u64) -> Result<()> {
+        Ok(self.meta.put(txn, META_NEXT_SEQ, &seq.to_be_bytes())?)
+    }
+
+    /// The policy in force at the last swap, and the uploaded component's bytes if it came
+    /// over HTTP.
+    pub fn policy(&self, txn: &RoTxn) -> Result<Option<(PersistedPolicy, Option<Vec<u8>>)>> {
+        let Some(bytes) = self.meta.get(txn, META_POLICY)? else {
+            return Ok(None);
+        };
+        let policy = serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+            what: "policy",
+            source,
+        })?;
+        let upload = self.meta.get(txn, META_POLICY_BYTES)?.map(<[u8]>::to_vec);
+        Ok(Some((policy, upload)))
+    }
+
+    pub fn set_policy(
+        &self,
+        txn: &mut RwTxn,
+        policy: &PersistedPolicy,
+        upload: Option<&[u8]>,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(policy).expect("policy records serialize");
+        self.meta.put(txn, META_POLICY, &json)?;
+        match upload {
+            Some(bytes) => self.meta.put(txn, META_POLICY_BYTES, bytes)?,
+            None => {
+                self.meta.delete(txn, META_POLICY_BYTES)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Store;
+
+    /// A store in a fresh temporary folder (left behind for inspection; it is small).
+    pub fn temp_store() -> Store {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-store-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir, 64 << 20).expect("temporary store opens")
+    }
+}

@@ -1,0 +1,313 @@
+//! Tasks and the indices derived from their status. An index entry exists exactly for the
+//! status the task is in, so a restart rebuilds the live state with two range scans (queued and
+//! assigned) and never reads a finished task.
+
+use super::{decode, Result, Store};
+use crate::core::task::{Task, TaskStatus};
+use crate::wire::TaskId;
+use heed::{RoTxn, RwTxn};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Filters of `GET /api/tasks`.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub priority: Option<u8>,
+    pub assigned_to: Option<String>,
+    pub fairness_key: Option<String>,
+    /// Start after this task.
+    pub after: Option<TaskId>,
+    pub limit: usize,
+}
+
+/// One page of a listing. `next_cursor` is set when more tasks may follow.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    pub next_cursor: Option<TaskId>,
+}
+
+/// Counts for `GET /api/tasks/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub by_status: BTreeMap<&'static str, u64>,
+    /// Queued tasks only, by priority number.
+    pub by_priority: [u64; 4],
+    pub dead_letter: u64,
+}
+
+/// Tasks a listing reads at most before it returns a page, so a filter that matches little
+/// cannot make one request scan the whole store.
+const SCAN_LIMIT: usize = 50_000;
+
+fn id_key(id: TaskId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+fn queued_key(priority: u8, id: TaskId) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[0] = priority;
+    key[1..].copy_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+fn finished_key(at: u64, id: TaskId) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&at.to_be_bytes());
+    key[8..].copy_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+fn id_from(bytes: &[u8]) -> TaskId {
+    let mut raw = [0; 8];
+    raw.copy_from_slice(&bytes[bytes.len() - 8..]);
+    TaskId(u64::from_be_bytes(raw))
+}
+
+impl Store {
+    /// Writes `task`, moving its index entry from `previous` status (None for a new task) to
+    /// its current one.
+    pub fn put_task(&self, txn: &mut RwTxn, task: &Task, previous: Option<TaskStatus>) -> Result<()> {
+        let json = serde_json::to_vec(task).expect("tasks serialize");
+        self.tasks.put(txn, &id_key(task.id), &json)?;
+        if previous == Some(task.status) {
+            return Ok(());
+        }
+        if let Some(previous) = previous {
+            match previous {
+                TaskStatus::Queued => {
+                    self.queued.delete(txn, &queued_key(task.priority, task.id))?;
+                }
+                TaskStatus::Assigned => {
+                    self.assigned.delete(txn, &id_key(task.id))?;
+                }
+                TaskStatus::DeadLetter => {
+                    self.dead_letter.delete(txn, &id_key(task.id))?;
+                }
+                // Completed and cancelled are final; their entries leave only with the task.
+                TaskStatus::Completed | TaskStatus::Cancelled => {}
+            }
+        }
+        match task.status {
+            TaskStatus::Queued => self.queued.put(txn, &queued_key(task.priority, task.id), &[])?,
+            TaskStatus::Assigned => self.assigned.put(txn, &id_key(task.id), &[])?,
+            TaskStatus::DeadLetter => self.dead_letter.put(txn, &id_key(task.id), &[])?,
+            TaskStatus::Completed => {
+                self.completed.put(txn, &finished_key(task.updated_at, task.id), &[])?
+            }
+            TaskStatus::Cancelled => {
+                self.cancelled.put(txn, &finished_key(task.updated_at, task.id), &[])?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn task(&self, txn: &RoTxn, id: TaskId) -> Result<Option<Task>> {
+        self.tasks
+            .get(txn, &id_key(id))?
+            .map(|bytes| decode("task", bytes))
+            .transpose()
+    }
+
+    fn tasks_by_ids(&self, txn: &RoTxn, ids: impl Iterator<Item = TaskId>) -> Result<Vec<Task>> {
+        let mut tasks = Vec::new();
+        for id in ids {
+            if let Some(task) = self.task(txn, id)? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Every queued and assigned task: the live state, read once at start.
+    pub fn active_tasks(&self, txn: &RoTxn) -> Result<Vec<Task>> {
+        let mut ids = Vec::new();
+        for entry in self.queued.iter(txn)? {
+            ids.push(id_from(entry?.0));
+        }
+        for entry in self.assigned.iter(txn)? {
+            ids.push(id_from(entry?.0));
+        }
+        self.tasks_by_ids(txn, ids.into_iter())
+    }
+
+    /// Tasks in submission order, filtered.
+    pub fn list_tasks(&self, txn: &RoTxn, filter: &TaskFilter) -> Result<TaskPage> {
+        let start = filter.after.map_or(0, |id| id.0.saturating_add(1));
+        let mut tasks = Vec::new();
+        let mut last = None;
+        let from = start.to_be_bytes();
+        let range = (Bound::Included(&from[..]), Bound::Unbounded);
+        for (scanned, entry) in self.tasks.range(txn, &range)?.enumerate() {
+            if tasks.len() >= filter.limit || scanned >= SCAN_LIMIT {
+                return Ok(TaskPage {
+                    tasks,
+                    next_cursor: last,
+                });
+            }
+            let (key, bytes) = entry?;
+            last = Some(id_from(key));
+            let task: Task = decode("task", bytes)?;
+            let keep = filter.status.is_none_or(|s| s == task.status)
+                && filter.priority.is_none_or(|p| p == task.priority)
+                && filter
+                    .assigned_to
+                    .as_ref()
+                    .is_none_or(|a| task.assigned_to.as_ref() == Some(a))
+                && filter.fairness_key.as_ref().is_none_or(|k| *k == task.fairness_key);
+            if keep {
+                tasks.push(task);
+            }
+        }
+        Ok(TaskPage {
+            tasks,
+            next_cursor: None,
+        })
+    }
+
+    /// Dead-lettered tasks (at most `limit`) and how many there are in all.
+    pub fn dead_letter(&self, txn: &RoTxn, limit: usize) -> Result<(Vec<Task>, u64)> {
+        let mut ids = Vec::new();
+        for entry in self.dead_letter.iter(txn)?.take(limit) {
+            ids.push(id_from(entry?.0));
+        }
+        Ok((self.tasks_by_ids(txn, ids.into_iter())?, self.dead_letter.len(txn)?))
+    }
+
+    pub fn stats(&self, txn: &RoTxn) -> Result<Stats> {
+        let mut stats = Stats::default();
+        let counts = [
+            (TaskStatus::Queued, self.queued.len(txn)?),
+            (TaskStatus::Assigned, self.assigned.len(txn)?),
+            (TaskStatus::Completed, self.completed.len(txn)?),
+            (TaskStatus::DeadLetter, self.dead_letter.len(txn)?),
+            (TaskStatus::Cancelled, self.cancelled.len(txn)?),
+        ];
+        for (status, count) in counts {
+            stats.by_status.insert(status.as_str(), count);
+        }
+        for entry in self.queued.iter(txn)? {
+            let priority = entry?.0[0] as usize;
+            if let Some(count) = stats.by_priority.get_mut(priority) {
+                *count += 1;
+            }
+        }
+        stats.dead_letter = counts[3].1;
+        Ok(stats)
+    }
+
+    /// Deletes up to `limit` completed and cancelled tasks that finished before `before`.
+    /// Returns how many went.
+    pub fn purge_finished(&self, txn: &mut RwTxn, before: u64, limit: usize) -> Result<usize> {
+        let mut purged = 0;
+        for index in [&self.completed, &self.cancelled] {
+            let end = finished_key(before, TaskId(0));
+            let mut keys = Vec::new();
+            let range = (Bound::Unbounded, Bound::Excluded(&end[..]));
+            for entry in index.range(txn, &range)?.take(limit - purged) {
+                keys.push(entry?.0.to_vec());
+            }
+            for key in keys {
+                index.delete(txn, &key)?;
+                self.tasks.delete(txn, &id_key(id_from(&key)))?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+    use crate::wire::http::NewTask;
+    use serde_json::json;
+
+    fn new_task(id: u64, priority: u8) -> Task {
+        let new = NewTask {
+            description: format!("task {id}"),
+            priority,
+            metadata: json!({}),
+            max_retries: 3,
+            complete_by: None,
+            needed_capabilities: vec![],
+            fairness_key: None,
+            weight: 1.0,
+        };
+        Task::new(TaskId(id), new, "tester", 1_000 + id)
+    }
+
+    #[test]
+    fn indices_follow_status_and_survive_reopen_of_a_txn() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let mut a = new_task(1, 3);
+        let b = new_task(2, 0);
+        store.put_task(&mut txn, &a, None).unwrap();
+        store.put_task(&mut txn, &b, None).unwrap();
+        a.assign("agent", 5);
+        store.put_task(&mut txn, &a, Some(TaskStatus::Queued)).unwrap();
+        txn.commit().unwrap();
+
+        let txn = store.read_txn().unwrap();
+        let stats = store.stats(&txn).unwrap();
+        assert_eq!(stats.by_status["queued"], 1);
+        assert_eq!(stats.by_status["assigned"], 1);
+        assert_eq!(stats.by_priority, [1, 0, 0, 0]);
+        let mut active: Vec<_> = store.active_tasks(&txn).unwrap().into_iter().map(|t| t.id).collect();
+        active.sort();
+        assert_eq!(active, vec![TaskId(1), TaskId(2)]);
+        assert_eq!(store.task(&txn, TaskId(1)).unwrap().unwrap().status, TaskStatus::Assigned);
+    }
+
+    #[test]
+    fn listing_filters_pages_and_dead_letter() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        for id in 1..=10 {
+            let mut task = new_task(id, (id % 4) as u8);
+            if id == 7 {
+                task.assign("x", 1);
+                task.fail("boom", 2);
+                task.assign("x", 3);
+                task.fail("boom", 4);
+                task.assign("x", 5);
+                task.fail("boom", 6);
+            }
+            store.put_task(&mut txn, &task, None).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = store.read_txn().unwrap();
+        let page = store
+            .list_tasks(&txn, &TaskFilter { limit: 4, ..Default::default() })
+            .unwrap();
+        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+        let page = store
+            .list_tasks(&txn, &TaskFilter { limit: 4, after: Some(TaskId(4)), priority: Some(1), ..Default::default() })
+            .unwrap();
+        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
+        assert_eq!(ids, vec![5, 9]);
+        assert_eq!(page.next_cursor, None);
+        let (dead, count) = store.dead_letter(&txn, 100).unwrap();
+        assert_eq!((dead.len(), count, dead[0].id), (1, 1, TaskId(7)));
+    }
+
+    #[test]
+    fn purge_removes_only_old_finished_tasks() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        for id in 1..=3 {
+            let mut task = new_task(id, 2);
+            task.assign("a", 10);
+            task.complete(json!({}), None, id * 100);
+            store.put_task(&mut txn, &task, None).unwrap();
+        }
+        let purged = store.purge_finished(&mut txn, 250, 100).unwrap();
+        assert_eq!(purged, 2);
+        assert!(store.task(&txn, TaskId(1)).unwrap().is_none());
+        assert!(store.task(&txn, TaskId(3)).unwrap().is_some());
+    }
+}

@@ -1,0 +1,145 @@
+//! Tokens, stored only as SHA-256 hashes, and the agents they belong to.
+
+use super::{decode, Result, Store};
+use heed::{RoTxn, RwTxn};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Connect over `/ws` as its own agent, submit and read tasks.
+    Agent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The agent the token belongs to (`admin` for admin tokens).
+    pub agent_id: String,
+    pub role: Role,
+    /// The token's first characters, to tell tokens apart in listings.
+    pub token_prefix: String,
+    pub created_at: u64,
+}
+
+/// The key a token is stored under.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Characters of a token shown in listings.
+pub const PREFIX_LEN: usize = 8;
+
+/// Agents as last seen, so the hub can name them after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    pub last_seen: u64,
+}
+
+impl Store {
+    pub fn put_token(&self, txn: &mut RwTxn, token: &str, record: &TokenRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).expect("token records serialize");
+        Ok(self.tokens.put(txn, &hash_token(token), &json)?)
+    }
+
+    pub fn find_token(&self, txn: &RoTxn, token: &str) -> Result<Option<TokenRecord>> {
+        self.tokens
+            .get(txn, &hash_token(token))?
+            .map(|bytes| decode("token", bytes))
+            .transpose()
+    }
+
+    pub fn tokens(&self, txn: &RoTxn) -> Result<Vec<TokenRecord>> {
+        let mut records = Vec::new();
+        for entry in self.tokens.iter(txn)? {
+            records.push(decode("token", entry?.1)?);
+        }
+        Ok(records)
+    }
+
+    /// Deletes every agent token of `agent_id`; returns how many.
+    pub fn revoke_tokens(&self, txn: &mut RwTxn, agent_id: &str) -> Result<usize> {
+        let mut doomed = Vec::new();
+        for entry in self.tokens.iter(txn)? {
+            let (key, bytes) = entry?;
+            let record: TokenRecord = decode("token", bytes)?;
+            if record.agent_id == agent_id && record.role == Role::Agent {
+                doomed.push(key.to_vec());
+            }
+        }
+        for key in &doomed {
+            self.tokens.delete(txn, key)?;
+        }
+        Ok(doomed.len())
+    }
+
+    pub fn has_admin_token(&self, txn: &RoTxn) -> Result<bool> {
+        Ok(self.tokens(txn)?.iter().any(|t| t.role == Role::Admin))
+    }
+
+    pub fn put_agent(&self, txn: &mut RwTxn, record: &AgentRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).expect("agent records serialize");
+        Ok(self.agents.put(txn, record.agent_id.as_bytes(), &json)?)
+    }
+
+    pub fn agents(&self, txn: &RoTxn) -> Result<Vec<AgentRecord>> {
+        let mut records = Vec::new();
+        for entry in self.agents.iter(txn)? {
+            records.push(decode("agent", entry?.1)?);
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+
+    #[test]
+    fn tokens_are_found_by_hash_and_revoked_by_agent() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let record = |agent: &str, role| TokenRecord {
+            agent_id: agent.into(),
+            role,
+            token_prefix: "abcd1234".into(),
+            created_at: 1,
+        };
+        store.put_token(&mut txn, "secret-a", &record("a", Role::Agent)).unwrap();
+        store.put_token(&mut txn, "secret-a2", &record("a", Role::Agent)).unwrap();
+        store.put_token(&mut txn, "secret-admin", &record("admin", Role::Admin)).unwrap();
+        assert_eq!(store.find_token(&txn, "secret-a").unwrap().unwrap().agent_id, "a");
+        assert!(store.find_token(&txn, "nope").unwrap().is_none());
+        assert_eq!(store.revoke_tokens(&mut txn, "a").unwrap(), 2);
+        assert!(store.find_token(&txn, "secret-a").unwrap().is_none());
+        assert!(store.has_admin_token(&txn).unwrap());
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn nothing_but_the_hash_is_stored() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let record = TokenRecord {
+            agent_id: "a".into(),
+            role: Role::Agent,
+            token_prefix: "plainpre".into(),
+            created_at: 1,
+        };
+        store.put_token(&mut txn, "plainpre-the-rest-of-the-secret", &record).unwrap();
+        let raw: Vec<Vec<u8>> = store
+            .tokens
+            .iter(&txn)
+            .unwrap()
+            .map(|e| [e.as_ref().unwrap().0, e.as_ref().unwrap().1].concat())
+            .collect();
+        let needle = b"the-rest-of-the-secret";
+        assert!(raw.iter().all(|r| !r.windows(needle.len()).any(|w| w == needle)));
+    }
+}

@@ -1,0 +1,244 @@
+//! Bodies of the HTTP API (`spec/http-api.md`) that the hub reads, validated into typed values.
+//! Every refusal names the field that is wrong.
+
+use serde_json::{Map, Value};
+
+/// The largest `max_retries` a task may ask for; beyond it a task would practically never
+/// reach the dead letter.
+const MAX_RETRIES_LIMIT: u64 = 1000;
+/// Retries when a task names none.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Tasks in one batch submission.
+pub const MAX_BATCH: usize = 10_000;
+
+/// A task as submitted, before it has an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub description: String,
+    pub priority: u8,
+    pub metadata: Value,
+    pub max_retries: u32,
+    pub complete_by: Option<u64>,
+    /// Sorted, without duplicates.
+    pub needed_capabilities: Vec<String>,
+    pub fairness_key: Option<String>,
+    pub weight: f64,
+}
+
+/// A body that cannot be accepted; the message names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadBody(pub String);
+
+fn bad(message: impl Into<String>) -> BadBody {
+    BadBody(message.into())
+}
+
+/// Parses a request body as a JSON object.
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, BadBody> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(bad("body must be a JSON object")),
+        Err(error) => Err(bad(format!("body is not valid JSON: {error}"))),
+    }
+}
+
+/// Priorities by name, most urgent first; the index is the priority number.
+pub const PRIORITY_NAMES: [&str; 4] = ["urgent", "high", "normal", "low"];
+
+/// Parses a priority given as a name or a number 0-3.
+pub fn priority(value: &Value) -> Result<u8, BadBody> {
+    let refusal = || {
+        bad(format!(
+            "priority must be one of urgent, high, normal, low or 0-3, not {value}"
+        ))
+    };
+    match value {
+        Value::String(name) => PRIORITY_NAMES
+            .iter()
+            .position(|known| known == name)
+            .map(|index| index as u8)
+            .ok_or_else(refusal),
+        Value::Number(number) => match number.as_u64() {
+            Some(n) if n <= 3 => Ok(n as u8),
+            _ => Err(refusal()),
+        },
+        _ => Err(refusal()),
+    }
+}
+
+impl NewTask {
+    /// Validates one task object of `POST /api/tasks` or of a batch.
+    pub fn parse(fields: &Map<String, Value>) -> Result<NewTask, BadBody> {
+        let description = match fields.get("description") {
+            Some(Value::String(text)) => text.clone(),
+            Some(_) => return Err(bad("description must be a string")),
+            None => return Err(bad("description is required")),
+        };
+        let priority = match fields.get("priority") {
+            None | Some(Value::Null) => 2,
+            Some(value) => priority(value)?,
+        };
+        let metadata = match fields.get("metadata") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(value @ Value::Object(_)) => value.clone(),
+            Some(_) => return Err(bad("metadata must be an object")),
+        };
+        let max_retries = match fields.get("max_retries") {
+            None | Some(Value::Null) => DEFAULT_MAX_RETRIES,
+            Some(value) => match value.as_u64() {
+                Some(n) if (1..=MAX_RETRIES_LIMIT).contains(&n) => n as u32,
+                _ => {
+                    return Err(bad(format!(
+                        "max_retries must be an integer from 1 to {MAX_RETRIES_LIMIT}"
+                    )))
+                }
+            },
+        };
+        let complete_by = match fields.get("complete_by") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_u64().ok_or_else(|| {
+                bad("complete_by must be a time in milliseconds since the Unix epoch")
+            })?),
+        };
+        let mut needed_capabilities = match fields.get("needed_capabilities") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("needed_capabilities must be a list of strings"))?,
+            Some(_) => return Err(bad("needed_capabilities must be a list of strings")),
+        };
+        needed_capabilities.sort();
+        needed_capabilities.dedup();
+        let fairness_key = match fields.get("fairness_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) if !key.is_empty() => Some(key.clone()),
+            Some(_) => return Err(bad("fairness_key must be a non-empty string")),
+        };
+        let weight = match fields.get("weight") {
+            None | Some(Value::Null) => 1.0,
+            Some(value) => match value.as_f64() {
+                Some(w) if w > 0.0 && w.is_finite() => w,
+                _ => return Err(bad("weight must be a number greater than 0")),
+            },
+        };
+        Ok(NewTask {
+            description,
+            priority,
+            metadata,
+            max_retries,
+            complete_by,
+            needed_capabilities,
+            fairness_key,
+            weight,
+        })
+    }
+
+    /// Validates the body of `POST /api/tasks/batch`: all tasks or none.
+    pub fn parse_batch(fields: &Map<String, Value>) -> Result<Vec<NewTask>, BadBody> {
+        let Some(Value::Array(items)) = fields.get("tasks") else {
+            return Err(bad("tasks is required and must be a list of task objects"));
+        };
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(bad(format!("tasks must hold 1 to {MAX_BATCH} tasks")));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::Object(task) => NewTask::parse(task)
+                    .map_err(|BadBody(why)| bad(format!("tasks[{index}]: {why}"))),
+                _ => Err(bad(format!("tasks[{index}] must be an object"))),
+            })
+            .collect()
+    }
+}
+
+/// The body of `POST /admin/tokens`.
+pub fn token_request(fields: &Map<String, Value>) -> Result<String, BadBody> {
+    match fields.get("agent_id") {
+        Some(Value::String(id)) if valid_agent_id(id) => Ok(id.clone()),
+        Some(Value::String(_)) => Err(bad(
+            "agent_id must be 1 to 128 characters, without control characters",
+        )),
+        _ => Err(bad("agent_id is required and must be a string")),
+    }
+}
+
+/// Agent ids are free text, within reason.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<NewTask, BadBody> {
+        NewTask::parse(value.as_object().unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let task = parse(json!({"description": "d"})).unwrap();
+        assert_eq!(task.priority, 2);
+        assert_eq!(task.metadata, json!({}));
+        assert_eq!(task.max_retries, 3);
+        assert_eq!(task.weight, 1.0);
+        assert!(task.needed_capabilities.is_empty() && task.fairness_key.is_none());
+    }
+
+    #[test]
+    fn priorities_by_name_and_number() {
+        for (given, expected) in [(json!("urgent"), 0), (json!("low"), 3), (json!(1), 1)] {
+            assert_eq!(parse(json!({"description": "d", "priority": given})).unwrap().priority, expected);
+        }
+        for given in [json!("critical"), json!(4), json!(-1), json!(1.5), json!(true)] {
+            let error = parse(json!({"description": "d", "priority": given})).unwrap_err();
+            assert!(error.0.starts_with("priority must be"), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let cases = [
+            (json!({}), "description"),
+            (json!({"description": 3}), "description"),
+            (json!({"description": "d", "metadata": []}), "metadata"),
+            (json!({"description": "d", "max_retries": 0}), "max_retries"),
+            (json!({"description": "d", "complete_by": "soon"}), "complete_by"),
+            (json!({"description": "d", "needed_capabilities": [1]}), "needed_capabilities"),
+            (json!({"description": "d", "fairness_key": ""}), "fairness_key"),
+            (json!({"description": "d", "weight": 0}), "weight"),
+        ];
+        for (body, field) in cases {
+            let error = parse(body.clone()).unwrap_err();
+            assert!(error.0.contains(field), "{body} gave {error}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_sorted_and_deduplicated() {
+        let task = parse(json!({"description": "d", "needed_capabilities": ["b", "a", "b"]})).unwrap();
+        assert_eq!(task.needed_capabilities, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn batch_is_all_or_none() {
+        let body = json!({"tasks": [{"description": "a"}, {"description": "b", "priority": "x"}]});
+        let error = NewTask::parse_batch(body.as_object().unwrap()).unwrap_err();
+        assert!(error.0.starts_with("tasks[1]: priority"), "{error}");
+        let body = json!({"tasks": [{"description": "a"}, {"description": "b"}]});
+        assert_eq!(NewTask::parse_batch(body.as_object().unwrap()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        assert!(object(b"{").unwrap_err().0.contains("not valid JSON"));
+        assert!(object(b"[]").unwrap_err().0.contains("object"));
+        assert!(object(br#"{"a":1}"#).is_ok());
+    }
+}

@@ -1,0 +1,16 @@
+//! Everything that crosses a socket: the agent protocol over WebSocket and the bodies of the
+//! HTTP API. Frames and bodies are validated here, once; the rest of the hub sees typed values.
+
+pub mod agent;
+pub mod http;
+mod task_id;
+
+pub use task_id::TaskId;
+
+/// Milliseconds since the Unix epoch: the one clock of the wire protocol.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

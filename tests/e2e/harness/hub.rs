@@ -1,0 +1,289 @@
+//! Starting, killing and restarting the real `switchyard` binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::agent::Agent;
+use super::api::Api;
+
+/// A debug build compiles its wasm policy at start-up, and tests run in parallel on small
+/// machines: give the listening line this long to appear.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The line the hub prints on stdout once it listens (followed by the address).
+const LISTENING_PREFIX: &str = "switchyard listening on ";
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique to this process run: prefix, pid, counter, clock.
+pub fn unique_name(prefix: &str) -> String {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Command-line timeouts and limits of one hub; `None` leaves the hub's default.
+#[derive(Clone, Debug, Default)]
+pub struct HubOpts {
+    pub acceptance_timeout_ms: Option<u64>,
+    pub reconnect_grace_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub reject_cooldown_ms: Option<u64>,
+    pub max_reclaims: Option<u64>,
+    pub max_frame_bytes: Option<u64>,
+}
+
+impl HubOpts {
+    pub fn acceptance_timeout_ms(mut self, ms: u64) -> Self {
+        self.acceptance_timeout_ms = Some(ms);
+        self
+    }
+    pub fn reconnect_grace_ms(mut self, ms: u64) -> Self {
+        self.reconnect_grace_ms = Some(ms);
+        self
+    }
+    pub fn idle_timeout_ms(mut self, ms: u64) -> Self {
+        self.idle_timeout_ms = Some(ms);
+        self
+    }
+    pub fn max_reclaims(mut self, n: u64) -> Self {
+        self.max_reclaims = Some(n);
+        self
+    }
+    pub fn max_frame_bytes(mut self, n: u64) -> Self {
+        self.max_frame_bytes = Some(n);
+        self
+    }
+
+    fn args(&self) -> Vec<String> {
+        let flags = [
+            ("--acceptance-timeout-ms", self.acceptance_timeout_ms),
+            ("--reconnect-grace-ms", self.reconnect_grace_ms),
+            ("--idle-timeout-ms", self.idle_timeout_ms),
+            ("--reject-cooldown-ms", self.reject_cooldown_ms),
+            ("--max-reclaims", self.max_reclaims),
+            ("--max-frame-bytes", self.max_frame_bytes),
+        ];
+        let mut args = Vec::new();
+        for (flag, value) in flags {
+            if let Some(v) = value {
+                args.push(flag.to_string());
+                args.push(v.to_string());
+            }
+        }
+        // The whole suite can be pointed at another policy (e.g. `builtin:fair` or a file).
+        if let Ok(policy) = std::env::var("SWITCHYARD_TEST_POLICY") {
+            if !policy.trim().is_empty() {
+                args.push("--policy".to_string());
+                args.push(policy.trim().to_string());
+            }
+        }
+        args
+    }
+}
+
+/// A data folder under the system temp dir, removed when dropped (unless the environment
+/// variable `SWITCHYARD_E2E_KEEP` is set, to inspect it after a failure).
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    fn create() -> DataDir {
+        let path = std::env::temp_dir().join(unique_name("switchyard-e2e"));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create data dir {}: {e}", path.display()));
+        DataDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if std::env::var_os("SWITCHYARD_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Kills (SIGKILL) and reaps the child when dropped, including on a panic during start-up.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What is left of a hub killed with [`Hub::kill9`]: its data folder, admin token and options,
+/// ready for [`Hub::restart_on`].
+#[derive(Debug)]
+pub struct StoppedHub {
+    dir: DataDir,
+    admin_token: String,
+    opts: HubOpts,
+}
+
+/// One running `switchyard serve` process with its own data folder.
+pub struct Hub {
+    child: ChildGuard,
+    addr: SocketAddr,
+    admin_token: String,
+    opts: HubOpts,
+    // Declared after `child`, and taken by `kill9`: removed only once the process is gone.
+    dir: Option<DataDir>,
+    api: Api,
+}
+
+impl Hub {
+    /// Starts a hub on a fresh data folder and waits for its listening line.
+    pub async fn start(opts: HubOpts) -> Hub {
+        let admin_token = unique_name("e2e-admin");
+        Hub::spawn(DataDir::create(), admin_token, opts).await
+    }
+
+    /// Starts a hub again on the data folder (and with the admin token and options) of a
+    /// killed one.
+    pub async fn restart_on(stopped: StoppedHub) -> Hub {
+        Hub::spawn(stopped.dir, stopped.admin_token, stopped.opts).await
+    }
+
+    async fn spawn(dir: DataDir, admin_token: String, opts: HubOpts) -> Hub {
+        let label = unique_name("hub")
+            .split('-')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("-");
+        let args = opts.args();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(&args)
+            .env("SWITCHYARD_ADMIN_TOKEN", &admin_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut child = ChildGuard(child);
+        eprintln!(
+            "[{label}] started pid {} on {} with {args:?}",
+            child.0.id(),
+            dir.path().display()
+        );
+
+        // stderr: forwarded line by line to the test's stderr (captured by the test harness and
+        // shown when the test fails). Threads spawned from a test thread inherit its capture.
+        let err_label = label.clone();
+        std::thread::Builder::new()
+            .name(format!("{label}-stderr"))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    match line {
+                        Ok(line) => eprintln!("[{err_label}] {line}"),
+                        Err(_) => break,
+                    }
+                }
+            })
+            .expect("spawn stderr forwarder");
+
+        // stdout: the listening line goes back to us, anything else is forwarded.
+        let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        let out_label = label.clone();
+        std::thread::Builder::new()
+            .name(format!("{label}-stdout"))
+            .spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.trim().strip_prefix(LISTENING_PREFIX) {
+                        if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(addr);
+                                continue;
+                            }
+                        }
+                    }
+                    eprintln!("[{out_label} stdout] {line}");
+                }
+            })
+            .expect("spawn stdout reader");
+
+        let addr = match tokio::time::timeout(START_TIMEOUT, rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => {
+                // stdout closed without the line: the process is exiting.
+                let status = child.0.wait();
+                panic!(
+                    "[{label}] switchyard exited ({status:?}) before printing \
+                     `{LISTENING_PREFIX}ADDR` on stdout (see its stderr above)"
+                );
+            }
+            Err(_) => panic!(
+                "[{label}] switchyard did not print `{LISTENING_PREFIX}ADDR` on stdout within \
+                 {START_TIMEOUT:?}"
+            ),
+        };
+        assert!(
+            addr.ip().is_loopback(),
+            "[{label}] asked to listen on 127.0.0.1 but reports {addr}"
+        );
+        eprintln!("[{label}] listening on {addr}");
+        let api = Api::new(addr, &admin_token);
+        Hub {
+            child,
+            addr,
+            admin_token,
+            opts,
+            dir: Some(dir),
+            api,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or shut down cleanly) and keeps its
+    /// data folder for [`Hub::restart_on`].
+    pub fn kill9(mut self) -> StoppedHub {
+        // std's Child::kill sends SIGKILL on unix.
+        self.child.0.kill().expect("SIGKILL the hub");
+        let status = self.child.0.wait().expect("reap the hub");
+        eprintln!("[hub {}] killed: {status:?}", self.addr);
+        StoppedHub {
+            dir: self.dir.take().expect("data dir present until kill9"),
+            admin_token: self.admin_token.clone(),
+            opts: self.opts.clone(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Creates a token for `agent_id`, connects and identifies.
+    pub async fn agent(&self, agent_id: &str) -> Agent {
+        let token = self.api.create_token(agent_id).await;
+        Agent::connect(&self.ws_url(), agent_id, &token).await
+    }
+}

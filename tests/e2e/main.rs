@@ -1,0 +1,15 @@
+//! End-to-end suite: starts the real `switchyard` binary (one per test, each with its own data
+//! folder and port) and drives it over loopback WebSocket and HTTP, checking the behaviour
+//! written in shared/spec/agent-protocol.md and shared/spec/http-api.md.
+//!
+//! `SWITCHYARD_TEST_POLICY=<policy>` runs every test against another scheduling policy
+//! (passed as `--policy`); `SWITCHYARD_E2E_KEEP=1` keeps the data folders.
+
+mod harness;
+
+mod bad_input;
+mod durability;
+mod failures;
+mod flow;
+mod http;
+mod priority;
