@@ -16,7 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A hub that hands tasks to agents, scheduled by a WebAssembly policy")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A hub that hands tasks to agents, scheduled by a WebAssembly policy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Commands,
@@ -163,10 +167,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Commands::Serve(args) => serve(args).await,
         Commands::Token { command } => match command {
-            TokenCommand::Create { agent_id, client } => {
-                print(client.call("POST", "/admin/tokens", Some(json!({ "agent_id": agent_id }))).await?)
+            TokenCommand::Create { agent_id, client } => print(
+                client
+                    .call(
+                        "POST",
+                        "/admin/tokens",
+                        Some(json!({ "agent_id": agent_id })),
+                    )
+                    .await?,
+            ),
+            TokenCommand::List { client } => {
+                print(client.call("GET", "/admin/tokens", None).await?)
             }
-            TokenCommand::List { client } => print(client.call("GET", "/admin/tokens", None).await?),
             TokenCommand::Revoke { agent_id, client } => {
                 let path = format!("/admin/tokens/{}", encode(&agent_id));
                 print(client.call("DELETE", &path, None).await?)
@@ -183,24 +195,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(text) => serde_json::from_str(&text).context("--metadata must be JSON")?,
                 None => json!({}),
             };
-            let priority = priority.parse::<u8>().map(Value::from).unwrap_or(Value::String(priority));
+            let priority = priority
+                .parse::<u8>()
+                .map(Value::from)
+                .unwrap_or(Value::String(priority));
             let body = json!({
                 "description": description, "priority": priority,
                 "needed_capabilities": capabilities, "metadata": metadata,
             });
             print(client.call("POST", "/api/tasks", Some(body)).await?)
         }
-        Commands::Tasks { status, limit, client } => {
+        Commands::Tasks {
+            status,
+            limit,
+            client,
+        } => {
             let mut path = format!("/api/tasks?limit={limit}");
             if let Some(status) = status {
                 path.push_str(&format!("&status={}", encode(&status)));
             }
             print(client.call("GET", &path, None).await?)
         }
-        Commands::Task { id, client } => print(client.call("GET", &format!("/api/tasks/{}", encode(&id)), None).await?),
+        Commands::Task { id, client } => print(
+            client
+                .call("GET", &format!("/api/tasks/{}", encode(&id)), None)
+                .await?,
+        ),
         Commands::Policy { command } => match command {
             PolicyCommand::Show { client } => print(client.call("GET", "/api/policy", None).await?),
-            PolicyCommand::Load { policy, config, client } => {
+            PolicyCommand::Load {
+                policy,
+                config,
+                client,
+            } => {
                 let config: Value = match config {
                     Some(text) => serde_json::from_str(&text).context("--config must be JSON")?,
                     None => Value::Null,
@@ -228,7 +255,9 @@ fn print(value: Value) -> anyhow::Result<()> {
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -256,11 +285,17 @@ impl ClientArgs {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach the hub at {}", self.hub))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.hub))?;
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let why = value.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+            let why = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
             bail!("the hub refused ({status}): {why}");
         }
         Ok(value)
@@ -273,7 +308,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the data folder {}", args.data_dir.display()))?,
     );
     ensure_admin_token(&store, &args.data_dir)?;
-    let policy = load_policy(&store, args.policy.as_deref(), args.policy_config.as_deref())?;
+    let policy = load_policy(
+        &store,
+        args.policy.as_deref(),
+        args.policy_config.as_deref(),
+    )?;
     let config = CoreConfig {
         acceptance_timeout_ms: args.acceptance_timeout_ms,
         reconnect_grace_ms: args.reconnect_grace_ms,
@@ -281,7 +320,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_reclaims: args.max_reclaims.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
     };
-    let (core, _thread) = Core::start(store.clone(), policy, config).context("cannot load the live state")?;
+    let (core, _thread) =
+        Core::start(store.clone(), policy, config).context("cannot load the live state")?;
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "switchyard listening");
@@ -360,7 +400,11 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 
 /// The policy to start with: the one named on the command line, else the one in force when the
 /// hub stopped, else the bundled greedy.
-fn load_policy(store: &Store, named: Option<&str>, config: Option<&str>) -> anyhow::Result<PolicyHost> {
+fn load_policy(
+    store: &Store,
+    named: Option<&str>,
+    config: Option<&str>,
+) -> anyhow::Result<PolicyHost> {
     let config: Value = match config {
         Some(text) => serde_json::from_str(text).context("--policy-config must be JSON")?,
         None => Value::Null,
@@ -371,7 +415,9 @@ fn load_policy(store: &Store, named: Option<&str>, config: Option<&str>) -> anyh
     let (source, config) = match named {
         Some(name) => (PolicySource::parse(name), config),
         None => match persisted {
-            Some((persisted, Some(bytes))) if persisted.source == "upload" => (PolicySource::Bytes(bytes), persisted.config),
+            Some((persisted, Some(bytes))) if persisted.source == "upload" => {
+                (PolicySource::Bytes(bytes), persisted.config)
+            }
             Some((persisted, _)) => {
                 tracing::info!(source = %persisted.source, "loading the policy in force when the hub stopped");
                 (PolicySource::parse(&persisted.source), persisted.config)

@@ -99,7 +99,11 @@ impl Agent {
     }
 
     pub fn hold(&mut self, task: TaskId) {
-        debug_assert_eq!(self.holding, Holding::Nothing, "an agent holds one task at most");
+        debug_assert_eq!(
+            self.holding,
+            Holding::Nothing,
+            "an agent holds one task at most"
+        );
         self.holding = Holding::Assigned(task);
     }
 
@@ -163,7 +167,10 @@ mod tests {
         agent.hold(TaskId(7));
         assert_eq!(agent.fsm_state(), "assigned");
         assert!(!agent.can_take_work(10));
-        assert!(!agent.accept(TaskId(8)), "cannot accept a task it does not hold");
+        assert!(
+            !agent.accept(TaskId(8)),
+            "cannot accept a task it does not hold"
+        );
         assert!(agent.accept(TaskId(7)));
         assert_eq!(agent.fsm_state(), "working");
         agent.release(TaskId(7), 20);

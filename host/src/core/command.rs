@@ -55,8 +55,14 @@ pub enum Command {
         message: ClientMessage,
     },
     /// An unresponsive agent sent a frame again.
-    Alive { conn: u64, agent: String },
-    Disconnected { conn: u64, agent: String },
+    Alive {
+        conn: u64,
+        agent: String,
+    },
+    Disconnected {
+        conn: u64,
+        agent: String,
+    },
     Submit {
         tasks: Vec<NewTask>,
         submitted_by: String,

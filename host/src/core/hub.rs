@@ -122,6 +122,17 @@ impl Hub {
             }
             match (task.status, task.assigned_to.clone()) {
                 (TaskStatus::Assigned, Some(holder)) => {
+                    if task.accepted_at.is_none() {
+                        // A fresh acceptance window: the agent may come back and be pushed the
+                        // task again, and must then accept it in time like any other.
+                        self.timers.at(
+                            now + self.config.acceptance_timeout_ms,
+                            Timer::Acceptance {
+                                task: task.id,
+                                generation: task.generation,
+                            },
+                        );
+                    }
                     let agent = self.agent_entry(&holder, now);
                     agent.holding = match task.accepted_at {
                         Some(_) => Holding::Working(task.id),
@@ -395,8 +406,10 @@ impl Hub {
         if !self.agents.contains_key(agent_id) {
             let handle = self.agent_ids.len() as u32;
             self.agent_ids.push(agent_id.to_owned());
-            self.agents
-                .insert(agent_id.to_owned(), Agent::new(agent_id.to_owned(), handle, now));
+            self.agents.insert(
+                agent_id.to_owned(),
+                Agent::new(agent_id.to_owned(), handle, now),
+            );
         }
         self.agents.get_mut(agent_id).expect("just inserted")
     }
@@ -433,10 +446,9 @@ impl Hub {
     ) {
         if let Err(error) = self.authenticate(&identify) {
             self.push(&outbox, ServerMessage::error(error));
-            self.deferred
-                .push(Box::new(move |_| {
-                    let _ = done.send(false);
-                }));
+            self.deferred.push(Box::new(move |_| {
+                let _ = done.send(false);
+            }));
             return;
         }
         let agent_id = identify.agent_id;
@@ -528,8 +540,7 @@ impl Hub {
                 agent: agent_id.to_owned(),
                 disconnects: agent.disconnects,
             };
-            self.timers
-                .at(now + self.config.reconnect_grace_ms, timer);
+            self.timers.at(now + self.config.reconnect_grace_ms, timer);
         }
         self.sync_ready(agent_id, now);
     }
@@ -544,7 +555,11 @@ impl Hub {
             .filter(|t| t.agent_id == agent_id && t.role == Role::Agent)
             .count();
         self.writes.revoked.push(agent_id.to_owned());
-        if let Some(connection) = self.agents.get(agent_id).and_then(|a| a.connection.as_ref()) {
+        if let Some(connection) = self
+            .agents
+            .get(agent_id)
+            .and_then(|a| a.connection.as_ref())
+        {
             let outbox = connection.outbox.clone();
             self.pushes.push((
                 outbox,
@@ -573,8 +588,7 @@ impl Hub {
                 capabilities: a.capabilities.clone(),
                 connected_at: a.connection.as_ref().map(|c| c.connected_at),
                 fsm_state: (!connected_only).then(|| a.fsm_state()),
-                current_task_id: (!connected_only)
-                    .then(|| a.holding.task().map(|t| t.to_string())),
+                current_task_id: (!connected_only).then(|| a.holding.task().map(|t| t.to_string())),
             })
             .collect()
     }
@@ -708,7 +722,9 @@ impl Hub {
                 self.push(outbox, ServerMessage::Agents { agents });
             }
             // Answered by the connection itself; they never reach the core.
-            ClientMessage::Identify(_) | ClientMessage::Ping | ClientMessage::TaskProgress { .. } => {}
+            ClientMessage::Identify(_)
+            | ClientMessage::Ping
+            | ClientMessage::TaskProgress { .. } => {}
         }
     }
 

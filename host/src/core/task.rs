@@ -179,7 +179,11 @@ impl Task {
         self.assigned_at = Some(now);
         self.accepted_at = None;
         let generation = self.generation;
-        self.record("assigned", now, json!({"agent_id": agent, "generation": generation}));
+        self.record(
+            "assigned",
+            now,
+            json!({"agent_id": agent, "generation": generation}),
+        );
     }
 
     /// The assignee confirmed it started. Accepting twice is harmless.
@@ -238,7 +242,10 @@ impl Task {
         });
         self.record("reclaimed", now, details);
         if self.reclaim_count >= max_reclaims {
-            self.last_error = Some(format!("poison: lost its agent {} times ({why})", self.reclaim_count));
+            self.last_error = Some(format!(
+                "poison: lost its agent {} times ({why})",
+                self.reclaim_count
+            ));
             self.dead_letter("poison", now);
             Requeue::DeadLetter
         } else {
@@ -334,7 +341,11 @@ mod tests {
         assert_eq!(t.generation, 1);
         assert_eq!(t.check_holder("b", Some(1)), Err(Refusal::NotAssignee));
         assert_eq!(t.check_holder("a", Some(0)), Err(Refusal::StaleGeneration));
-        assert_eq!(t.check_holder("b", Some(0)), Err(Refusal::NotAssignee), "assignee checked first");
+        assert_eq!(
+            t.check_holder("b", Some(0)),
+            Err(Refusal::NotAssignee),
+            "assignee checked first"
+        );
         assert_eq!(t.check_holder("a", Some(1)), Ok(()));
         t.complete(json!({"ok": true}), Some(5), 102);
         assert_eq!(t.status, TaskStatus::Completed);
@@ -347,7 +358,10 @@ mod tests {
         let mut t = task(2);
         t.assign("a", 1);
         assert_eq!(t.fail("boom", 2), Requeue::Queued);
-        assert_eq!((t.status, t.generation, t.retry_count), (TaskStatus::Queued, 2, 1));
+        assert_eq!(
+            (t.status, t.generation, t.retry_count),
+            (TaskStatus::Queued, 2, 1)
+        );
         assert_eq!(t.assigned_to, None);
         t.assign("a", 3);
         assert_eq!(t.generation, 3);
@@ -355,7 +369,10 @@ mod tests {
         assert_eq!(t.status, TaskStatus::DeadLetter);
         assert_eq!(t.last_error.as_deref(), Some("boom again"));
         t.retry_from_dead_letter(5).unwrap();
-        assert_eq!((t.status, t.generation, t.retry_count), (TaskStatus::Queued, 4, 0));
+        assert_eq!(
+            (t.status, t.generation, t.retry_count),
+            (TaskStatus::Queued, 4, 0)
+        );
         assert_eq!(t.retry_from_dead_letter(6), Err(Refusal::InvalidState));
     }
 

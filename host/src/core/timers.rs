@@ -59,8 +59,14 @@ mod tests {
         timers.at(20, Timer::Cooldown { agent: "a".into() });
         assert_eq!(timers.next(), Some(10));
         assert_eq!(timers.pop_due(5), None);
-        assert_eq!(timers.pop_due(25), Some(Timer::Deadline { task: TaskId(1) }));
-        assert_eq!(timers.pop_due(25), Some(Timer::Cooldown { agent: "a".into() }));
+        assert_eq!(
+            timers.pop_due(25),
+            Some(Timer::Deadline { task: TaskId(1) })
+        );
+        assert_eq!(
+            timers.pop_due(25),
+            Some(Timer::Cooldown { agent: "a".into() })
+        );
         assert_eq!(timers.pop_due(25), None);
         assert_eq!(timers.next(), Some(30));
     }

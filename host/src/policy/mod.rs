@@ -175,7 +175,7 @@ pub struct PolicyStatus {
 /// What the policy host has counted since the policy was loaded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PolicyCounters {
-    /// `decide` calls.
+    /// `decide` calls made on a live instance.
     pub decisions: u64,
     /// Proposals the host accepted (`assigned` calls).
     pub assignments: u64,
@@ -350,7 +350,9 @@ impl PolicyHost {
     /// The policy's proposals for `now` (milliseconds since the Unix epoch); empty when the
     /// instance is broken or the call failed. Proposals are unchecked: the caller validates them.
     pub fn decide(&mut self, now: u64) -> Vec<Assignment> {
-        self.status.counters.decisions += 1;
+        if self.backend.is_some() {
+            self.status.counters.decisions += 1;
+        }
         self.call("decide", |b| b.decide(now)).unwrap_or_default()
     }
 

@@ -35,6 +35,9 @@ pub const CALL_DEADLINE_TICKS: u64 = 5;
 /// records, so this leaves ample room while bounding what a leaking policy can take from the hub.
 pub const MEMORY_LIMIT_BYTES: usize = 256 << 20;
 
+/// The most elements one table of a policy instance may hold (8 bytes each at most).
+const TABLE_ELEMENTS_LIMIT: usize = 1 << 20;
+
 /// How many compiled components the in-memory cache keeps. Loads are rare (startup and swaps);
 /// the cache saves recompiling when an operator swaps back to a policy used before.
 const CACHE_ENTRIES: usize = 8;
@@ -48,8 +51,9 @@ pub(crate) fn engine() -> Result<&'static Engine, PolicyError> {
             let mut config = Config::new();
             config.epoch_interruption(true);
             let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
-            // The ticker holds only a weak reference; the engine lives in a static anyway, so in
-            // practice the thread runs for the life of the process, and costs one wake-up per tick.
+            // The engine lives in a static, so in practice the ticker runs for the life of the
+            // process, at the cost of one wake-up per tick; the weak reference only keeps it
+            // from holding the engine alive should that ever change.
             let weak = engine.weak();
             std::thread::Builder::new()
                 .name("policy-epoch".into())
@@ -115,6 +119,7 @@ impl Compiled {
         check_contract(&mut store, &instance)?;
         let exports = PolicyComponent::new(&mut store, &instance)
             .map_err(|e| PolicyError::WrongContract(format!("{e:#}")))?;
+        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
         let about = exports
             .switchyard_policy_scheduler()
             .call_about(&mut store)
@@ -213,6 +218,9 @@ fn check_contract(
 fn new_store(engine: &Engine) -> Store<GuestState> {
     let limits = StoreLimitsBuilder::new()
         .memory_size(MEMORY_LIMIT_BYTES)
+        // Tables hold function references; a Rust policy needs a few hundred entries. The cap
+        // stops a component from taking memory through tables instead of linear memory.
+        .table_elements(TABLE_ELEMENTS_LIMIT)
         // A refused `memory.grow` traps instead of returning -1: the policy would abort on the
         // failed allocation anyway, and the trap says why.
         .trap_on_grow_failure(true)

@@ -120,6 +120,21 @@ struct Caller {
     agent_id: String,
 }
 
+/// A refusal: the status and the JSON body to answer with. Small, so `Result`s carrying it stay
+/// cheap to move around (a whole `Response` is not).
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub Value);
+
+impl Refusal {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal(status, json!({ "error": message.into() }))
+    }
+
+    pub fn into_response(self) -> Response {
+        reply(self.0, self.1)
+    }
+}
+
 fn reply(status: StatusCode, body: Value) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
@@ -136,17 +151,25 @@ pub fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found")
 }
 
-fn core_error(failure: CoreError) -> Response {
+fn core_refusal(failure: CoreError) -> Refusal {
     match failure {
-        CoreError::TaskNotFound(id) => reply(
+        CoreError::TaskNotFound(id) => Refusal(
             StatusCode::NOT_FOUND,
             json!({"error": "task_not_found", "task_id": id}),
         ),
-        CoreError::InvalidState(status) => error(StatusCode::CONFLICT, format!("task is {status}")),
-        CoreError::PolicyRejected(why) => error(StatusCode::BAD_REQUEST, why),
-        CoreError::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-        CoreError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        CoreError::InvalidState(status) => {
+            Refusal::new(StatusCode::CONFLICT, format!("task is {status}"))
+        }
+        CoreError::PolicyRejected(why) => Refusal::new(StatusCode::BAD_REQUEST, why),
+        CoreError::Unavailable => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        }
+        CoreError::Stopped => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
     }
+}
+
+fn core_error(failure: CoreError) -> Response {
+    core_refusal(failure).into_response()
 }
 
 fn storage_error(error: crate::store::StoreError) -> Response {
@@ -155,8 +178,12 @@ fn storage_error(error: crate::store::StoreError) -> Response {
 }
 
 /// Checks the bearer token against the role the route needs.
-fn authenticate(state: &AppState, authorization: Option<&str>, needed: Role) -> Result<Caller, Response> {
-    let unauthorized = || error(StatusCode::UNAUTHORIZED, "unauthorized");
+fn authenticate(
+    state: &AppState,
+    authorization: Option<&str>,
+    needed: Role,
+) -> Result<Caller, Refusal> {
+    let unauthorized = || Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized");
     let token = authorization
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
@@ -166,10 +193,16 @@ fn authenticate(state: &AppState, authorization: Option<&str>, needed: Role) -> 
         .store
         .read_txn()
         .and_then(|txn| state.store.find_token(&txn, token))
-        .map_err(storage_error)?
+        .map_err(|e| {
+            tracing::error!(%e, "token lookup failed");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        })?
         .ok_or_else(unauthorized)?;
     if needed == Role::Admin && record.role != Role::Admin {
-        return Err(error(StatusCode::FORBIDDEN, "forbidden: this needs an admin token"));
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden: this needs an admin token",
+        ));
     }
     Ok(Caller {
         agent_id: record.agent_id,
@@ -181,7 +214,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         None => None,
         Some(role) => match authenticate(&state, request.authorization.as_deref(), role) {
             Ok(caller) => Some(caller),
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         },
     };
     let caller_id = caller.map(|c| c.agent_id).unwrap_or_default();
@@ -198,7 +231,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         Route::SubmitTask => {
             let body = match read_json(request.body).await {
                 Ok(body) => body,
-                Err(response) => return response,
+                Err(refusal) => return refusal.into_response(),
             };
             let task = match NewTask::parse(&body) {
                 Ok(task) => task,
@@ -212,13 +245,13 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                         json!({"status": "queued", "task_id": s.task_id, "priority": s.priority, "created_at": s.created_at}),
                     )
                 }
-                Err(response) => response,
+                Err(refusal) => refusal.into_response(),
             }
         }
         Route::SubmitBatch => {
             let body = match read_json(request.body).await {
                 Ok(body) => body,
-                Err(response) => return response,
+                Err(refusal) => return refusal.into_response(),
             };
             let tasks = match NewTask::parse_batch(&body) {
                 Ok(tasks) => tasks,
@@ -229,7 +262,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                     let ids: Vec<TaskId> = submitted.iter().map(|s| s.task_id).collect();
                     reply(StatusCode::CREATED, json!({ "task_ids": ids }))
                 }
-                Err(response) => response,
+                Err(refusal) => refusal.into_response(),
             }
         }
         Route::ListTasks => match task_filter(&request.query) {
@@ -254,11 +287,17 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 .read_txn()
                 .and_then(|txn| state.store.dead_letter(&txn, MAX_LIMIT));
             match dead {
-                Ok((tasks, count)) => reply(StatusCode::OK, json!({"tasks": tasks, "count": count})),
+                Ok((tasks, count)) => {
+                    reply(StatusCode::OK, json!({"tasks": tasks, "count": count}))
+                }
                 Err(e) => storage_error(e),
             }
         }
-        Route::Stats => match state.store.read_txn().and_then(|txn| state.store.stats(&txn)) {
+        Route::Stats => match state
+            .store
+            .read_txn()
+            .and_then(|txn| state.store.stats(&txn))
+        {
             Ok(stats) => {
                 let by_priority: serde_json::Map<String, Value> = PRIORITY_NAMES
                     .iter()
@@ -273,11 +312,20 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
             Err(e) => storage_error(e),
         },
         Route::GetTask(id) => {
-            let not_found = || reply(StatusCode::NOT_FOUND, json!({"error": "task_not_found", "task_id": id}));
+            let not_found = || {
+                reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "task_not_found", "task_id": id}),
+                )
+            };
             let Some(task_id) = TaskId::parse(&id) else {
                 return not_found();
             };
-            match state.store.read_txn().and_then(|txn| state.store.task(&txn, task_id)) {
+            match state
+                .store
+                .read_txn()
+                .and_then(|txn| state.store.task(&txn, task_id))
+            {
                 Ok(Some(task)) => reply(StatusCode::OK, json!(task)),
                 Ok(None) => not_found(),
                 Err(e) => storage_error(e),
@@ -285,9 +333,16 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         }
         Route::RetryTask(id) => {
             let Some(task) = TaskId::parse(&id) else {
-                return reply(StatusCode::NOT_FOUND, json!({"error": "task_not_found", "task_id": id}));
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "task_not_found", "task_id": id}),
+                );
             };
-            match state.core.ask(|reply| Command::RetryDeadLetter { task, reply }).await {
+            match state
+                .core
+                .ask(|reply| Command::RetryDeadLetter { task, reply })
+                .await
+            {
                 Ok(priority) => reply(
                     StatusCode::OK,
                     json!({"status": "requeued", "task_id": task, "priority": priority}),
@@ -301,10 +356,20 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         }
         Route::CancelTask(id) => {
             let Some(task) = TaskId::parse(&id) else {
-                return reply(StatusCode::NOT_FOUND, json!({"error": "task_not_found", "task_id": id}));
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "task_not_found", "task_id": id}),
+                );
             };
-            match state.core.ask(|reply| Command::Cancel { task, reply }).await {
-                Ok(()) => reply(StatusCode::OK, json!({"status": "cancelled", "task_id": task})),
+            match state
+                .core
+                .ask(|reply| Command::Cancel { task, reply })
+                .await
+            {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    json!({"status": "cancelled", "task_id": task}),
+                ),
                 Err(e) => core_error(e),
             }
         }
@@ -315,7 +380,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         Route::CreateToken => {
             let body = match read_json(request.body).await {
                 Ok(body) => body,
-                Err(response) => return response,
+                Err(refusal) => return refusal.into_response(),
             };
             let agent_id = match http::token_request(&body) {
                 Ok(agent_id) => agent_id,
@@ -329,11 +394,18 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 })
                 .await;
             match created {
-                Ok(token) => reply(StatusCode::CREATED, json!({"agent_id": agent_id, "token": token})),
+                Ok(token) => reply(
+                    StatusCode::CREATED,
+                    json!({"agent_id": agent_id, "token": token}),
+                ),
                 Err(e) => core_error(e),
             }
         }
-        Route::ListTokens => match state.store.read_txn().and_then(|txn| state.store.tokens(&txn)) {
+        Route::ListTokens => match state
+            .store
+            .read_txn()
+            .and_then(|txn| state.store.tokens(&txn))
+        {
             Ok(tokens) => {
                 let tokens: Vec<Value> = tokens
                     .iter()
@@ -353,20 +425,36 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 })
                 .await;
             match revoked {
-                Ok(0) => reply(StatusCode::NOT_FOUND, json!({"error": "token_not_found", "agent_id": agent_id})),
-                Ok(_) => reply(StatusCode::OK, json!({"status": "revoked", "agent_id": agent_id})),
+                Ok(0) => reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "token_not_found", "agent_id": agent_id}),
+                ),
+                Ok(_) => reply(
+                    StatusCode::OK,
+                    json!({"status": "revoked", "agent_id": agent_id}),
+                ),
                 Err(e) => core_error(e),
             }
         }
-        Route::GetPolicy => match state.core.ask(|reply| Command::PolicyStatus { reply }).await {
+        Route::GetPolicy => match state
+            .core
+            .ask(|reply| Command::PolicyStatus { reply })
+            .await
+        {
             Ok(status) => reply(StatusCode::OK, json!(status)),
             Err(e) => core_error(e),
         },
-        Route::PutPolicy => put_policy(&state, request.query, request.content_type, request.body).await,
+        Route::PutPolicy => {
+            put_policy(&state, request.query, request.content_type, request.body).await
+        }
     }
 }
 
-async fn submit(state: &AppState, tasks: Vec<NewTask>, submitted_by: String) -> Result<Vec<Submitted>, Response> {
+async fn submit(
+    state: &AppState,
+    tasks: Vec<NewTask>,
+    submitted_by: String,
+) -> Result<Vec<Submitted>, Refusal> {
     state
         .core
         .ask(|reply| Command::Submit {
@@ -375,12 +463,14 @@ async fn submit(state: &AppState, tasks: Vec<NewTask>, submitted_by: String) -> 
             reply,
         })
         .await
-        .map_err(core_error)
+        .map_err(core_refusal)
 }
 
-async fn read_json(body: crate::server::LazyBody) -> Result<serde_json::Map<String, Value>, Response> {
+async fn read_json(
+    body: crate::server::LazyBody,
+) -> Result<serde_json::Map<String, Value>, Refusal> {
     let bytes = body.read().await?;
-    http::object(&bytes).map_err(bad_request)
+    http::object(&bytes).map_err(|BadBody(why)| Refusal::new(StatusCode::BAD_REQUEST, why))
 }
 
 fn task_filter(query: &str) -> Result<TaskFilter, BadBody> {
@@ -434,9 +524,12 @@ async fn put_policy(
 ) -> Response {
     let bytes = match body.read().await {
         Ok(bytes) => bytes,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
-    let request = if content_type.as_deref().is_some_and(|c| c.starts_with("application/wasm")) {
+    let request = if content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/wasm"))
+    {
         policy_upload(&query, bytes)
     } else {
         http::object(&bytes).and_then(|body| policy_reference(&body))
@@ -483,7 +576,12 @@ fn policy_upload(query: &str, bytes: Vec<u8>) -> Result<PolicyRequest, BadBody> 
         source: "upload".into(),
         config: config.clone(),
     };
-    Ok((PolicySource::Bytes(bytes.clone()), config, persisted, Some(bytes)))
+    Ok((
+        PolicySource::Bytes(bytes.clone()),
+        config,
+        persisted,
+        Some(bytes),
+    ))
 }
 
 fn policy_reference(body: &serde_json::Map<String, Value>) -> Result<PolicyRequest, BadBody> {
@@ -517,7 +615,11 @@ async fn metrics(state: &AppState) -> Response {
         "Agents with an identified connection.",
         vec![(String::new(), state.core.agents_connected() as f64)],
     );
-    if let Ok(stats) = state.store.read_txn().and_then(|txn| state.store.stats(&txn)) {
+    if let Ok(stats) = state
+        .store
+        .read_txn()
+        .and_then(|txn| state.store.stats(&txn))
+    {
         let samples = stats
             .by_status
             .iter()
@@ -525,7 +627,11 @@ async fn metrics(state: &AppState) -> Response {
             .collect();
         line("switchyard_tasks", "Tasks by status.", samples);
     }
-    if let Ok(status) = state.core.ask(|reply| Command::PolicyStatus { reply }).await {
+    if let Ok(status) = state
+        .core
+        .ask(|reply| Command::PolicyStatus { reply })
+        .await
+    {
         if let Value::Object(counters) = json!(status)["counters"].clone() {
             for (name, value) in counters {
                 if let Some(value) = value.as_f64() {
@@ -550,12 +656,42 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         let cases = [
             (Method::GET, "/health", Some(Route::Health), None),
-            (Method::POST, "/api/tasks", Some(Route::SubmitTask), Some(Role::Agent)),
-            (Method::GET, "/api/tasks/dead-letter", Some(Route::DeadLetter), Some(Role::Agent)),
-            (Method::GET, "/api/tasks/task-1", Some(Route::GetTask("task-1".into())), Some(Role::Agent)),
-            (Method::POST, "/api/tasks/x/retry", Some(Route::RetryTask("x".into())), Some(Role::Admin)),
-            (Method::DELETE, "/admin/tokens/a%20b", Some(Route::RevokeTokens("a b".into())), Some(Role::Admin)),
-            (Method::PUT, "/api/policy", Some(Route::PutPolicy), Some(Role::Admin)),
+            (
+                Method::POST,
+                "/api/tasks",
+                Some(Route::SubmitTask),
+                Some(Role::Agent),
+            ),
+            (
+                Method::GET,
+                "/api/tasks/dead-letter",
+                Some(Route::DeadLetter),
+                Some(Role::Agent),
+            ),
+            (
+                Method::GET,
+                "/api/tasks/task-1",
+                Some(Route::GetTask("task-1".into())),
+                Some(Role::Agent),
+            ),
+            (
+                Method::POST,
+                "/api/tasks/x/retry",
+                Some(Route::RetryTask("x".into())),
+                Some(Role::Admin),
+            ),
+            (
+                Method::DELETE,
+                "/admin/tokens/a%20b",
+                Some(Route::RevokeTokens("a b".into())),
+                Some(Role::Admin),
+            ),
+            (
+                Method::PUT,
+                "/api/policy",
+                Some(Route::PutPolicy),
+                Some(Role::Admin),
+            ),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),
         ];
@@ -575,7 +711,10 @@ mod tests {
 
     #[test]
     fn task_filters_name_their_bad_parameter() {
-        assert!(task_filter("status=bogus").unwrap_err().0.starts_with("status"));
+        assert!(task_filter("status=bogus")
+            .unwrap_err()
+            .0
+            .starts_with("status"));
         assert!(task_filter("limit=0").unwrap_err().0.starts_with("limit"));
         assert!(task_filter("cursor=x").unwrap_err().0.starts_with("cursor"));
         let filter = task_filter("status=queued&priority=high&limit=5").unwrap();

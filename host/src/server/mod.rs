@@ -11,8 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::{Buf, Filter, Reply};
+use warp::{Buf, Filter};
 
 pub use ws::WsLimits;
 
@@ -32,23 +31,21 @@ pub struct LazyBody(
 
 impl LazyBody {
     /// Reads the whole body, refusing one over the size limit.
-    pub async fn read(mut self) -> Result<Vec<u8>, Response> {
+    pub async fn read(mut self) -> Result<Vec<u8>, http::Refusal> {
         let mut body = Vec::new();
         while let Some(chunk) = self.0.next().await {
             let chunk = chunk.map_err(|e| {
-                warp::reply::with_status(
-                    warp::reply::json(&serde_json::json!({"error": format!("body could not be read: {e}")})),
+                http::Refusal::new(
                     StatusCode::BAD_REQUEST,
+                    format!("body could not be read: {e}"),
                 )
-                .into_response()
             })?;
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY_BYTES {
-                return Err(warp::reply::with_status(
-                    warp::reply::json(&serde_json::json!({"error": format!("body is larger than {MAX_BODY_BYTES} bytes")})),
+                return Err(http::Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                )
-                .into_response());
+                    format!("body is larger than {MAX_BODY_BYTES} bytes"),
+                ));
             }
         }
         Ok(body)
@@ -74,10 +71,8 @@ pub async fn serve(
 ) {
     let (closing, closed) = watch::channel(false);
     let ws_state = state.clone();
-    let websocket = warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::ws())
-        .map(move |upgrade: warp::ws::Ws| {
+    let websocket = warp::path("ws").and(warp::path::end()).and(warp::ws()).map(
+        move |upgrade: warp::ws::Ws| {
             let core = ws_state.core.clone();
             let closed = closed.clone();
             // Leave room above the protocol's limit so an oversize frame reaches the connection
@@ -87,34 +82,44 @@ pub async fn serve(
                 .max_message_size(socket_limit)
                 .max_frame_size(socket_limit)
                 .on_upgrade(move |socket| ws::serve_connection(socket, core, limits, closed))
-        });
+        },
+    );
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream().map(lazy_body))
-        .then(move |method, path: warp::path::FullPath, authorization, content_type, query, body: LazyBody| {
-            let state = state.clone();
-            async move {
-                match http::Route::resolve(&method, path.as_str()) {
-                    Some(route) => {
-                        let request = http::Request {
-                            route,
-                            authorization,
-                            query,
-                            content_type,
-                            body,
-                        };
-                        http::handle(state, request).await
+        .then(
+            move |method,
+                  path: warp::path::FullPath,
+                  authorization,
+                  content_type,
+                  query,
+                  body: LazyBody| {
+                let state = state.clone();
+                async move {
+                    match http::Route::resolve(&method, path.as_str()) {
+                        Some(route) => {
+                            let request = http::Request {
+                                route,
+                                authorization,
+                                query,
+                                content_type,
+                                body,
+                            };
+                            http::handle(state, request).await
+                        }
+                        None => http::not_found(),
                     }
-                    None => http::not_found(),
                 }
-            }
-        });
+            },
+        );
     let routes = websocket
         .or(api)
-        .recover(|_rejection: warp::Rejection| async { Ok::<_, std::convert::Infallible>(http::not_found()) });
+        .recover(|_rejection: warp::Rejection| async {
+            Ok::<_, std::convert::Infallible>(http::not_found())
+        });
     warp::serve(routes)
         .incoming(listener)
         .graceful(async move {

@@ -68,7 +68,12 @@ fn id_from(bytes: &[u8]) -> TaskId {
 impl Store {
     /// Writes `task`, moving its index entry from `previous` status (None for a new task) to
     /// its current one.
-    pub fn put_task(&self, txn: &mut RwTxn, task: &Task, previous: Option<TaskStatus>) -> Result<()> {
+    pub fn put_task(
+        &self,
+        txn: &mut RwTxn,
+        task: &Task,
+        previous: Option<TaskStatus>,
+    ) -> Result<()> {
         let json = serde_json::to_vec(task).expect("tasks serialize");
         self.tasks.put(txn, &id_key(task.id), &json)?;
         if previous == Some(task.status) {
@@ -77,7 +82,8 @@ impl Store {
         if let Some(previous) = previous {
             match previous {
                 TaskStatus::Queued => {
-                    self.queued.delete(txn, &queued_key(task.priority, task.id))?;
+                    self.queued
+                        .delete(txn, &queued_key(task.priority, task.id))?;
                 }
                 TaskStatus::Assigned => {
                     self.assigned.delete(txn, &id_key(task.id))?;
@@ -90,14 +96,18 @@ impl Store {
             }
         }
         match task.status {
-            TaskStatus::Queued => self.queued.put(txn, &queued_key(task.priority, task.id), &[])?,
+            TaskStatus::Queued => self
+                .queued
+                .put(txn, &queued_key(task.priority, task.id), &[])?,
             TaskStatus::Assigned => self.assigned.put(txn, &id_key(task.id), &[])?,
             TaskStatus::DeadLetter => self.dead_letter.put(txn, &id_key(task.id), &[])?,
             TaskStatus::Completed => {
-                self.completed.put(txn, &finished_key(task.updated_at, task.id), &[])?
+                self.completed
+                    .put(txn, &finished_key(task.updated_at, task.id), &[])?
             }
             TaskStatus::Cancelled => {
-                self.cancelled.put(txn, &finished_key(task.updated_at, task.id), &[])?
+                self.cancelled
+                    .put(txn, &finished_key(task.updated_at, task.id), &[])?
             }
         }
         Ok(())
@@ -155,7 +165,10 @@ impl Store {
                     .assigned_to
                     .as_ref()
                     .is_none_or(|a| task.assigned_to.as_ref() == Some(a))
-                && filter.fairness_key.as_ref().is_none_or(|k| *k == task.fairness_key);
+                && filter
+                    .fairness_key
+                    .as_ref()
+                    .is_none_or(|k| *k == task.fairness_key);
             if keep {
                 tasks.push(task);
             }
@@ -172,7 +185,10 @@ impl Store {
         for entry in self.dead_letter.iter(txn)?.take(limit) {
             ids.push(id_from(entry?.0));
         }
-        Ok((self.tasks_by_ids(txn, ids.into_iter())?, self.dead_letter.len(txn)?))
+        Ok((
+            self.tasks_by_ids(txn, ids.into_iter())?,
+            self.dead_letter.len(txn)?,
+        ))
     }
 
     pub fn stats(&self, txn: &RoTxn) -> Result<Stats> {
@@ -248,7 +264,9 @@ mod tests {
         store.put_task(&mut txn, &a, None).unwrap();
         store.put_task(&mut txn, &b, None).unwrap();
         a.assign("agent", 5);
-        store.put_task(&mut txn, &a, Some(TaskStatus::Queued)).unwrap();
+        store
+            .put_task(&mut txn, &a, Some(TaskStatus::Queued))
+            .unwrap();
         txn.commit().unwrap();
 
         let txn = store.read_txn().unwrap();
@@ -256,10 +274,18 @@ mod tests {
         assert_eq!(stats.by_status["queued"], 1);
         assert_eq!(stats.by_status["assigned"], 1);
         assert_eq!(stats.by_priority, [1, 0, 0, 0]);
-        let mut active: Vec<_> = store.active_tasks(&txn).unwrap().into_iter().map(|t| t.id).collect();
+        let mut active: Vec<_> = store
+            .active_tasks(&txn)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         active.sort();
         assert_eq!(active, vec![TaskId(1), TaskId(2)]);
-        assert_eq!(store.task(&txn, TaskId(1)).unwrap().unwrap().status, TaskStatus::Assigned);
+        assert_eq!(
+            store.task(&txn, TaskId(1)).unwrap().unwrap().status,
+            TaskStatus::Assigned
+        );
     }
 
     #[test]
@@ -281,12 +307,26 @@ mod tests {
         txn.commit().unwrap();
         let txn = store.read_txn().unwrap();
         let page = store
-            .list_tasks(&txn, &TaskFilter { limit: 4, ..Default::default() })
+            .list_tasks(
+                &txn,
+                &TaskFilter {
+                    limit: 4,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
         assert_eq!(ids, vec![1, 2, 3, 4]);
         let page = store
-            .list_tasks(&txn, &TaskFilter { limit: 4, after: Some(TaskId(4)), priority: Some(1), ..Default::default() })
+            .list_tasks(
+                &txn,
+                &TaskFilter {
+                    limit: 4,
+                    after: Some(TaskId(4)),
+                    priority: Some(1),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
         assert_eq!(ids, vec![5, 9]);

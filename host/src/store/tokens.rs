@@ -111,10 +111,23 @@ mod tests {
             token_prefix: "abcd1234".into(),
             created_at: 1,
         };
-        store.put_token(&mut txn, "secret-a", &record("a", Role::Agent)).unwrap();
-        store.put_token(&mut txn, "secret-a2", &record("a", Role::Agent)).unwrap();
-        store.put_token(&mut txn, "secret-admin", &record("admin", Role::Admin)).unwrap();
-        assert_eq!(store.find_token(&txn, "secret-a").unwrap().unwrap().agent_id, "a");
+        store
+            .put_token(&mut txn, "secret-a", &record("a", Role::Agent))
+            .unwrap();
+        store
+            .put_token(&mut txn, "secret-a2", &record("a", Role::Agent))
+            .unwrap();
+        store
+            .put_token(&mut txn, "secret-admin", &record("admin", Role::Admin))
+            .unwrap();
+        assert_eq!(
+            store
+                .find_token(&txn, "secret-a")
+                .unwrap()
+                .unwrap()
+                .agent_id,
+            "a"
+        );
         assert!(store.find_token(&txn, "nope").unwrap().is_none());
         assert_eq!(store.revoke_tokens(&mut txn, "a").unwrap(), 2);
         assert!(store.find_token(&txn, "secret-a").unwrap().is_none());
@@ -132,7 +145,9 @@ mod tests {
             token_prefix: "plainpre".into(),
             created_at: 1,
         };
-        store.put_token(&mut txn, "plainpre-the-rest-of-the-secret", &record).unwrap();
+        store
+            .put_token(&mut txn, "plainpre-the-rest-of-the-secret", &record)
+            .unwrap();
         let raw: Vec<Vec<u8>> = store
             .tokens
             .iter(&txn)
@@ -140,6 +155,8 @@ mod tests {
             .map(|e| [e.as_ref().unwrap().0, e.as_ref().unwrap().1].concat())
             .collect();
         let needle = b"the-rest-of-the-secret";
-        assert!(raw.iter().all(|r| !r.windows(needle.len()).any(|w| w == needle)));
+        assert!(raw
+            .iter()
+            .all(|r| !r.windows(needle.len()).any(|w| w == needle)));
     }
 }

@@ -287,9 +287,18 @@ mod tests {
         assert_eq!(parse_frame("{"), Err(FrameError::InvalidJson));
         assert_eq!(parse_frame("[1,2]"), Err(FrameError::InvalidJson));
         assert_eq!(parse_frame("\"ping\""), Err(FrameError::InvalidJson));
-        assert_eq!(parse(json!({"type": "dance"})), Err(FrameError::UnknownMessageType));
-        assert_eq!(parse(json!({"no": "type"})), Err(FrameError::UnknownMessageType));
-        assert_eq!(parse(json!({"type": 3})), Err(FrameError::UnknownMessageType));
+        assert_eq!(
+            parse(json!({"type": "dance"})),
+            Err(FrameError::UnknownMessageType)
+        );
+        assert_eq!(
+            parse(json!({"no": "type"})),
+            Err(FrameError::UnknownMessageType)
+        );
+        assert_eq!(
+            parse(json!({"type": 3})),
+            Err(FrameError::UnknownMessageType)
+        );
         assert_eq!(
             parse(json!({"type": "task_complete", "generation": 1})),
             Err(FrameError::UnknownMessageType)
@@ -298,7 +307,10 @@ mod tests {
             parse(json!({"type": "identify", "agent_id": "a"})),
             Err(FrameError::UnknownMessageType)
         );
-        assert_eq!(parse(json!({"type": "status"})), Err(FrameError::UnknownMessageType));
+        assert_eq!(
+            parse(json!({"type": "status"})),
+            Err(FrameError::UnknownMessageType)
+        );
     }
 
     #[test]
@@ -335,21 +347,38 @@ mod tests {
             ClientMessage::TaskFailed { error, .. } => error,
             other => panic!("{other:?}"),
         };
-        assert_eq!(from(json!({"type": "task_failed", "task_id": "t", "error": "boom"})), "boom");
-        assert_eq!(from(json!({"type": "task_failed", "task_id": "t", "reason": "oom"})), "oom");
-        assert_eq!(from(json!({"type": "task_failed", "task_id": "t"})), "unknown");
+        assert_eq!(
+            from(json!({"type": "task_failed", "task_id": "t", "error": "boom"})),
+            "boom"
+        );
+        assert_eq!(
+            from(json!({"type": "task_failed", "task_id": "t", "reason": "oom"})),
+            "oom"
+        );
+        assert_eq!(
+            from(json!({"type": "task_failed", "task_id": "t"})),
+            "unknown"
+        );
     }
 
     #[test]
     fn server_messages_have_the_wire_shape() {
         let cases = [
             (
-                ServerMessage::Identified { agent_id: "a".into() },
+                ServerMessage::Identified {
+                    agent_id: "a".into(),
+                },
                 json!({"type": "identified", "agent_id": "a"}),
             ),
-            (ServerMessage::Pong { timestamp: 5 }, json!({"type": "pong", "timestamp": 5})),
             (
-                ServerMessage::TaskAck { task_id: "t".into(), status: AckStatus::DeadLetter },
+                ServerMessage::Pong { timestamp: 5 },
+                json!({"type": "pong", "timestamp": 5}),
+            ),
+            (
+                ServerMessage::TaskAck {
+                    task_id: "t".into(),
+                    status: AckStatus::DeadLetter,
+                },
                 json!({"type": "task_ack", "task_id": "t", "status": "dead_letter"}),
             ),
             (
@@ -364,18 +393,29 @@ mod tests {
                        "metadata": {}, "generation": 1, "assigned_at": 9}),
             ),
             (
-                ServerMessage::TaskCancel { task_id: "t".into(), generation: 2 },
+                ServerMessage::TaskCancel {
+                    task_id: "t".into(),
+                    generation: 2,
+                },
                 json!({"type": "task_cancel", "task_id": "t", "generation": 2}),
             ),
             (
-                ServerMessage::TaskContinue { task_id: "t".into(), generation: 2 },
+                ServerMessage::TaskContinue {
+                    task_id: "t".into(),
+                    generation: 2,
+                },
                 json!({"type": "task_continue", "task_id": "t", "generation": 2}),
             ),
             (
-                ServerMessage::TaskReassign { task_id: "t".into() },
+                ServerMessage::TaskReassign {
+                    task_id: "t".into(),
+                },
                 json!({"type": "task_reassign", "task_id": "t"}),
             ),
-            (ServerMessage::StatusUpdated, json!({"type": "status_updated"})),
+            (
+                ServerMessage::StatusUpdated,
+                json!({"type": "status_updated"}),
+            ),
             (
                 ServerMessage::error("invalid_token"),
                 json!({"type": "error", "error": "invalid_token"}),

@@ -194,9 +194,20 @@ mod tests {
     #[test]
     fn priorities_by_name_and_number() {
         for (given, expected) in [(json!("urgent"), 0), (json!("low"), 3), (json!(1), 1)] {
-            assert_eq!(parse(json!({"description": "d", "priority": given})).unwrap().priority, expected);
+            assert_eq!(
+                parse(json!({"description": "d", "priority": given}))
+                    .unwrap()
+                    .priority,
+                expected
+            );
         }
-        for given in [json!("critical"), json!(4), json!(-1), json!(1.5), json!(true)] {
+        for given in [
+            json!("critical"),
+            json!(4),
+            json!(-1),
+            json!(1.5),
+            json!(true),
+        ] {
             let error = parse(json!({"description": "d", "priority": given})).unwrap_err();
             assert!(error.0.starts_with("priority must be"), "{error}");
         }
@@ -209,9 +220,18 @@ mod tests {
             (json!({"description": 3}), "description"),
             (json!({"description": "d", "metadata": []}), "metadata"),
             (json!({"description": "d", "max_retries": 0}), "max_retries"),
-            (json!({"description": "d", "complete_by": "soon"}), "complete_by"),
-            (json!({"description": "d", "needed_capabilities": [1]}), "needed_capabilities"),
-            (json!({"description": "d", "fairness_key": ""}), "fairness_key"),
+            (
+                json!({"description": "d", "complete_by": "soon"}),
+                "complete_by",
+            ),
+            (
+                json!({"description": "d", "needed_capabilities": [1]}),
+                "needed_capabilities",
+            ),
+            (
+                json!({"description": "d", "fairness_key": ""}),
+                "fairness_key",
+            ),
             (json!({"description": "d", "weight": 0}), "weight"),
         ];
         for (body, field) in cases {
@@ -222,7 +242,8 @@ mod tests {
 
     #[test]
     fn capabilities_are_sorted_and_deduplicated() {
-        let task = parse(json!({"description": "d", "needed_capabilities": ["b", "a", "b"]})).unwrap();
+        let task =
+            parse(json!({"description": "d", "needed_capabilities": ["b", "a", "b"]})).unwrap();
         assert_eq!(task.needed_capabilities, vec!["a", "b"]);
     }
 
@@ -232,7 +253,12 @@ mod tests {
         let error = NewTask::parse_batch(body.as_object().unwrap()).unwrap_err();
         assert!(error.0.starts_with("tasks[1]: priority"), "{error}");
         let body = json!({"tasks": [{"description": "a"}, {"description": "b"}]});
-        assert_eq!(NewTask::parse_batch(body.as_object().unwrap()).unwrap().len(), 2);
+        assert_eq!(
+            NewTask::parse_batch(body.as_object().unwrap())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

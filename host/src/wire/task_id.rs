@@ -52,7 +52,14 @@ mod tests {
 
     #[test]
     fn refuses_other_shapes() {
-        for bad in ["", "task-", "task-123", "task-zzzzzzzzzzzzzzzz", "TASK-0000000000000001", "task-00000000000000001"] {
+        for bad in [
+            "",
+            "task-",
+            "task-123",
+            "task-zzzzzzzzzzzzzzzz",
+            "TASK-0000000000000001",
+            "task-00000000000000001",
+        ] {
             assert_eq!(TaskId::parse(bad), None, "{bad}");
         }
     }

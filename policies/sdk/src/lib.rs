@@ -120,6 +120,8 @@ pub fn satisfies(has: &[Capability], needs: &[Capability]) -> bool {
 /// empty string means `null`) and hands it to [`Policy::new`]; a parse error or a rejected
 /// configuration becomes the `create` error the hub shows to the operator. `about` reports
 /// [`Policy::NAME`] and [`Policy::VERSION`].
+// rustfmt would un-indent the `export!` line, which it cannot parse.
+#[rustfmt::skip]
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
@@ -132,12 +134,12 @@ macro_rules! export_policy {
             {
                 type Policy = $crate::glue::PolicyResource<$policy>;
 
-                fn about() -> $crate::bindings::exports::switchyard::policy::scheduler::PolicyInfo {
+                fn about() -> $crate::glue::PolicyInfo {
                     $crate::glue::about::<$policy>()
                 }
             }
 
-    $crate::bindings::export!(__SwitchyardPolicyExport with_types_in $crate::bindings);
+            $crate::bindings::export!(__SwitchyardPolicyExport with_types_in $crate::bindings);
         };
     };
 }
@@ -163,6 +165,8 @@ pub mod glue {
     use crate::Policy;
     use std::cell::RefCell;
 
+    pub use wit::PolicyInfo;
+
     /// The `policy` resource. The component model hands methods `&self`, while a [`Policy`]
     /// mutates itself on every event, hence the `RefCell`; calls never overlap (a component
     /// instance is single-threaded and the methods do not call back into the host), so the
@@ -171,8 +175,8 @@ pub mod glue {
         inner: RefCell<P>,
     }
 
-    pub fn about<P: Policy>() -> wit::PolicyInfo {
-        wit::PolicyInfo {
+    pub fn about<P: Policy>() -> PolicyInfo {
+        PolicyInfo {
             name: P::NAME.to_string(),
             version: P::VERSION.to_string(),
         }
