@@ -1,14 +1,17 @@
-//! Builds the policies shipped inside the `switchyard` binary.
+//! Builds the policies shipped inside the `switchyard` binary, and the test policies.
 //!
-//! Every crate under `policies/*/` whose `Cargo.toml` asks for a `cdylib` is a policy (the SDK
-//! is a plain library and is skipped). Each is compiled for `wasm32-unknown-unknown` with the
-//! workspace's `guest` profile by a nested cargo with its own target directory (so it never
-//! waits on the outer build's lock), turned into a component with `wit-component`, and:
+//! Every crate under `policies/*/` or `tests/policies/*/` whose `Cargo.toml` asks for a
+//! `cdylib` is a policy (the SDK is a plain library and is skipped). Each is compiled for
+//! `wasm32-unknown-unknown` with the workspace's `guest` profile by a nested cargo with its own
+//! target directory (so it never waits on the outer build's lock), turned into a component with
+//! `wit-component`, and written to `<target>/policies/<dir>.wasm`, so tests and docs can load it
+//! from a file (`--policy target/policies/greedy.wasm`).
 //!
-//! - written to `$OUT_DIR/policies/<dir>.wasm` and listed in `$OUT_DIR/builtin_policies.rs` as
-//!   `BUILTIN_POLICIES`, which the host embeds (`--policy builtin:<dir>`);
-//! - copied to `<target>/policies/<dir>.wasm`, so tests and docs can load the very same bytes
-//!   from a file (`--policy target/policies/greedy.wasm`).
+//! Only the crates under `policies/` are shipped: they are also written to
+//! `$OUT_DIR/policies/<dir>.wasm` and listed in `$OUT_DIR/builtin_policies.rs` as
+//! `BUILTIN_POLICIES`, which the host embeds (`--policy builtin:<dir>`). The crates under
+//! `tests/policies/` (a deliberately broken policy, say) exist for the tests alone and must
+//! never be offered to operators as built-ins.
 //!
 //! Doing this here rather than in a separate step means a fresh clone builds everything with a
 //! plain `cargo build`. Cost: about half a minute the first time, a second or two afterwards.
@@ -61,17 +64,33 @@ const CLEARED_ENV_PREFIXES: &[&str] = &[
     "CARGO_PROFILE_",
 ];
 
+/// Where policy crates live, relative to the workspace, and whether the binary ships them.
+const POLICY_FOLDERS: &[(&str, Shipped)] = &[
+    ("policies", Shipped::Builtin),
+    ("tests/policies", Shipped::TestsOnly),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shipped {
+    /// Embedded in the binary as `builtin:<dir>`.
+    Builtin,
+    /// Only left in `<target>/policies/` for the tests to load as files.
+    TestsOnly,
+}
+
 struct PolicyCrate {
-    /// The directory name under `policies/`: the policy's builtin name.
+    /// The directory name under its folder: the component's file name, and for a builtin its
+    /// builtin name.
     dir_name: String,
     /// The cargo package name.
     package: String,
+    shipped: Shipped,
 }
 
 fn main() {
     if let Err(message) = run() {
         eprintln!("error: {message}");
-        panic!("building the built-in policies failed: {message}");
+        panic!("building the policy components failed: {message}");
     }
 }
 
@@ -87,18 +106,24 @@ fn run() -> Result<(), String> {
         None => workspace.join("target"),
     };
 
-    for path in ["wit", "policies", "Cargo.toml", "Cargo.lock"] {
+    for path in ["wit", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let policies = find_policies(&workspace.join("policies"))?;
-    if policies.is_empty() {
+    let mut policies = Vec::new();
+    for &(folder, shipped) in POLICY_FOLDERS {
+        let folder = workspace.join(folder);
+        println!("cargo:rerun-if-changed={}", folder.display());
+        policies.extend(find_policies(&folder, shipped)?);
+    }
+    if !policies.iter().any(|p| p.shipped == Shipped::Builtin) {
         return Err(format!(
             "no policy crates (a Cargo.toml with crate-type cdylib) under {}",
             workspace.join("policies").display()
         ));
     }
+    check_unique_names(&policies)?;
 
     check_wasm_target()?;
 
@@ -136,9 +161,12 @@ fn run() -> Result<(), String> {
             })?;
 
         let file_name = format!("{}.wasm", policy.dir_name);
+        write_if_changed(&shared_policies.join(&file_name), &component)?;
+        if policy.shipped == Shipped::TestsOnly {
+            continue;
+        }
         let out_path = out_policies.join(&file_name);
         write_if_changed(&out_path, &component)?;
-        write_if_changed(&shared_policies.join(&file_name), &component)?;
         writeln!(
             table,
             "    ({:?}, include_bytes!({:?})),",
@@ -155,9 +183,13 @@ fn env_var(name: &str) -> Result<String, String> {
     env::var(name).map_err(|_| format!("cargo did not set {name}"))
 }
 
-/// The crates under `policies/` that build a `cdylib`, in name order (so the generated table,
-/// and therefore the binary, does not depend on directory listing order).
-fn find_policies(policies_dir: &Path) -> Result<Vec<PolicyCrate>, String> {
+/// The crates in `policies_dir` that build a `cdylib`, in name order (so the generated table,
+/// and therefore the binary, does not depend on directory listing order). A missing folder
+/// holds none (a checkout without tests still builds).
+fn find_policies(policies_dir: &Path, shipped: Shipped) -> Result<Vec<PolicyCrate>, String> {
+    if shipped == Shipped::TestsOnly && !policies_dir.is_dir() {
+        return Ok(Vec::new());
+    }
     let entries = fs::read_dir(policies_dir)
         .map_err(|e| format!("cannot list {}: {e}", policies_dir.display()))?;
     let mut found = Vec::new();
@@ -175,10 +207,26 @@ fn find_policies(policies_dir: &Path) -> Result<Vec<PolicyCrate>, String> {
         found.push(PolicyCrate {
             dir_name: entry.file_name().to_string_lossy().into_owned(),
             package,
+            shipped,
         });
     }
     found.sort_by(|a, b| a.dir_name.cmp(&b.dir_name));
     Ok(found)
+}
+
+/// Every component lands in one folder, `<target>/policies/<dir>.wasm`: a test policy named
+/// like a built-in one would overwrite it there.
+fn check_unique_names(policies: &[PolicyCrate]) -> Result<(), String> {
+    for (i, policy) in policies.iter().enumerate() {
+        if policies[..i].iter().any(|p| p.dir_name == policy.dir_name) {
+            return Err(format!(
+                "two policy crates are named `{}` (under policies/ and tests/policies/); \
+                 their components would overwrite each other in target/policies/",
+                policy.dir_name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a manifest declares `crate-type = [..., "cdylib", ...]`. A line-level look is enough

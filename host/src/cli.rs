@@ -66,11 +66,17 @@ pub enum Commands {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List the built-in policies (the NAMEs of `--policy builtin:NAME`), one a line.
+    Policies,
     /// Show or change the policy in force.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Load-test a running hub with simulated agents (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+    /// Run the agent sidecar: hold the hub connection, run each task with a local worker.
+    Agent(crate::sidecar::AgentArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +172,12 @@ pub struct ClientArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Commands::Serve(args) => serve(args).await,
+        Commands::Agent(args) => crate::sidecar::run(args).await,
+        Commands::Policies => {
+            crate::policy::builtin_names().for_each(|name| println!("{name}"));
+            Ok(())
+        }
+        Commands::Bench(args) => crate::bench::run(args).await,
         Commands::Token { command } => match command {
             TokenCommand::Create { agent_id, client } => print(
                 client
@@ -308,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the data folder {}", args.data_dir.display()))?,
     );
     ensure_admin_token(&store, &args.data_dir)?;
+    crate::policy::set_artifact_cache(args.data_dir.join("policy-cache"));
     let policy = load_policy(
         &store,
         args.policy.as_deref(),

@@ -6,11 +6,15 @@
 //! - [`store`]: LMDB storage.
 //! - [`policy`]: the WebAssembly policy host.
 //! - [`server`]: WebSocket and HTTP on warp.
+//! - [`sidecar`]: `switchyard agent`, the sidecar that runs tasks on an agent's machine.
 //! - [`cli`]: the `switchyard` command line.
+//! - [`bench`]: `switchyard bench`, a load generator for a running hub.
 
+pub mod bench;
 pub mod cli;
 pub mod core;
 pub mod policy;
 pub mod server;
+pub mod sidecar;
 pub mod store;
 pub mod wire;

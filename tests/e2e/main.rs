@@ -3,13 +3,19 @@
 //! written in shared/spec/agent-protocol.md and shared/spec/http-api.md.
 //!
 //! `SWITCHYARD_TEST_POLICY=<policy>` runs every test against another scheduling policy
-//! (passed as `--policy`); `SWITCHYARD_E2E_KEEP=1` keeps the data folders.
+//! (passed as `--policy`); `scripts/test.sh` does so for every bundled policy. Tests that only
+//! hold for the default policy, or that pick their policies themselves, skip such runs and say
+//! so (`harness::skip_unless_default_policy`). `SWITCHYARD_E2E_KEEP=1` keeps the data folders.
 
 mod harness;
 
 mod bad_input;
 mod durability;
 mod failures;
+mod fairness;
 mod flow;
+mod hostile;
 mod http;
 mod priority;
+mod sidecar;
+mod swap;

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::harness::agent::assert_one_task_at_a_time;
 use crate::harness::{
-    completed_events, u64_field, Assign, Crew, Hub, HubOpts, WorkerOpts, WorkerReport,
+    assert_each_completed_once, completed_events, u64_field, Assign, Crew, Hub, HubOpts,
+    WorkerOpts, WorkerReport,
 };
 
 const CLASSES: [&str; 4] = ["urgent", "high", "normal", "low"];
@@ -21,18 +22,6 @@ fn first_assignments(reports: &[&WorkerReport]) -> HashMap<String, Assign> {
         }
     }
     out
-}
-
-/// Every id completed exactly once over all workers, and nothing else completed.
-fn assert_each_completed_once(reports: &[&WorkerReport], ids: &[String]) {
-    let mut seen = HashSet::new();
-    for rep in reports {
-        for id in &rep.completed {
-            assert!(seen.insert(id.clone()), "{id} completed twice");
-        }
-    }
-    let expected: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(seen, expected, "completed set differs from submitted set");
 }
 
 /// 4 agents, a batch of 20 tasks (4 urgent, 4 high, 8 normal, 4 low, lows submitted first):

@@ -48,7 +48,10 @@ pub struct Hub {
     config: CoreConfig,
     policy: PolicyHost,
     /// Queued and assigned tasks (and tasks that finished in this batch, until it commits).
-    tasks: HashMap<TaskId, Task>,
+    /// Boxed: a task is a few hundred bytes, and a hash table keeps up to twice as many slots
+    /// as entries, so unboxed the empty slots alone would cost hundreds of megabytes with a
+    /// million tasks queued (see BENCHMARKS.md).
+    tasks: HashMap<TaskId, Box<Task>>,
     /// Tasks changed in this batch, with their status before it (None: new).
     dirty: HashMap<TaskId, Option<TaskStatus>>,
     agents: HashMap<String, Agent>,
@@ -94,8 +97,16 @@ impl Hub {
             deferred: Vec::new(),
             writes: Writes::default(),
         };
+        let started = std::time::Instant::now();
         hub.load_live_state(now)?;
+        let loaded = started.elapsed();
         hub.replay_policy();
+        tracing::info!(
+            tasks = hub.tasks.len(),
+            load_ms = loaded.as_millis() as u64,
+            replay_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "live state loaded and replayed into the policy"
+        );
         Ok(hub)
     }
 
@@ -115,6 +126,7 @@ impl Hub {
         }
         self.timers.clear();
         self.tasks.clear();
+        self.tasks.reserve(tasks.len());
         self.queued = 0;
         for task in tasks {
             if let Some(at) = task.complete_by {
@@ -165,13 +177,17 @@ impl Hub {
         if self.policy.needs_replay() {
             self.policy.restart();
         }
-        let mut queued: Vec<&Task> = self
+        // The sort key sits beside each reference: with a million tasks queued, following the
+        // references on every comparison made the sort a large part of a restart. Ids are
+        // unique, so an unstable sort gives the same order.
+        let mut queued: Vec<(u8, TaskId, &Task)> = self
             .tasks
             .values()
             .filter(|t| t.status == TaskStatus::Queued)
+            .map(|t| (t.priority, t.id, &**t))
             .collect();
-        queued.sort_by_key(|t| (t.priority, t.id));
-        for task in queued {
+        queued.sort_unstable_by_key(|&(priority, id, _)| (priority, id));
+        for (_, _, task) in queued {
             let view = policy_task(&mut self.capabilities, task);
             self.policy.task_queued(&view);
         }
@@ -900,7 +916,7 @@ impl Hub {
             let view = policy_task(&mut self.capabilities, &task);
             self.policy.task_queued(&view);
             self.queued += 1;
-            self.tasks.insert(id, task);
+            self.tasks.insert(id, Box::new(task));
             self.dirty.insert(id, None);
         }
         self.writes.next_seq = Some(self.next_seq);
@@ -916,7 +932,7 @@ impl Hub {
                 .and_then(|txn| self.store.task(&txn, id))
                 .map_err(|_| CoreError::Unavailable)?
                 .ok_or(CoreError::TaskNotFound(id))?;
-            self.tasks.insert(id, stored);
+            self.tasks.insert(id, Box::new(stored));
         }
         Ok(self.task_mut(id))
     }
@@ -962,6 +978,13 @@ impl Hub {
 
     /// One decision pass: the policy proposes, the host checks each proposal against the live
     /// state and applies the valid ones.
+    ///
+    /// A failed call discards the instance. The pass then replays the live state into a fresh
+    /// one and asks again, until it gets an answer: stopping earlier would leave idle agents
+    /// beside queued tasks until some unrelated event started another pass. This ends: every
+    /// attempt that fails records a failure, and once [`policy::BREAKER_FAILURES`] have
+    /// accumulated the next restart switches to the native fallback, which cannot fail, so
+    /// `BREAKER_FAILURES + 1` attempts always end with an answer.
     fn schedule(&mut self, now: u64) {
         if self.policy.needs_replay() {
             self.replay_policy();
@@ -970,7 +993,10 @@ impl Hub {
             return;
         }
         let mut proposals = self.policy.decide(now);
-        if self.policy.needs_replay() {
+        for _ in 0..policy::BREAKER_FAILURES {
+            if !self.policy.needs_replay() {
+                break;
+            }
             self.replay_policy();
             proposals = self.policy.decide(now);
         }

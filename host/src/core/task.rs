@@ -7,8 +7,9 @@
 
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// History entries kept per task, newest first.
@@ -68,9 +69,64 @@ pub enum Refusal {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    pub event: String,
+    /// A name from a fixed set, so not an allocation per entry (a stored one is read back owned).
+    pub event: Cow<'static, str>,
     pub timestamp: u64,
-    pub details: Value,
+    pub details: Details,
+}
+
+/// What a history entry says besides its event and time.
+///
+/// It serializes to the same JSON object the entry always had: keys in alphabetical order (as
+/// a `serde_json` object orders them, so the fields are declared in that order), absent keys
+/// left out, and an agent id or reason that was asked for but missing written as `null`
+/// (`Some(None)`). Typed rather than a `serde_json::Value` because every queued task keeps its
+/// history in the core's memory, and a `Value` object of even one key is a B-tree node of about
+/// 640 bytes: that was most of a queued task's footprint (see BENCHMARKS.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub agent_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub reason: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_count: Option<u32>,
+}
+
+/// A stored history, without the spare room the decoder leaves (it grows the buffer as it reads,
+/// to four entries for a task that has one): every live task is held in memory.
+fn compact_history<'de, D>(deserializer: D) -> Result<VecDeque<HistoryEntry>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let mut history = VecDeque::<HistoryEntry>::deserialize(deserializer)?;
+    history.shrink_to_fit();
+    Ok(history)
+}
+
+/// A key that is present, even as `null`, reads as `Some`: `Some(None)` is an explicit `null`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A task as stored and as shown by the HTTP API.
@@ -101,6 +157,7 @@ pub struct Task {
     pub updated_at: u64,
     /// When the task last entered the queue.
     pub queued_at: u64,
+    #[serde(deserialize_with = "compact_history")]
     pub history: VecDeque<HistoryEntry>,
 }
 
@@ -139,20 +196,34 @@ impl Task {
             created_at: now,
             updated_at: now,
             queued_at: now,
-            history: VecDeque::new(),
+            // Room for the one entry a queued task has; most never get a second.
+            history: VecDeque::with_capacity(1),
         };
-        task.record("submitted", now, json!({"priority": task.priority}));
+        let details = Details {
+            priority: Some(task.priority),
+            ..Details::default()
+        };
+        task.record("submitted", now, details);
         task
     }
 
-    fn record(&mut self, event: &str, now: u64, details: Value) {
+    fn record(&mut self, event: &'static str, now: u64, details: Details) {
         self.updated_at = now;
         self.history.push_front(HistoryEntry {
-            event: event.to_owned(),
+            event: Cow::Borrowed(event),
             timestamp: now,
             details,
         });
         self.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// Details naming the current holder (`null` when there is none) and generation.
+    fn holder_details(&self) -> Details {
+        Details {
+            agent_id: Some(self.assigned_to.clone()),
+            generation: Some(self.generation),
+            ..Details::default()
+        }
     }
 
     /// Whether `agent` holds this task at `generation` (when one is given): the check in front
@@ -178,19 +249,15 @@ impl Task {
         self.assigned_to = Some(agent.to_owned());
         self.assigned_at = Some(now);
         self.accepted_at = None;
-        let generation = self.generation;
-        self.record(
-            "assigned",
-            now,
-            json!({"agent_id": agent, "generation": generation}),
-        );
+        let details = self.holder_details();
+        self.record("assigned", now, details);
     }
 
     /// The assignee confirmed it started. Accepting twice is harmless.
     pub fn accept(&mut self, now: u64) {
         if self.accepted_at.is_none() {
             self.accepted_at = Some(now);
-            let details = json!({"agent_id": self.assigned_to, "generation": self.generation});
+            let details = self.holder_details();
             self.record("accepted", now, details);
         }
     }
@@ -200,7 +267,7 @@ impl Task {
         self.status = TaskStatus::Completed;
         self.result = Some(result);
         self.tokens_used = tokens_used;
-        let details = json!({"agent_id": self.assigned_to, "generation": self.generation});
+        let details = self.holder_details();
         self.record("completed", now, details);
     }
 
@@ -208,10 +275,11 @@ impl Task {
     pub fn fail(&mut self, error: &str, now: u64) -> Requeue {
         self.retry_count += 1;
         self.last_error = Some(error.to_owned());
-        let details = json!({
-            "agent_id": self.assigned_to, "generation": self.generation,
-            "error": error, "retry_count": self.retry_count,
-        });
+        let details = Details {
+            error: Some(error.to_owned()),
+            retry_count: Some(self.retry_count),
+            ..self.holder_details()
+        };
         self.record("failed", now, details);
         if self.retry_count >= self.max_retries {
             self.dead_letter(&format!("failed {} times", self.retry_count), now);
@@ -225,9 +293,10 @@ impl Task {
     /// The assignee declined the task: back to its place, counted neither as a failure nor as
     /// a reclaim.
     pub fn reject(&mut self, reason: Option<&str>, now: u64) {
-        let details = json!({
-            "agent_id": self.assigned_to, "generation": self.generation, "reason": reason,
-        });
+        let details = Details {
+            reason: Some(reason.map(str::to_owned)),
+            ..self.holder_details()
+        };
         self.record("rejected", now, details);
         self.requeue(now);
     }
@@ -236,10 +305,11 @@ impl Task {
     /// `max_reclaims` such returns the task is poison and goes to the dead letter.
     pub fn reclaim(&mut self, why: &str, max_reclaims: u32, now: u64) -> Requeue {
         self.reclaim_count += 1;
-        let details = json!({
-            "agent_id": self.assigned_to, "generation": self.generation,
-            "reason": why, "reclaim_count": self.reclaim_count,
-        });
+        let details = Details {
+            reason: Some(Some(why.to_owned())),
+            reclaim_count: Some(self.reclaim_count),
+            ..self.holder_details()
+        };
         self.record("reclaimed", now, details);
         if self.reclaim_count >= max_reclaims {
             self.last_error = Some(format!(
@@ -267,7 +337,11 @@ impl Task {
     /// Any active task → cancelled.
     pub fn cancel(&mut self, now: u64) {
         self.status = TaskStatus::Cancelled;
-        self.record("cancelled", now, json!({"agent_id": self.assigned_to}));
+        let details = Details {
+            agent_id: Some(self.assigned_to.clone()),
+            ..Details::default()
+        };
+        self.record("cancelled", now, details);
         self.assigned_to = None;
     }
 
@@ -278,7 +352,7 @@ impl Task {
         }
         self.retry_count = 0;
         self.reclaim_count = 0;
-        self.record("retried", now, json!({}));
+        self.record("retried", now, Details::default());
         self.requeue(now);
         Ok(())
     }
@@ -290,7 +364,11 @@ impl Task {
         self.assigned_at = None;
         self.accepted_at = None;
         self.queued_at = now;
-        self.record("queued", now, json!({"generation": self.generation}));
+        let details = Details {
+            generation: Some(self.generation),
+            ..Details::default()
+        };
+        self.record("queued", now, details);
     }
 
     fn dead_letter(&mut self, why: &str, now: u64) {
@@ -298,7 +376,11 @@ impl Task {
         self.assigned_to = None;
         self.assigned_at = None;
         self.accepted_at = None;
-        self.record("dead_letter", now, json!({"reason": why}));
+        let details = Details {
+            reason: Some(Some(why.to_owned())),
+            ..Details::default()
+        };
+        self.record("dead_letter", now, details);
     }
 
     /// How many times `event` appears in the history.
@@ -310,6 +392,7 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn task(max_retries: u32) -> Task {
         let new = NewTask {
@@ -422,6 +505,67 @@ mod tests {
         t.expire(2);
         assert_eq!((t.status, t.reclaim_count), (TaskStatus::DeadLetter, 1));
         assert_eq!(t.last_error.as_deref(), Some("deadline_exceeded"));
+    }
+
+    /// The history reads exactly as when its details were built with `json!`, so stored tasks
+    /// and API clients see no difference.
+    #[test]
+    fn history_details_keep_their_json_shape() {
+        let mut t = task(1);
+        t.assign("a", 1);
+        t.accept(2);
+        t.reject(None, 3);
+        t.assign("b", 4);
+        t.reclaim("disconnected", 3, 5);
+        t.assign("c", 6);
+        t.fail("boom", 7);
+        t.retry_from_dead_letter(8).unwrap();
+        t.cancel(9);
+        // Serialized directly (a `Value` would sort the keys and hide a change of order).
+        let details: Vec<(String, String)> = t
+            .history
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e.event.to_string(),
+                    serde_json::to_string(&e.details).unwrap(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("submitted", json!({"priority": 2})),
+            ("assigned", json!({"agent_id": "a", "generation": 1})),
+            ("accepted", json!({"agent_id": "a", "generation": 1})),
+            (
+                "rejected",
+                json!({"agent_id": "a", "generation": 1, "reason": null}),
+            ),
+            ("queued", json!({"generation": 2})),
+            ("assigned", json!({"agent_id": "b", "generation": 3})),
+            (
+                "reclaimed",
+                json!({"agent_id": "b", "generation": 3, "reason": "disconnected", "reclaim_count": 1}),
+            ),
+            ("queued", json!({"generation": 4})),
+            ("assigned", json!({"agent_id": "c", "generation": 5})),
+            (
+                "failed",
+                json!({"agent_id": "c", "error": "boom", "generation": 5, "retry_count": 1}),
+            ),
+            ("dead_letter", json!({"reason": "failed 1 times"})),
+            ("retried", json!({})),
+            ("queued", json!({"generation": 6})),
+            ("cancelled", json!({"agent_id": null})),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(event, details)| (event.to_string(), details.to_string()))
+            .collect();
+        assert_eq!(details, expected);
+        let stored = serde_json::to_vec(&t.history).unwrap();
+        let back: VecDeque<HistoryEntry> = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(back, t.history);
     }
 
     #[test]

@@ -15,7 +15,14 @@
 //! the event methods. A policy that fails [`BREAKER_FAILURES`] times within [`BREAKER_WINDOW`]
 //! is not restarted again: the host switches to the built-in native greedy policy for good, so
 //! a crash-looping policy cannot stall scheduling.
+//!
+//! # Compiled code
+//!
+//! Compiling a component is the slow part of a load. Compiled components are kept in memory
+//! for the life of the process and, once [`set_artifact_cache`] names a folder, on disk, so a
+//! restart loads the compiled code instead of compiling again.
 
+mod artifacts;
 mod native;
 mod wasm;
 
@@ -23,7 +30,8 @@ mod wasm;
 mod tests;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -85,6 +93,27 @@ impl PolicySource {
 /// The names of the policies built into this binary (`builtin:NAME`).
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     builtin::BUILTIN_POLICIES.iter().map(|(name, _)| *name)
+}
+
+/// The folder compiled policies are cached in, once set.
+static ARTIFACT_CACHE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Keeps compiled policies in `dir` (created owner-only when first written), so that later
+/// loads of the same component by this binary, in this process or after a restart, skip
+/// compiling. `serve` calls it once with `<data-dir>/policy-cache` before loading the first
+/// policy: the cache belongs to one data folder, as trusted as the hub's other data. Only the
+/// first call has an effect (a process serves one data folder); it returns whether it was it.
+/// Without a call, compiled code is only reused within the process.
+pub fn set_artifact_cache(dir: PathBuf) -> bool {
+    let set = ARTIFACT_CACHE.set(dir).is_ok();
+    if !set {
+        warn!("the policy artifact cache folder was already set; keeping the first one");
+    }
+    set
+}
+
+fn artifact_cache() -> Option<&'static Path> {
+    ARTIFACT_CACHE.get().map(PathBuf::as_path)
 }
 
 /// Why a policy could not be loaded. Each message is meant for the operator who named it.
@@ -280,7 +309,9 @@ impl PolicyHost {
         };
 
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let compiled = wasm::Compiled::new(bytes, &digest)?;
+        let started = Instant::now();
+        let (compiled, provenance) = wasm::Compiled::new(bytes, &digest, artifact_cache())?;
+        let prepared_in = started.elapsed();
         let (name, version) = compiled.probe()?;
         check_about(&name, &version)?;
 
@@ -303,6 +334,8 @@ impl PolicyHost {
             version = %status.version,
             source = %status.source,
             digest = %status.digest,
+            code_from = provenance.as_str(),
+            prepare_ms = prepared_in.as_secs_f64() * 1e3,
             "policy loaded"
         );
         Ok(Self {

@@ -2,7 +2,7 @@
 //! components assembled here from WAT.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use switchyard_greedy::Greedy;
@@ -194,7 +194,10 @@ fn the_builtin_greedy_loads_and_describes_itself() {
     assert!(!status.fallback_active);
     assert!(status.loaded_at > 1_600_000_000_000);
     assert!(!host.needs_replay());
-    assert_eq!(builtin_names().collect::<Vec<_>>(), ["greedy"]);
+    let builtins: Vec<&str> = builtin_names().collect();
+    assert!(builtins.contains(&"greedy"), "{builtins:?}");
+    // host/build.rs builds the policies under tests/policies/ too, but never ships them.
+    assert!(!builtins.contains(&"hostile"), "{builtins:?}");
 }
 
 #[test]
@@ -512,18 +515,16 @@ fn a_policy_that_never_returns_is_stopped_and_counted_as_a_timeout() {
     assert!(host.decide(0).is_empty());
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(20) && took < Duration::from_secs(2),
+        took >= CALL_DEADLINE - EPOCH_TICK && took < CALL_DEADLINE * 4,
         "stopped after {took:?}"
     );
     assert!(host.needs_replay());
     let status = host.status();
     assert_eq!((status.counters.timeouts, status.counters.traps), (1, 0));
 
-    // A broken instance is not called again: events are ignored, decisions are empty, quickly.
-    let started = Instant::now();
+    // A broken instance is not called again: had it been, the loop would time out once more.
     host.task_queued(&task(2, 0, &[]));
     assert!(host.decide(0).is_empty());
-    assert!(started.elapsed() < Duration::from_millis(20));
     assert_eq!(host.status().counters.timeouts, 1);
 }
 

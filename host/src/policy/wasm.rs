@@ -1,14 +1,15 @@
 //! Running a policy component under wasmtime: one shared engine, compiled components cached by
-//! content, and instances confined by an epoch deadline and a memory cap.
+//! content (in memory, and on disk when the hub has a cache folder), and instances confined by
+//! an epoch deadline and a memory cap.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
+use super::artifacts::{self, ArtifactKey, Provenance};
 use super::{Agent, AgentId, Assignment, Backend, CallError, Outcome, PolicyError, Task, TaskId};
 
 mod bindings {
@@ -26,10 +27,12 @@ use bindings::{PolicyComponent, PolicyComponentPre};
 /// How often the background thread advances the engine's epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How many epoch ticks one policy call may run for: 5 ticks of 10 ms, so a call is stopped
-/// after 40 to 50 ms. A decision for a batch takes microseconds; a call that takes tens of
-/// milliseconds is stuck, and the core task (which owns the queue) must not wait on it longer.
-pub const CALL_DEADLINE_TICKS: u64 = 5;
+/// How many epoch ticks one policy call may run for: 50 ticks of 10 ms, so a call is stopped
+/// after 490 to 500 ms. A decision takes microseconds (a few milliseconds with 100,000 queued
+/// tasks), so a call near the deadline is stuck. The deadline is wall-clock time, though, and on
+/// a loaded machine a healthy call can be descheduled for tens of milliseconds: a tighter deadline
+/// would count those stalls as timeouts and trip the crash-loop breaker on a good policy.
+pub const CALL_DEADLINE_TICKS: u64 = 50;
 
 /// The most linear memory one policy instance may use. Policies hold integer handles and small
 /// records, so this leaves ample room while bounding what a leaking policy can take from the hub.
@@ -83,16 +86,28 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
-    /// Compiles `bytes` (or takes the cached compilation of identical bytes) and checks that it
-    /// is a policy component: it imports nothing and exports the scheduler interface.
-    pub(crate) fn new(bytes: &[u8], digest: &[u8; 32]) -> Result<Self, PolicyError> {
+    /// Compiles `bytes` (or takes the cached compilation of identical bytes, from memory or from
+    /// `cache_dir`) and checks that it is a policy component: it imports nothing and exports the
+    /// scheduler interface. Also says where the compiled code came from.
+    pub(crate) fn new(
+        bytes: &[u8],
+        digest: &[u8; 32],
+        cache_dir: Option<&Path>,
+    ) -> Result<(Self, Provenance), PolicyError> {
         check_is_component(bytes)?;
         let engine = engine()?;
-        let component = cached_compile(engine, bytes, digest)?;
+        let (component, provenance) = cached_compile(engine, bytes, digest, cache_dir)?;
+        Ok((Self::from_component(engine, &component)?, provenance))
+    }
 
+    /// Checks a compiled component against the contract and prepares its instantiation.
+    pub(crate) fn from_component(
+        engine: &Engine,
+        component: &Component,
+    ) -> Result<Self, PolicyError> {
         // An empty linker: a policy gets no host functions at all, so any import is refused here.
         let linker: Linker<GuestState> = Linker::new(engine);
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
             PolicyError::WrongContract(format!(
                 "it imports something the hub does not provide (a policy may import nothing): \
                  {e:#}"
@@ -253,31 +268,33 @@ fn check_is_component(bytes: &[u8]) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Compiled components by (content digest, engine compatibility hash). The compatibility hash is
-/// part of the key so that the same scheme can back a file cache of serialized artifacts later,
-/// where artifacts from another wasmtime version or configuration must not match.
-type CacheKey = ([u8; 32], u64);
-
+/// The compiled component for `bytes`: from this process's memory when it compiled identical
+/// bytes before, else from the artifact files in `cache_dir` (when given), else compiled now.
+/// Entries are keyed by (content digest, engine compatibility hash), the same key as the files.
 fn cached_compile(
     engine: &Engine,
     bytes: &[u8],
     digest: &[u8; 32],
-) -> Result<Component, PolicyError> {
-    static CACHE: Mutex<Vec<(CacheKey, Component)>> = Mutex::new(Vec::new());
-    let mut hasher = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let key = (*digest, hasher.finish());
+    cache_dir: Option<&Path>,
+) -> Result<(Component, Provenance), PolicyError> {
+    static CACHE: Mutex<Vec<(ArtifactKey, Component)>> = Mutex::new(Vec::new());
+    let key = ArtifactKey::new(engine, digest);
 
     if let Some(component) = lock(&CACHE)
         .iter()
         .find(|(k, _)| *k == key)
         .map(|(_, c)| c.clone())
     {
-        return Ok(component);
+        return Ok((component, Provenance::Memory));
     }
     // Compiling takes milliseconds to a fraction of a second; the lock is not held meanwhile.
-    let component =
-        Component::new(engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+    let (component, provenance) = match cache_dir {
+        Some(dir) => artifacts::load_or_compile(engine, bytes, &key, dir)?,
+        None => (
+            Component::new(engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?,
+            Provenance::Compiled,
+        ),
+    };
     let mut cache = lock(&CACHE);
     if !cache.iter().any(|(k, _)| *k == key) {
         if cache.len() == CACHE_ENTRIES {
@@ -285,7 +302,7 @@ fn cached_compile(
         }
         cache.push((key, component.clone()));
     }
-    Ok(component)
+    Ok((component, provenance))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -22,6 +22,7 @@ const MAX_LIMIT: usize = 1000;
 pub enum Route {
     Health,
     Metrics,
+    Dashboard,
     SubmitTask,
     SubmitBatch,
     ListTasks,
@@ -47,6 +48,7 @@ impl Route {
         let route = match (method, segments.as_slice()) {
             (&M::GET, ["health"]) => Route::Health,
             (&M::GET, ["metrics"]) => Route::Metrics,
+            (&M::GET, ["dashboard"]) => Route::Dashboard,
             (&M::GET, ["ws"]) => Route::WsWithoutUpgrade,
             (&M::POST, ["api", "tasks"]) => Route::SubmitTask,
             (&M::GET, ["api", "tasks"]) => Route::ListTasks,
@@ -70,7 +72,7 @@ impl Route {
     /// The role a caller needs; `None` for public routes.
     pub fn role(&self) -> Option<Role> {
         match self {
-            Route::Health | Route::Metrics | Route::WsWithoutUpgrade => None,
+            Route::Health | Route::Metrics | Route::Dashboard | Route::WsWithoutUpgrade => None,
             Route::RetryTask(_)
             | Route::CancelTask(_)
             | Route::CreateToken
@@ -224,6 +226,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
             json!({"status": "ok", "service": "switchyard", "agents_connected": state.core.agents_connected()}),
         ),
         Route::Metrics => metrics(&state).await,
+        Route::Dashboard => warp::reply::html(include_str!("dashboard.html")).into_response(),
         Route::WsWithoutUpgrade => error(
             StatusCode::BAD_REQUEST,
             "GET /ws must be a WebSocket upgrade request",

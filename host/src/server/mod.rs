@@ -71,19 +71,20 @@ pub async fn serve(
 ) {
     let (closing, closed) = watch::channel(false);
     let ws_state = state.clone();
-    let websocket = warp::path("ws").and(warp::path::end()).and(warp::ws()).map(
-        move |upgrade: warp::ws::Ws| {
+    // `warp::ws()` checks the upgrade headers (a plain GET falls through to the API's answer);
+    // the upgrade itself is `ws::accept`'s, which configures the socket as warp cannot. The
+    // upgrade handle is taken before `warp::ws()` takes it for itself.
+    let websocket = warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::filters::ext::optional::<
+            warp::hyper::upgrade::OnUpgrade,
+        >())
+        .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .map(move |on_upgrade, _checked: warp::ws::Ws, key: String| {
             let core = ws_state.core.clone();
-            let closed = closed.clone();
-            // Leave room above the protocol's limit so an oversize frame reaches the connection
-            // and is answered with `frame_too_large`, not dropped by the socket layer.
-            let socket_limit = limits.max_frame_bytes.saturating_mul(2).max(64 << 10);
-            upgrade
-                .max_message_size(socket_limit)
-                .max_frame_size(socket_limit)
-                .on_upgrade(move |socket| ws::serve_connection(socket, core, limits, closed))
-        },
-    );
+            ws::accept(on_upgrade, &key, core, limits, closed.clone())
+        });
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
@@ -131,8 +132,24 @@ pub async fn serve(
 }
 
 /// Binds the listening socket, with an error that names the address.
+///
+/// The socket has `TCP_NODELAY`, which the connections it accepts inherit (warp offers no hook
+/// on accepted connections). The hub writes small frames back to back: after a commit, an
+/// agent typically gets `task_ack` and then its next `task_assign`. With Nagle's algorithm the
+/// second frame waits until the first is acknowledged, and an agent that has nothing to say
+/// after an ack delays that acknowledgement (40 ms on Linux), so every task handed out this way
+/// would wait 40 ms for nothing.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std's `TcpListener::bind` does: a restarted hub can take its port back at once.
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    listen().map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }

@@ -14,7 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::StatusCode;
+use warp::hyper::upgrade::{OnUpgrade, Upgraded};
+use warp::Reply;
 
 /// Failed `identify` attempts after which a connection is closed (policy violation).
 const MAX_FAILED_IDENTIFIES: u32 = 5;
@@ -30,9 +37,69 @@ pub struct WsLimits {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// An agent's upgraded connection.
+pub type AgentSocket = WebSocketStream<hyper_util::rt::TokioIo<Upgraded>>;
+
+/// tungstenite's read buffer per connection. Agent frames are a few hundred bytes; larger ones
+/// still arrive whole (the buffer grows to fit a frame), this only sizes each read. It stays
+/// resident for the connection's life, so it is kept small: 10,000 agents are connected at once.
+const READ_BUFFER_BYTES: usize = 4 << 10;
+
+/// Answers a WebSocket upgrade whose headers `warp::ws()` has checked, and serves the
+/// connection once hyper hands the socket over.
+///
+/// warp's own `Ws::on_upgrade` does the same, but it cannot set tungstenite's read buffer, and
+/// the 128 KiB default costs twice. tungstenite zeroes the free part of that buffer before every
+/// read attempt, including the ones that find nothing to read: under load that memset was a
+/// fifth of the hub's CPU (see BENCHMARKS.md). And 10,000 connections would each keep 128 KiB
+/// resident.
+pub fn accept(
+    on_upgrade: Option<OnUpgrade>,
+    key: &str,
+    core: Core,
+    limits: WsLimits,
+    shutdown: watch::Receiver<bool>,
+) -> warp::reply::Response {
+    // Leave room above the protocol's limit so an oversize frame reaches the connection and is
+    // answered with `frame_too_large`, not dropped by the socket layer.
+    let socket_limit = limits.max_frame_bytes.saturating_mul(2).max(64 << 10);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(socket_limit))
+        .max_frame_size(Some(socket_limit));
+    match on_upgrade {
+        Some(on_upgrade) => {
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        let io = hyper_util::rt::TokioIo::new(upgraded);
+                        let socket =
+                            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                        serve_connection(socket, core, limits, shutdown).await;
+                    }
+                    Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+                }
+            });
+        }
+        None => tracing::debug!("a WebSocket request without upgrade state (not HTTP/1.1?)"),
+    }
+    let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
+    let reply = warp::reply::with_header(reply, "connection", "upgrade");
+    let reply = warp::reply::with_header(reply, "upgrade", "websocket");
+    let accept_key = derive_accept_key(key.trim().as_bytes());
+    warp::reply::with_header(reply, "sec-websocket-accept", accept_key).into_response()
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
 /// Serves one upgraded connection until it closes. `shutdown` turning true closes it.
 pub async fn serve_connection(
-    socket: WebSocket,
+    socket: AgentSocket,
     core: Core,
     limits: WsLimits,
     mut shutdown: watch::Receiver<bool>,
@@ -54,7 +121,7 @@ pub async fn serve_connection(
                     None => break None,
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
-                        if error.to_string().contains("too long") {
+                        if matches!(error, WsError::Capacity(_)) {
                             let reply = ServerMessage::error(FrameError::FrameTooLarge.as_str());
                             let _ = sink.send(Message::text(reply.to_json())).await;
                             break Some((1009, "frame_too_large"));
@@ -76,8 +143,8 @@ pub async fn serve_connection(
                 if message.is_ping() || message.is_pong() {
                     continue;
                 }
-                let text = match message.to_str() {
-                    Ok(text) if message.is_text() => text,
+                let text = match &message {
+                    Message::Text(text) => text.as_str(),
                     _ => {
                         let reply = ServerMessage::error(FrameError::InvalidJson.as_str());
                         if sink.send(Message::text(reply.to_json())).await.is_err() {
@@ -130,27 +197,66 @@ pub async fn serve_connection(
                     }
                 }
             }
-            Some(outbound) = inbox.recv() => match outbound {
-                Outbound::Frame(text) => {
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break None;
-                    }
+            Some(outbound) = inbox.recv() => {
+                match send_waiting(&mut sink, &mut inbox, outbound, &mut report_alive).await {
+                    Ok(None) => {}
+                    Ok(Some(close)) => break Some(close),
+                    Err(()) => break None,
                 }
-                Outbound::Unresponsive => report_alive = true,
-                Outbound::Close { code, reason } => break Some((code, reason)),
-            },
+            }
             _ = &mut idle => break Some((1000, "idle_timeout")),
             _ = shutdown.changed() => break Some((1001, "hub shutting down")),
         }
     };
     if let Some((code, reason)) = close {
-        let _ = sink.send(Message::close_with(code, reason)).await;
+        let _ = sink.send(close_message(code, reason)).await;
         let _ = sink.close().await;
     }
     if let Some(agent) = agent {
         core.send(Command::Disconnected { conn, agent });
     }
     tracing::debug!(conn, ?close, "connection closed");
+}
+
+/// Frames written before one flush at most, so a flood of pushes cannot keep the connection
+/// from reading.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// Handles `first` and whatever else the outbox already holds, in order, then flushes once.
+/// What one commit releases for an agent arrives together (typically a `task_ack` and the next
+/// `task_assign`), so this costs one write per batch instead of one per frame, and the
+/// connection's loop wakes once for the lot. Returns the close to send if the core asked for
+/// one (frames before it are flushed first), or `Err` when the socket failed.
+async fn send_waiting<S>(
+    sink: &mut S,
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+    first: Outbound,
+    report_alive: &mut bool,
+) -> Result<Option<(u16, &'static str)>, ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut next = Some(first);
+    let mut close = None;
+    let mut written = 0;
+    while let Some(outbound) = next.take() {
+        match outbound {
+            Outbound::Frame(text) => {
+                sink.feed(Message::text(text)).await.map_err(|_| ())?;
+                written += 1;
+            }
+            Outbound::Unresponsive => *report_alive = true,
+            Outbound::Close { code, reason } => {
+                close = Some((code, reason));
+                break;
+            }
+        }
+        if written < MAX_FRAMES_PER_FLUSH {
+            next = inbox.try_recv().ok();
+        }
+    }
+    sink.flush().await.map_err(|_| ())?;
+    Ok(close)
 }
 
 /// Sends the frames already waiting in the outbox. The core pushes its reply before it reports

@@ -65,6 +65,39 @@ fn id_from(bytes: &[u8]) -> TaskId {
     TaskId(u64::from_be_bytes(raw))
 }
 
+/// Below this many records decoding stays on the calling thread.
+const PARALLEL_DECODE_MIN: usize = 10_000;
+
+/// Decodes task records, in order, split across the machine's cores when there are many.
+// Boxed here because the core keeps each task boxed: boxing later would move every task twice.
+#[allow(clippy::vec_box)]
+fn decode_tasks(records: &[&[u8]]) -> Result<Vec<Box<Task>>> {
+    let decode_part = |part: &[&[u8]]| -> Result<Vec<Box<Task>>> {
+        part.iter()
+            .map(|bytes| decode::<Task>("task", bytes).map(Box::new))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads == 1 || records.len() < PARALLEL_DECODE_MIN {
+        return decode_part(records);
+    }
+    let part_len = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = records
+            .chunks(part_len)
+            .map(|part| scope.spawn(move || decode_part(part)))
+            .collect();
+        let mut tasks = Vec::with_capacity(records.len());
+        for part in parts {
+            tasks.extend(
+                part.join()
+                    .expect("decoding a task record does not panic")?,
+            );
+        }
+        Ok(tasks)
+    })
+}
+
 impl Store {
     /// Writes `task`, moving its index entry from `previous` status (None for a new task) to
     /// its current one.
@@ -130,16 +163,19 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Every queued and assigned task: the live state, read once at start.
-    pub fn active_tasks(&self, txn: &RoTxn) -> Result<Vec<Task>> {
-        let mut ids = Vec::new();
-        for entry in self.queued.iter(txn)? {
-            ids.push(id_from(entry?.0));
+    /// Every queued and assigned task: the live state, read once at start, boxed as the core
+    /// keeps them. With a million tasks queued a restart is mostly JSON decoding, so the
+    /// records are found first (borrowed from the map, no copy) and decoded on every core.
+    pub fn active_tasks(&self, txn: &RoTxn) -> Result<Vec<Box<Task>>> {
+        let mut records = Vec::new();
+        for index in [&self.queued, &self.assigned] {
+            for entry in index.iter(txn)? {
+                if let Some(bytes) = self.tasks.get(txn, &id_key(id_from(entry?.0)))? {
+                    records.push(bytes);
+                }
+            }
         }
-        for entry in self.assigned.iter(txn)? {
-            ids.push(id_from(entry?.0));
-        }
-        self.tasks_by_ids(txn, ids.into_iter())
+        decode_tasks(&records)
     }
 
     /// Tasks in submission order, filtered.
@@ -333,6 +369,26 @@ mod tests {
         assert_eq!(page.next_cursor, None);
         let (dead, count) = store.dead_letter(&txn, 100).unwrap();
         assert_eq!((dead.len(), count, dead[0].id), (1, 1, TaskId(7)));
+    }
+
+    #[test]
+    fn many_records_decode_in_order() {
+        let records: Vec<Vec<u8>> = (1..=PARALLEL_DECODE_MIN as u64 + 7)
+            .map(|id| serde_json::to_vec(&new_task(id, (id % 4) as u8)).unwrap())
+            .collect();
+        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let tasks = decode_tasks(&slices).unwrap();
+        let ids: Vec<u64> = tasks.iter().map(|t| t.id.0).collect();
+        assert_eq!(
+            ids,
+            (1..=PARALLEL_DECODE_MIN as u64 + 7).collect::<Vec<_>>()
+        );
+        let mut corrupt = slices.clone();
+        corrupt[PARALLEL_DECODE_MIN / 2] = b"{";
+        assert!(matches!(
+            decode_tasks(&corrupt),
+            Err(crate::store::StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -3,9 +3,15 @@
 //! [`parse_frame`] turns a frame into a [`ClientMessage`] or the exact protocol error to send
 //! back; [`ServerMessage`] is every frame the hub sends. Field names and error strings are
 //! AgentCom's wire contract and must not change.
+//!
+//! The other direction is here too, for the agent sidecar (`switchyard agent`):
+//! [`ClientMessage::to_json`] writes a frame the hub's [`parse_frame`] reads back unchanged, and
+//! [`HubMessage`] reads what the hub sends. Both sides share this one module so they cannot
+//! drift apart.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use crate::wire::TaskId;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 /// A frame from an agent, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +84,77 @@ impl FrameError {
             FrameError::UnknownMessageType => "unknown_message_type",
             FrameError::FrameTooLarge => "frame_too_large",
         }
+    }
+}
+
+impl ClientMessage {
+    /// The frame's text, as an agent sends it. [`parse_frame`] reads it back as `self`.
+    pub fn to_json(&self) -> String {
+        let value = match self {
+            ClientMessage::Identify(identify) => {
+                let mut fields = json!({
+                    "type": "identify",
+                    "agent_id": identify.agent_id,
+                    "token": identify.token,
+                    "capabilities": identify.capabilities,
+                });
+                if let Some(name) = &identify.name {
+                    fields["name"] = json!(name);
+                }
+                if let Some(status) = &identify.status {
+                    fields["status"] = status.clone();
+                }
+                fields
+            }
+            ClientMessage::Ping => json!({"type": "ping"}),
+            ClientMessage::TaskAccepted {
+                task_id,
+                generation,
+            } => match generation {
+                Some(generation) => {
+                    json!({"type": "task_accepted", "task_id": task_id, "generation": generation})
+                }
+                None => json!({"type": "task_accepted", "task_id": task_id}),
+            },
+            ClientMessage::TaskProgress { task_id } => {
+                json!({"type": "task_progress", "task_id": task_id})
+            }
+            ClientMessage::TaskComplete {
+                task_id,
+                generation,
+                result,
+                tokens_used,
+            } => {
+                let mut fields = json!({
+                    "type": "task_complete", "task_id": task_id,
+                    "generation": generation, "result": result,
+                });
+                if let Some(tokens_used) = tokens_used {
+                    fields["tokens_used"] = json!(tokens_used);
+                }
+                fields
+            }
+            ClientMessage::TaskFailed {
+                task_id,
+                generation,
+                error,
+            } => json!({
+                "type": "task_failed", "task_id": task_id,
+                "generation": generation, "error": error,
+            }),
+            ClientMessage::TaskRejected { task_id, reason } => match reason {
+                Some(reason) => {
+                    json!({"type": "task_rejected", "task_id": task_id, "reason": reason})
+                }
+                None => json!({"type": "task_rejected", "task_id": task_id}),
+            },
+            ClientMessage::TaskRecovering { task_id } => {
+                json!({"type": "task_recovering", "task_id": task_id})
+            }
+            ClientMessage::Status { status } => json!({"type": "status", "status": status}),
+            ClientMessage::ListAgents => json!({"type": "list_agents"}),
+        };
+        value.to_string()
     }
 }
 
@@ -229,7 +306,7 @@ impl ServerMessage {
 }
 
 /// The `status` of a `task_ack`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {
     Accepted,
@@ -237,6 +314,63 @@ pub enum AckStatus {
     Retried,
     DeadLetter,
     Rejected,
+}
+
+/// A frame from the hub, as the agent sidecar reads it: the [`ServerMessage`]s an agent acts on.
+/// Task ids are checked here, once; frames of any other type (`agents`, `status_updated`, or a
+/// type a newer hub adds) are [`HubMessage::Other`], which an agent may ignore.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMessage {
+    Identified {
+        agent_id: String,
+    },
+    Pong {
+        #[serde(default)]
+        timestamp: u64,
+    },
+    TaskAck {
+        task_id: TaskId,
+        status: AckStatus,
+    },
+    TaskAssign {
+        task_id: TaskId,
+        #[serde(default)]
+        description: String,
+        #[serde(default = "empty_object")]
+        metadata: Value,
+        generation: u64,
+        #[serde(default)]
+        assigned_at: u64,
+    },
+    TaskCancel {
+        task_id: TaskId,
+        #[serde(default)]
+        generation: u64,
+    },
+    TaskContinue {
+        task_id: TaskId,
+        generation: u64,
+    },
+    TaskReassign {
+        task_id: TaskId,
+    },
+    Error {
+        error: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+impl HubMessage {
+    /// Parses one text frame from the hub.
+    pub fn parse(text: &str) -> Result<HubMessage, serde_json::Error> {
+        serde_json::from_str(text)
+    }
 }
 
 /// One agent in `list_agents` and `GET /api/agents`. The last two fields are the HTTP API's only.
@@ -425,6 +559,192 @@ mod tests {
             let text = message.to_json();
             assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn client_messages_round_trip_through_the_hub_parser() {
+        let messages = [
+            ClientMessage::Identify(Identify {
+                agent_id: "a1".into(),
+                token: "t".into(),
+                name: Some("A one".into()),
+                status: Some(json!("idle")),
+                capabilities: vec!["rust".into(), "gpu".into()],
+            }),
+            ClientMessage::Identify(Identify {
+                agent_id: "a2".into(),
+                token: "t".into(),
+                name: None,
+                status: None,
+                capabilities: vec![],
+            }),
+            ClientMessage::Ping,
+            ClientMessage::TaskAccepted {
+                task_id: "t".into(),
+                generation: Some(3),
+            },
+            ClientMessage::TaskAccepted {
+                task_id: "t".into(),
+                generation: None,
+            },
+            ClientMessage::TaskProgress {
+                task_id: "t".into(),
+            },
+            ClientMessage::TaskComplete {
+                task_id: "t".into(),
+                generation: 2,
+                result: json!({"output": "$(rm -rf /) `x` \"q\""}),
+                tokens_used: Some(7),
+            },
+            ClientMessage::TaskComplete {
+                task_id: "t".into(),
+                generation: 2,
+                result: json!([1, 2]),
+                tokens_used: None,
+            },
+            ClientMessage::TaskFailed {
+                task_id: "t".into(),
+                generation: 1,
+                error: "exit code 3: boom".into(),
+            },
+            ClientMessage::TaskRejected {
+                task_id: "t".into(),
+                reason: Some("busy".into()),
+            },
+            ClientMessage::TaskRejected {
+                task_id: "t".into(),
+                reason: None,
+            },
+            ClientMessage::TaskRecovering {
+                task_id: "t".into(),
+            },
+            ClientMessage::Status {
+                status: json!({"load": 1}),
+            },
+            ClientMessage::ListAgents,
+        ];
+        for message in messages {
+            assert_eq!(
+                parse_frame(&message.to_json()),
+                Ok(message.clone()),
+                "{message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hub_messages_read_what_the_hub_writes() {
+        let id = TaskId(0x2a);
+        let wire = id.to_string();
+        let cases = [
+            (
+                ServerMessage::Identified {
+                    agent_id: "a".into(),
+                },
+                HubMessage::Identified {
+                    agent_id: "a".into(),
+                },
+            ),
+            (
+                ServerMessage::Pong { timestamp: 5 },
+                HubMessage::Pong { timestamp: 5 },
+            ),
+            (
+                ServerMessage::TaskAck {
+                    task_id: wire.clone(),
+                    status: AckStatus::Retried,
+                },
+                HubMessage::TaskAck {
+                    task_id: id,
+                    status: AckStatus::Retried,
+                },
+            ),
+            (
+                ServerMessage::TaskAssign {
+                    task_id: wire.clone(),
+                    description: "d".into(),
+                    metadata: json!({"k": 1}),
+                    generation: 4,
+                    assigned_at: 9,
+                },
+                HubMessage::TaskAssign {
+                    task_id: id,
+                    description: "d".into(),
+                    metadata: json!({"k": 1}),
+                    generation: 4,
+                    assigned_at: 9,
+                },
+            ),
+            (
+                ServerMessage::TaskCancel {
+                    task_id: wire.clone(),
+                    generation: 2,
+                },
+                HubMessage::TaskCancel {
+                    task_id: id,
+                    generation: 2,
+                },
+            ),
+            (
+                ServerMessage::TaskContinue {
+                    task_id: wire.clone(),
+                    generation: 2,
+                },
+                HubMessage::TaskContinue {
+                    task_id: id,
+                    generation: 2,
+                },
+            ),
+            (
+                ServerMessage::TaskReassign {
+                    task_id: wire.clone(),
+                },
+                HubMessage::TaskReassign { task_id: id },
+            ),
+            (ServerMessage::StatusUpdated, HubMessage::Other),
+            (ServerMessage::Agents { agents: vec![] }, HubMessage::Other),
+            (
+                ServerMessage::error("task_complete_failed: stale_generation"),
+                HubMessage::Error {
+                    error: "task_complete_failed: stale_generation".into(),
+                },
+            ),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(
+                HubMessage::parse(&sent.to_json()).unwrap(),
+                expected,
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hub_messages_take_defaults_and_refuse_bad_ids() {
+        let assign = HubMessage::parse(
+            r#"{"type":"task_assign","task_id":"task-0000000000000001","generation":1,"extra":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            assign,
+            HubMessage::TaskAssign {
+                task_id: TaskId(1),
+                description: String::new(),
+                metadata: json!({}),
+                generation: 1,
+                assigned_at: 0,
+            }
+        );
+        assert_eq!(
+            HubMessage::parse(r#"{"type":"brand_new"}"#).unwrap(),
+            HubMessage::Other
+        );
+        assert!(HubMessage::parse(r#"{"type":"task_reassign","task_id":"../etc"}"#).is_err());
+        assert!(
+            HubMessage::parse(r#"{"type":"task_assign","task_id":"task-0000000000000001"}"#)
+                .is_err()
+        );
+        assert!(HubMessage::parse("[]").is_err());
     }
 
     #[test]

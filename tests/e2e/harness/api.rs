@@ -216,6 +216,37 @@ impl Api {
             .await
             .expect(200, "GET /health")
     }
+
+    /// `GET /api/tasks/stats` as admin (asserts 200).
+    pub async fn task_stats(&self) -> Value {
+        self.get("/api/tasks/stats")
+            .await
+            .expect(200, "GET /api/tasks/stats")
+    }
+
+    /// `GET /api/policy` as admin (asserts 200): the policy in force and its counters.
+    pub async fn policy(&self) -> Value {
+        self.get("/api/policy").await.expect(200, "GET /api/policy")
+    }
+
+    /// `PUT /api/policy` with a JSON body (`{"builtin"|"path": …, "config": …}`) as admin.
+    pub async fn put_policy(&self, body: &Value) -> Resp {
+        self.request(Method::PUT, "/api/policy", Some(&self.admin), Some(body))
+            .await
+    }
+
+    /// `PUT /api/policy` uploading a component (`application/wasm`) as admin, with its
+    /// configuration in the `config` query parameter when given.
+    pub async fn put_policy_wasm(&self, component: Vec<u8>, config: Option<&Value>) -> Resp {
+        let mut req = self
+            .builder(Method::PUT, "/api/policy", Some(&self.admin))
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(component);
+        if let Some(config) = config {
+            req = req.query(&[("config", config.to_string())]);
+        }
+        self.send(req, "PUT /api/policy (application/wasm)").await
+    }
 }
 
 /// Checks a `POST /api/tasks` 201 answer: `{"status":"queued","task_id","priority","created_at"}`.

@@ -5,10 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 use super::agent::Agent;
 use super::api::Api;
+use super::policy::policy_under_test_flag;
+use super::{poll_until, STATE_TIMEOUT};
 
 /// A debug build compiles its wasm policy at start-up, and tests run in parallel on small
 /// machines: give the listening line this long to appear.
@@ -29,6 +34,24 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// Which `--policy` a hub is started with.
+#[derive(Clone, Debug, Default)]
+pub enum PolicyArg {
+    /// The policy the suite is testing (`SWITCHYARD_TEST_POLICY`; without it no `--policy`, so
+    /// the hub's default).
+    #[default]
+    UnderTest,
+    /// This policy (a component file or `builtin:NAME`) and configuration, whatever the suite is
+    /// testing: for tests about a particular policy.
+    Named {
+        policy: String,
+        config: Option<Value>,
+    },
+    /// No `--policy` at all, whatever the suite is testing: the hub loads the policy in force
+    /// when it last stopped (greedy on a fresh data folder). For tests of that persistence.
+    Persisted,
+}
+
 /// Command-line timeouts and limits of one hub; `None` leaves the hub's default.
 #[derive(Clone, Debug, Default)]
 pub struct HubOpts {
@@ -38,6 +61,9 @@ pub struct HubOpts {
     pub reject_cooldown_ms: Option<u64>,
     pub max_reclaims: Option<u64>,
     pub max_frame_bytes: Option<u64>,
+    pub policy: PolicyArg,
+    /// `--listen` (default 127.0.0.1:0, a free port); set by [`Hub::restart_on_same_port`].
+    pub listen: Option<SocketAddr>,
 }
 
 impl HubOpts {
@@ -61,6 +87,19 @@ impl HubOpts {
         self.max_frame_bytes = Some(n);
         self
     }
+    /// Starts with `policy` (a file or `builtin:NAME`) and `config`; see [`PolicyArg::Named`].
+    pub fn policy(mut self, policy: impl Into<String>, config: Option<Value>) -> Self {
+        self.policy = PolicyArg::Named {
+            policy: policy.into(),
+            config,
+        };
+        self
+    }
+    /// Starts without `--policy`; see [`PolicyArg::Persisted`].
+    pub fn persisted_policy(mut self) -> Self {
+        self.policy = PolicyArg::Persisted;
+        self
+    }
 
     fn args(&self) -> Vec<String> {
         let flags = [
@@ -78,12 +117,23 @@ impl HubOpts {
                 args.push(v.to_string());
             }
         }
-        // The whole suite can be pointed at another policy (e.g. `builtin:fair` or a file).
-        if let Ok(policy) = std::env::var("SWITCHYARD_TEST_POLICY") {
-            if !policy.trim().is_empty() {
-                args.push("--policy".to_string());
-                args.push(policy.trim().to_string());
+        match &self.policy {
+            // The whole suite can be pointed at another policy (e.g. `builtin:fair` or a file).
+            PolicyArg::UnderTest => {
+                if let Some(policy) = policy_under_test_flag() {
+                    args.push("--policy".to_string());
+                    args.push(policy);
+                }
             }
+            PolicyArg::Named { policy, config } => {
+                args.push("--policy".to_string());
+                args.push(policy.clone());
+                if let Some(config) = config {
+                    args.push("--policy-config".to_string());
+                    args.push(config.to_string());
+                }
+            }
+            PolicyArg::Persisted => {}
         }
         args
     }
@@ -134,6 +184,8 @@ pub struct StoppedHub {
     dir: DataDir,
     admin_token: String,
     opts: HubOpts,
+    /// Where it listened.
+    addr: SocketAddr,
 }
 
 /// One running `switchyard serve` process with its own data folder.
@@ -145,6 +197,8 @@ pub struct Hub {
     // Declared after `child`, and taken by `kill9`: removed only once the process is gone.
     dir: Option<DataDir>,
     api: Api,
+    /// Every line the process wrote to stderr (its log), without terminal colour codes.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Hub {
@@ -160,6 +214,13 @@ impl Hub {
         Hub::spawn(stopped.dir, stopped.admin_token, stopped.opts).await
     }
 
+    /// [`Hub::restart_on`], listening on the address the killed hub had, so that clients
+    /// configured with its URL (the agent sidecar) find it again.
+    pub async fn restart_on_same_port(mut stopped: StoppedHub) -> Hub {
+        stopped.opts.listen = Some(stopped.addr);
+        Hub::restart_on(stopped).await
+    }
+
     async fn spawn(dir: DataDir, admin_token: String, opts: HubOpts) -> Hub {
         let label = unique_name("hub")
             .split('-')
@@ -167,11 +228,15 @@ impl Hub {
             .collect::<Vec<_>>()
             .join("-");
         let args = opts.args();
+        let listen = match opts.listen {
+            Some(addr) => addr.to_string(),
+            None => "127.0.0.1:0".to_string(),
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         command
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&listen)
             .arg("--data-dir")
             .arg(dir.path())
             .args(&args)
@@ -192,14 +257,21 @@ impl Hub {
         );
 
         // stderr: forwarded line by line to the test's stderr (captured by the test harness and
-        // shown when the test fails). Threads spawned from a test thread inherit its capture.
+        // shown when the test fails), and kept for `Hub::log_lines`. Threads spawned from a test
+        // thread inherit its capture.
         let err_label = label.clone();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::Builder::new()
             .name(format!("{label}-stderr"))
             .spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     match line {
-                        Ok(line) => eprintln!("[{err_label}] {line}"),
+                        Ok(line) => {
+                            eprintln!("[{err_label}] {line}");
+                            let plain = strip_ansi(&line);
+                            kept.lock().unwrap_or_else(|p| p.into_inner()).push(plain);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -256,7 +328,31 @@ impl Hub {
             opts,
             dir: Some(dir),
             api,
+            log,
         }
+    }
+
+    /// The lines of the hub's log (stderr) read so far, without colour codes.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for a log line containing every one of `parts` and returns it. (stderr is read by
+    /// its own thread: even a line logged before the listening line may arrive a moment later.)
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        let what = format!("a log line containing {parts:?}");
+        poll_until(&what, STATE_TIMEOUT, || async {
+            let lines = self.log_lines();
+            match lines.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+                Some(line) => Ok(line.clone()),
+                None => Err(format!(
+                    "{} lines, the last: {:?}",
+                    lines.len(),
+                    lines.last()
+                )),
+            }
+        })
+        .await
     }
 
     /// Kills the process with SIGKILL (no chance to flush or shut down cleanly) and keeps its
@@ -270,6 +366,7 @@ impl Hub {
             dir: self.dir.take().expect("data dir present until kill9"),
             admin_token: self.admin_token.clone(),
             opts: self.opts.clone(),
+            addr: self.addr,
         }
     }
 
@@ -286,4 +383,40 @@ impl Hub {
         let token = self.api.create_token(agent_id).await;
         Agent::connect(&self.ws_url(), agent_id, &token).await
     }
+
+    /// [`Hub::agent`], identifying with `capabilities`.
+    pub async fn agent_with_capabilities(&self, agent_id: &str, capabilities: &[&str]) -> Agent {
+        let token = self.api.create_token(agent_id).await;
+        let mut agent = Agent::open(&self.ws_url(), agent_id, &token).await;
+        agent
+            .identify_with(serde_json::json!({
+                "type": "identify",
+                "agent_id": agent_id,
+                "token": token,
+                "capabilities": capabilities,
+            }))
+            .await;
+        agent
+    }
+}
+
+/// `line` without ANSI escape sequences (the log's colours), so tests can match field values.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

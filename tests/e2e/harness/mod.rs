@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod hub;
+pub mod policy;
 pub mod worker;
 
 use std::future::Future;
@@ -16,7 +17,8 @@ use serde_json::Value;
 
 pub use agent::{Agent, Assign};
 pub use hub::{Hub, HubOpts};
-pub use worker::{Crew, WorkerOpts, WorkerReport};
+pub use policy::{failure_counters, policy_counter, policy_file, skip_unless_default_policy};
+pub use worker::{assert_each_completed_once, Crew, WorkerOpts, WorkerReport};
 
 /// How long a single expected frame may take to arrive.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(15);

@@ -122,6 +122,27 @@ impl Crew {
     }
 }
 
+/// Every id completed exactly once over all workers, and nothing else completed.
+pub fn assert_each_completed_once(reports: &[&WorkerReport], ids: &[String]) {
+    let mut seen = HashSet::with_capacity(ids.len());
+    for rep in reports {
+        for id in &rep.completed {
+            assert!(seen.insert(id.as_str()), "{id} completed twice");
+        }
+    }
+    let expected: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    if seen != expected {
+        let missing: Vec<&&str> = expected.difference(&seen).take(10).collect();
+        let unexpected: Vec<&&str> = seen.difference(&expected).take(10).collect();
+        panic!(
+            "completed set differs from submitted set: {} completed, {} submitted; \
+             missing (first 10) {missing:?}, not submitted (first 10) {unexpected:?}",
+            seen.len(),
+            expected.len()
+        );
+    }
+}
+
 async fn stop(w: Worker) -> (Agent, WorkerReport) {
     let _ = w.stop.send(());
     match tokio::time::timeout(Duration::from_secs(30), w.handle).await {
