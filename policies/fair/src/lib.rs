@@ -138,7 +138,7 @@ use std::collections::{btree_set, BTreeMap, BTreeSet, BinaryHeap};
 
 use switchyard_policy_sdk::serde_json::{Map, Value};
 use switchyard_policy_sdk::{
-    satisfies, Agent, AgentId, Assignment, Capability, Policy, Task, TaskId,
+    Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
 };
 
 /// Waiting this long raises a task by one priority class unless `aging_ms` says otherwise.
@@ -164,8 +164,6 @@ pub const UNIT: VirtualTime = 1 << 40;
 
 /// 0 urgent … 3 low; lower goes first.
 type Priority = u8;
-/// Position in the order agents became ready: lower became ready earlier (idle longer).
-type Readiness = u64;
 /// Position in the order keys became active: breaks ties between equal tags, earlier first.
 type Activation = u64;
 
@@ -306,12 +304,8 @@ pub struct Fair {
     now_virtual: VirtualTime,
     /// The next activation number to hand out; only grows.
     next_activation: Activation,
-    /// Ready agents in the order they became ready.
-    ready: BTreeMap<Readiness, ReadyAgent>,
-    /// Where each ready agent sits in `ready`.
-    readiness: BTreeMap<AgentId, Readiness>,
-    /// The next readiness position to hand out; only grows.
-    next_readiness: Readiness,
+    /// Ready agents, longest idle first.
+    ready: ReadyAgents,
 }
 
 #[derive(Debug)]
@@ -336,12 +330,6 @@ struct KeyState {
     /// The key's queued tasks, one line per (needed capabilities, priority), each by task id.
     /// An emptied line is removed.
     lines: BTreeMap<Line, BTreeSet<TaskId>>,
-}
-
-#[derive(Debug)]
-struct ReadyAgent {
-    id: AgentId,
-    capabilities: Vec<Capability>,
 }
 
 impl Fair {
@@ -484,12 +472,6 @@ impl Fair {
         }
     }
 
-    fn remove_agent(&mut self, id: AgentId) {
-        if let Some(position) = self.readiness.remove(&id) {
-            self.ready.remove(&position);
-        }
-    }
-
     /// A key's lines as seen by one decision.
     fn key_pass<'a>(&'a self, name: &str, tag: VirtualTime, activation: Activation) -> KeyPass<'a> {
         let lines = self
@@ -573,28 +555,19 @@ struct AgentSearch<'a> {
     /// Per needed-capability set, where to continue looking: agents before it either cannot
     /// take such tasks or were already proposed, and neither changes during a decision. Shared by
     /// every key, since whether an agent fits depends only on the capabilities.
-    cursors: BTreeMap<&'a [Capability], Readiness>,
+    cursors: BTreeMap<&'a [Capability], Position>,
     /// Capability sets no remaining agent has.
     exhausted: BTreeSet<&'a [Capability]>,
     /// Agents proposed in this decision.
-    taken: BTreeSet<Readiness>,
+    taken: BTreeSet<Position>,
 }
 
 impl<'a> AgentSearch<'a> {
     /// The longest-ready remaining agent with `needs`, marking it taken; or marks `needs`
     /// exhausted.
-    fn take(
-        &mut self,
-        needs: &'a [Capability],
-        ready: &BTreeMap<Readiness, ReadyAgent>,
-    ) -> Option<AgentId> {
+    fn take(&mut self, needs: &'a [Capability], ready: &ReadyAgents) -> Option<AgentId> {
         let from = self.cursors.get(needs).copied().unwrap_or(0);
-        let found = ready
-            .range(from..)
-            .find(|(position, agent)| {
-                !self.taken.contains(*position) && satisfies(&agent.capabilities, needs)
-            })
-            .map(|(&position, agent)| (position, agent.id));
+        let found = ready.first_capable(from, needs, &self.taken);
         match found {
             Some((position, agent)) => {
                 self.taken.insert(position);
@@ -622,9 +595,7 @@ impl Policy for Fair {
             idle: BTreeSet::new(),
             now_virtual: 0,
             next_activation: 0,
-            ready: BTreeMap::new(),
-            readiness: BTreeMap::new(),
-            next_readiness: 0,
+            ready: ReadyAgents::default(),
         })
     }
 
@@ -659,32 +630,17 @@ impl Policy for Fair {
     /// An agent reported ready while already ready keeps its place in line (it has not stopped
     /// being idle); its capabilities are updated.
     fn agent_ready(&mut self, agent: Agent) {
-        if let Some(position) = self.readiness.get(&agent.id) {
-            if let Some(ready) = self.ready.get_mut(position) {
-                ready.capabilities = agent.capabilities;
-            }
-            return;
-        }
-        let position = self.next_readiness;
-        self.next_readiness += 1;
-        self.readiness.insert(agent.id, position);
-        self.ready.insert(
-            position,
-            ReadyAgent {
-                id: agent.id,
-                capabilities: agent.capabilities,
-            },
-        );
+        self.ready.ready(agent);
     }
 
     fn agent_unready(&mut self, agent: AgentId) {
-        self.remove_agent(agent);
+        self.ready.remove(agent);
     }
 
     /// The one place shares are counted: the key's tag advances by the task's cost, and the
     /// global virtual time moves to the start of this assignment.
     fn assigned(&mut self, task: TaskId, agent: AgentId) {
-        self.remove_agent(agent);
+        self.ready.remove(agent);
         if let Some(done) = self.unlink(task) {
             self.charge(&done.key, done.cost);
             self.settle(&done.key);

@@ -28,14 +28,11 @@ use std::collections::{btree_set, BTreeMap, BTreeSet, BinaryHeap};
 
 use switchyard_policy_sdk::serde_json::Value;
 use switchyard_policy_sdk::{
-    satisfies, Agent, AgentId, Assignment, Capability, Policy, Task, TaskId,
+    Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
 };
 
 /// 0 urgent … 3 low; lower sorts first.
 type Priority = u8;
-
-/// Position in the order agents became ready: lower became ready earlier (idle longer).
-type Readiness = u64;
 
 /// The default policy. See the crate documentation.
 #[derive(Debug, Default)]
@@ -45,24 +42,14 @@ pub struct Greedy {
     /// Queued tasks grouped by needed-capability set, each group in (priority, id) order.
     /// A group is removed when it empties, so the map never outgrows the live queue.
     groups: BTreeMap<Vec<Capability>, BTreeSet<(Priority, TaskId)>>,
-    /// Ready agents in the order they became ready.
-    ready: BTreeMap<Readiness, ReadyAgent>,
-    /// Where each ready agent sits in `ready`.
-    readiness: BTreeMap<AgentId, Readiness>,
-    /// The next readiness position to hand out; only grows.
-    next_readiness: Readiness,
+    /// Ready agents, longest idle first.
+    ready: ReadyAgents,
 }
 
 #[derive(Debug)]
 struct QueuedTask {
     priority: Priority,
     needed_capabilities: Vec<Capability>,
-}
-
-#[derive(Debug)]
-struct ReadyAgent {
-    id: AgentId,
-    capabilities: Vec<Capability>,
 }
 
 /// One capability group during a decision: its remaining tasks and how far into the ready
@@ -72,7 +59,7 @@ struct Cursor<'a> {
     tasks: btree_set::Iter<'a, (Priority, TaskId)>,
     /// Agents before this position were either unable to take this group's tasks or already
     /// proposed in this pass; neither changes during the pass, so they are never looked at again.
-    next_agent: Readiness,
+    next_agent: Position,
 }
 
 impl Greedy {
@@ -95,12 +82,6 @@ impl Greedy {
             if group.is_empty() {
                 self.groups.remove(task.needed_capabilities.as_slice());
             }
-        }
-    }
-
-    fn remove_agent(&mut self, id: AgentId) {
-        if let Some(position) = self.readiness.remove(&id) {
-            self.ready.remove(&position);
         }
     }
 }
@@ -151,31 +132,16 @@ impl Policy for Greedy {
     /// An agent reported ready while already ready keeps its place in line (it has not stopped
     /// being idle); its capabilities are updated.
     fn agent_ready(&mut self, agent: Agent) {
-        if let Some(position) = self.readiness.get(&agent.id) {
-            if let Some(ready) = self.ready.get_mut(position) {
-                ready.capabilities = agent.capabilities;
-            }
-            return;
-        }
-        let position = self.next_readiness;
-        self.next_readiness += 1;
-        self.readiness.insert(agent.id, position);
-        self.ready.insert(
-            position,
-            ReadyAgent {
-                id: agent.id,
-                capabilities: agent.capabilities,
-            },
-        );
+        self.ready.ready(agent);
     }
 
     fn agent_unready(&mut self, agent: AgentId) {
-        self.remove_agent(agent);
+        self.ready.remove(agent);
     }
 
     fn assigned(&mut self, task: TaskId, agent: AgentId) {
         self.remove_task(task);
-        self.remove_agent(agent);
+        self.ready.remove(agent);
     }
 
     /// Reads the state only: nothing changes until the host confirms with `assigned`, so a
@@ -206,11 +172,7 @@ impl Policy for Greedy {
             let cursor = &mut cursors[index];
             let found = self
                 .ready
-                .range(cursor.next_agent..)
-                .find(|(position, agent)| {
-                    !taken.contains(*position) && satisfies(&agent.capabilities, cursor.needs)
-                })
-                .map(|(&position, agent)| (position, agent.id));
+                .first_capable(cursor.next_agent, cursor.needs, &taken);
             // No remaining agent can take this group's head, so none can take the tasks behind
             // it either (they need the same capabilities): the group is done for this pass.
             let Some((position, agent)) = found else {
@@ -484,10 +446,9 @@ mod tests {
         let mut free: Vec<&Agent> = agents.iter().collect();
         let mut out = Vec::new();
         for t in order {
-            if let Some(i) = free
-                .iter()
-                .position(|a| satisfies(&a.capabilities, &t.needed_capabilities))
-            {
+            if let Some(i) = free.iter().position(|a| {
+                switchyard_policy_sdk::satisfies(&a.capabilities, &t.needed_capabilities)
+            }) {
                 out.push((t.id, free.remove(i).id));
             }
         }

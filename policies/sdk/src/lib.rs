@@ -25,6 +25,9 @@
 /// [`serde_json::Value`] in [`Policy::new`] without pinning its own (possibly different) version.
 pub use serde_json;
 
+mod ready;
+pub use ready::{Position, ReadyAgents};
+
 /// A task's handle: its submission sequence number, so lower means submitted earlier.
 pub type TaskId = u64;
 /// An agent's handle, stable while the hub runs.
