@@ -11,12 +11,14 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --workspace --all-targets "$@"
 
-# The binary the tests just built knows what it bundles (host/build.rs decides).
-policies=$(cargo run --quiet -p switchyard -- policies)
-for policy in $policies; do
+# The binary the tests just built knows what it bundles (host/build.rs decides). It is asked
+# directly, and the suite is selected with the same `--workspace` as above: `cargo run` or
+# `-p switchyard` would resolve dependency features differently and recompile wasmtime.
+switchyard="${CARGO_TARGET_DIR:-target}/debug/switchyard"
+for policy in $("$switchyard" policies); do
   if [ "$policy" = greedy ]; then
     continue # the default: the run above tested it
   fi
   echo "== end-to-end suite with SWITCHYARD_TEST_POLICY=builtin:$policy"
-  SWITCHYARD_TEST_POLICY="builtin:$policy" cargo test -p switchyard --test e2e "$@"
+  SWITCHYARD_TEST_POLICY="builtin:$policy" cargo test --workspace --test e2e "$@"
 done
