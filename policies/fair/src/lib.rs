@@ -138,7 +138,7 @@ use std::collections::{btree_set, BTreeMap, BTreeSet, BinaryHeap};
 
 use switchyard_policy_sdk::serde_json::{Map, Value};
 use switchyard_policy_sdk::{
-    Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
+    json_kind, Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
 };
 
 /// Waiting this long raises a task by one priority class unless `aging_ms` says otherwise.
@@ -196,7 +196,7 @@ impl FairConfig {
                 return Err(format!(
                     "fair: config must be null or an object such as \
                      {{\"weights\": {{\"team-a\": 3}}, \"aging_ms\": 30000}}, got {}",
-                    kind(other)
+                    json_kind(other)
                 ))
             }
         };
@@ -224,7 +224,7 @@ fn parse_weights(value: &Value) -> Result<BTreeMap<String, f64>, String> {
         other => {
             return Err(format!(
                 "fair: `weights` must be an object from fairness key to weight, got {}",
-                kind(other)
+                json_kind(other)
             ))
         }
     };
@@ -271,18 +271,7 @@ fn describe(value: &Value) -> String {
             (None, None) => "a fractional number".into(),
         },
         Value::String(text) => format!("the string \"{text}\""),
-        other => kind(other).into(),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        other => json_kind(other).into(),
     }
 }
 

@@ -28,7 +28,7 @@ use std::collections::{btree_set, BTreeMap, BTreeSet, BinaryHeap};
 
 use switchyard_policy_sdk::serde_json::Value;
 use switchyard_policy_sdk::{
-    Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
+    json_kind, Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
 };
 
 /// 0 urgent … 3 low; lower sorts first.
@@ -104,7 +104,7 @@ impl Policy for Greedy {
             },
             other => Err(format!(
                 "greedy: config must be null or an empty object, got {}",
-                kind(other)
+                json_kind(other)
             )),
         }
     }
@@ -189,17 +189,6 @@ impl Policy for Greedy {
             }
         }
         proposals
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

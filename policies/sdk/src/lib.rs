@@ -104,6 +104,20 @@ pub trait Policy: Sized {
     fn decide(&mut self, now: u64) -> Vec<Assignment>;
 }
 
+/// What kind of JSON value `value` is ("a string", "an object", ...), for config refusals that
+/// say what was given instead of what was expected.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Whether an agent with `has` can run a task that needs `needs`; both sorted ascending.
 pub fn satisfies(has: &[Capability], needs: &[Capability]) -> bool {
     let mut has = has.iter();
