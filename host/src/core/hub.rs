@@ -9,45 +9,31 @@ use crate::core::config::CoreConfig;
 use crate::core::outbox::{Outbound, Outbox};
 use crate::core::task::{Refusal, Requeue, Task, TaskStatus};
 use crate::core::timers::{Timer, Timers};
+use crate::core::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::{self, Outcome, PolicyHost};
-use crate::store::{self, AgentRecord, PersistedPolicy, Role, Store, TokenRecord};
+use crate::store::{self, AgentRecord, Role, Store, TaskWrite, TokenRecord};
 use crate::wire::agent::{AckStatus, AgentSummary, ClientMessage, Identify, ServerMessage};
 use crate::wire::http::{valid_agent_id, NewTask};
 use crate::wire::TaskId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// How often finished tasks past their retention are purged.
 const PURGE_INTERVAL_MS: u64 = 60_000;
-/// Finished tasks purged per batch at most, so a purge never stalls the core.
-const PURGE_BATCH: usize = 1_000;
 /// Close code and reason for a connection replaced by a newer one of the same agent.
 const SUPERSEDED: Outbound = Outbound::Close {
     code: 4000,
     reason: "superseded",
 };
 
-/// An answer that waits for the batch's commit: called with whether it succeeded.
-type Deferred = Box<dyn FnOnce(Result<(), CoreError>) + Send>;
-
-/// Durable writes of a batch other than tasks.
-#[derive(Default)]
-struct Writes {
-    tokens: Vec<(String, TokenRecord)>,
-    revoked: Vec<String>,
-    agents: Vec<AgentRecord>,
-    policy: Option<(PersistedPolicy, Option<Vec<u8>>)>,
-    purge_before: Option<u64>,
-    next_seq: Option<u64>,
-}
-
 pub struct Hub {
     store: Arc<Store>,
     config: CoreConfig,
     policy: PolicyHost,
-    /// Queued and assigned tasks (and tasks that finished in this batch, until it commits).
+    /// Queued and assigned tasks (and finished tasks, until the batch that finished them is
+    /// committed: until then the store does not know they finished).
     /// Boxed: a task is a few hundred bytes, and a hash table keeps up to twice as many slots
     /// as entries, so unboxed the empty slots alone would cost hundreds of megabytes with a
     /// million tasks queued (see BENCHMARKS.md).
@@ -67,6 +53,9 @@ pub struct Hub {
     pushes: Vec<(Outbox, Outbound)>,
     deferred: Vec<Deferred>,
     writes: Writes,
+    /// Agents whose token revocation is not committed yet. Their tokens are still in the store
+    /// until it is, so identification checks this too.
+    revoking: HashSet<String>,
 }
 
 impl Hub {
@@ -96,6 +85,7 @@ impl Hub {
             pushes: Vec::new(),
             deferred: Vec::new(),
             writes: Writes::default(),
+            revoking: HashSet::new(),
         };
         let started = std::time::Instant::now();
         hub.load_live_state(now)?;
@@ -214,88 +204,58 @@ impl Hub {
         self.schedule(now);
     }
 
-    /// Writes the batch in one transaction, then releases answers and pushes. If the commit
-    /// fails nothing of the batch was kept: every request gets `Unavailable`, every connection
-    /// is closed (agents reconnect and recover their tasks), and the live state is reloaded
-    /// from what is on disk.
-    pub fn commit(&mut self, now: u64) {
-        match self.write_batch() {
-            Ok(finished) => {
-                for id in finished {
-                    self.tasks.remove(&id);
-                }
-                for (outbox, outbound) in self.pushes.drain(..) {
-                    outbox.control(outbound);
-                }
-                for answer in self.deferred.drain(..) {
-                    answer(Ok(()));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "commit failed; refusing the batch and reloading from disk");
-                self.pushes.clear();
-                for answer in self.deferred.drain(..) {
-                    answer(Err(CoreError::Unavailable));
-                }
-                self.dirty.clear();
-                self.writes = Writes::default();
-                self.drop_all_connections();
-                if let Err(error) = self.load_live_state(now) {
-                    tracing::error!(%error, "reloading the live state failed");
-                }
-                // The instance has seen events of the refused batch: start it afresh.
-                self.policy.restart();
-                self.replay_policy();
-            }
-        }
-    }
-
-    /// Writes the batch; returns the tasks it finished, which leave memory once committed.
-    fn write_batch(&mut self) -> Result<Vec<TaskId>, store::StoreError> {
+    /// Takes what the batch applied so far writes and owes, for the writer to commit.
+    /// Finished tasks stay in memory until the report of that commit (`committed`).
+    pub fn seal(&mut self) -> Batch {
         let dirty = std::mem::take(&mut self.dirty);
-        let writes = std::mem::take(&mut self.writes);
-        if dirty.is_empty()
-            && writes.tokens.is_empty()
-            && writes.revoked.is_empty()
-            && writes.agents.is_empty()
-            && writes.policy.is_none()
-            && writes.purge_before.is_none()
-        {
-            return Ok(Vec::new());
-        }
-        let mut txn = self.store.write_txn()?;
+        let mut tasks = Vec::with_capacity(dirty.len());
         let mut finished = Vec::new();
         for (id, previous) in dirty {
             if let Some(task) = self.tasks.get(&id) {
-                self.store.put_task(&mut txn, task, previous)?;
+                tasks.push(TaskWrite::new(task, previous));
                 if !task.status.is_active() {
                     finished.push(id);
                 }
             }
         }
-        if let Some(seq) = writes.next_seq {
-            self.store.set_next_seq(&mut txn, seq)?;
+        Batch {
+            tasks,
+            finished,
+            writes: std::mem::take(&mut self.writes),
+            pushes: std::mem::take(&mut self.pushes),
+            deferred: std::mem::take(&mut self.deferred),
         }
-        for (token, record) in &writes.tokens {
-            self.store.put_token(&mut txn, token, record)?;
+    }
+
+    /// Takes the writer's report of a sealed batch. If its commit failed, nothing of it was
+    /// kept, and the batch applied since builds on it: that one is refused too, every
+    /// connection is closed (agents reconnect and recover their tasks), and the live state is
+    /// reloaded from what is on disk.
+    pub fn committed(&mut self, report: Committed, now: u64) {
+        for agent_id in &report.revoked {
+            self.revoking.remove(agent_id);
         }
-        for agent_id in &writes.revoked {
-            self.store.revoke_tokens(&mut txn, agent_id)?;
+        if let Err(error) = report.result {
+            tracing::error!(%error, "commit failed; refusing the batch and reloading from disk");
+            self.seal().refuse();
+            self.drop_all_connections();
+            if let Err(error) = self.load_live_state(now) {
+                tracing::error!(%error, "reloading the live state failed");
+            }
+            // The instance has seen events of the refused batches: start it afresh.
+            self.policy.restart();
+            self.replay_policy();
+            return;
         }
-        for record in &writes.agents {
-            self.store.put_agent(&mut txn, record)?;
-        }
-        if let Some((policy, upload)) = &writes.policy {
-            self.store.set_policy(&mut txn, policy, upload.as_deref())?;
-        }
-        if let Some(before) = writes.purge_before {
-            let purged = self.store.purge_finished(&mut txn, before, PURGE_BATCH)?;
-            if purged > 0 {
-                tracing::info!(purged, "purged finished tasks past their retention");
+        for id in report.finished {
+            // A task changed again since (a dead letter retried) is live, or waits for the
+            // commit of the batch that changed it.
+            let settled = self.tasks.get(&id).is_some_and(|t| !t.status.is_active())
+                && !self.dirty.contains_key(&id);
+            if settled {
+                self.tasks.remove(&id);
             }
         }
-        txn.commit()?;
-        Ok(finished)
     }
 
     fn drop_all_connections(&mut self) {
@@ -536,6 +496,7 @@ impl Hub {
             }
             Ok(None) => Err("invalid_token"),
             Ok(Some(record)) => match record.role {
+                Role::Agent if self.revoking.contains(&record.agent_id) => Err("invalid_token"),
                 Role::Agent if record.agent_id == identify.agent_id => Ok(()),
                 Role::Admin if valid_agent_id(&identify.agent_id) => Ok(()),
                 _ => Err("token_agent_mismatch"),
@@ -570,7 +531,15 @@ impl Hub {
             .iter()
             .filter(|t| t.agent_id == agent_id && t.role == Role::Agent)
             .count();
+        // Tokens made earlier in this batch go with the others (the commit writes revocations
+        // before new tokens, so a token made after this revocation survives it).
+        let before = self.writes.tokens.len();
+        self.writes
+            .tokens
+            .retain(|(_, t)| !(t.agent_id == agent_id && t.role == Role::Agent));
+        let count = count + (before - self.writes.tokens.len());
         self.writes.revoked.push(agent_id.to_owned());
+        self.revoking.insert(agent_id.to_owned());
         if let Some(connection) = self
             .agents
             .get(agent_id)

@@ -1,9 +1,10 @@
 //! The core: one thread that owns all scheduling state (design principle 1).
 //!
 //! Connections and HTTP handlers send [`Command`]s and await answers. The thread takes every
-//! command waiting, applies them together, commits them in one LMDB transaction and only then
-//! answers and pushes (group commit, principle 2). It runs on its own OS thread because both
-//! LMDB writes and policy calls block.
+//! command waiting, applies them together, and hands what they changed to the [`writer`],
+//! which commits it in one LMDB transaction and only then answers and pushes (group commit,
+//! principle 2). While the writer commits, the core applies the commands that arrive into the
+//! next batch. Both run on OS threads of their own because LMDB writes and policy calls block.
 
 pub mod agent;
 pub mod command;
@@ -12,6 +13,7 @@ mod hub;
 pub mod outbox;
 pub mod task;
 pub mod timers;
+mod writer;
 
 pub use command::{Command, CoreError, Reply, Submitted};
 pub use config::CoreConfig;
@@ -20,21 +22,27 @@ pub use hub::new_token;
 use crate::policy::PolicyHost;
 use crate::store::{Store, StoreError};
 use crate::wire::now_ms;
+use crossbeam_channel::{Receiver, Sender};
 use hub::Hub;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use writer::Writer;
 
-/// Commands applied in one batch at most, so one commit never grows without bound.
+/// Commands taken from the channel at once, between looks at the writer's report.
 const MAX_BATCH: usize = 4096;
+/// Commands applied into one open batch at most while the writer is busy; past this the core
+/// waits for the writer, so a stalled disk holds commands back instead of growing one commit.
+const MAX_OPEN: usize = 4 * MAX_BATCH;
+/// How long the core sleeps when no timer is due; it wakes earlier for any command.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 
 /// A handle to the core thread. Cloning it is cheap; the thread stops when every handle is gone.
 #[derive(Clone)]
 pub struct Core {
-    commands: mpsc::Sender<Command>,
+    commands: Sender<Command>,
     connected: Arc<AtomicUsize>,
 }
 
@@ -46,11 +54,12 @@ impl Core {
         config: CoreConfig,
     ) -> Result<(Core, JoinHandle<()>), StoreError> {
         let connected = Arc::new(AtomicUsize::new(0));
-        let hub = Hub::load(store, policy, config, connected.clone(), now_ms())?;
-        let (commands, inbox) = mpsc::channel();
+        let hub = Hub::load(store.clone(), policy, config, connected.clone(), now_ms())?;
+        let (commands, inbox) = crossbeam_channel::unbounded();
+        let writer = Writer::start(store);
         let thread = std::thread::Builder::new()
             .name("switchyard-core".into())
-            .spawn(move || run(hub, inbox))
+            .spawn(move || run(hub, inbox, writer))
             .expect("the core thread starts");
         Ok((
             Core {
@@ -80,17 +89,27 @@ impl Core {
     }
 }
 
-fn run(mut hub: Hub, inbox: mpsc::Receiver<Command>) {
+fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
+    // Whether a sealed batch is with the writer, and how many commands were applied since.
+    let mut writing = false;
+    let mut open = 0;
     loop {
-        let first = match hub.next_timer() {
-            Some(at) => inbox.recv_timeout(Duration::from_millis(at.saturating_sub(now_ms()))),
-            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
         let mut batch = Vec::new();
-        match first {
-            Ok(command) => batch.push(command),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        let mut report = None;
+        if writing && open >= MAX_OPEN {
+            report = writer.reports.recv().ok();
+        } else {
+            let wait = hub.next_timer().map_or(IDLE_WAIT, |at| {
+                Duration::from_millis(at.saturating_sub(now_ms()))
+            });
+            crossbeam_channel::select! {
+                recv(inbox) -> command => match command {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                },
+                recv(writer.reports) -> received => report = received.ok(),
+                default(wait) => {}
+            }
         }
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
@@ -98,9 +117,29 @@ fn run(mut hub: Hub, inbox: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
+        // Looked at after taking the commands: one sent by a client the commit just answered
+        // is then applied after the core has taken the commit into account.
+        if report.is_none() {
+            report = writer.reports.try_recv().ok();
+        }
         let now = now_ms();
+        if let Some(report) = report {
+            writing = false;
+            hub.committed(report, now);
+        }
+        open += batch.len();
         hub.apply(batch, now);
-        hub.commit(now);
+        if !writing {
+            let sealed = hub.seal();
+            open = 0;
+            if sealed.writes_anything() {
+                writer.send(sealed);
+                writing = true;
+            } else {
+                // Nothing to make durable (a read, a refusal): answer now.
+                sealed.release();
+            }
+        }
     }
     tracing::info!("core stopped");
 }

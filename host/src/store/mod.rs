@@ -8,7 +8,7 @@
 mod tasks;
 mod tokens;
 
-pub use tasks::{Stats, TaskFilter, TaskPage};
+pub use tasks::{Stats, TaskFilter, TaskPage, TaskWrite};
 pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, PREFIX_LEN};
 
 use heed::types::Bytes;

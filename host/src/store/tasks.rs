@@ -98,6 +98,32 @@ fn decode_tasks(records: &[&[u8]]) -> Result<Vec<Box<Task>>> {
     })
 }
 
+/// One task as a commit writes it: the record encoded and what its index entries need. Made on
+/// the core thread when a batch is sealed, so the writer thread needs nothing of the live state.
+#[derive(Debug)]
+pub struct TaskWrite {
+    id: TaskId,
+    priority: u8,
+    status: TaskStatus,
+    /// The status before the batch (None for a new task): whose index entry to remove.
+    previous: Option<TaskStatus>,
+    updated_at: u64,
+    record: Vec<u8>,
+}
+
+impl TaskWrite {
+    pub fn new(task: &Task, previous: Option<TaskStatus>) -> TaskWrite {
+        TaskWrite {
+            id: task.id,
+            priority: task.priority,
+            status: task.status,
+            previous,
+            updated_at: task.updated_at,
+            record: serde_json::to_vec(task).expect("tasks serialize"),
+        }
+    }
+}
+
 impl Store {
     /// Writes `task`, moving its index entry from `previous` status (None for a new task) to
     /// its current one.
@@ -107,12 +133,16 @@ impl Store {
         task: &Task,
         previous: Option<TaskStatus>,
     ) -> Result<()> {
-        let json = serde_json::to_vec(task).expect("tasks serialize");
-        self.tasks.put(txn, &id_key(task.id), &json)?;
-        if previous == Some(task.status) {
+        self.write_task(txn, &TaskWrite::new(task, previous))
+    }
+
+    /// Writes an encoded task and moves its index entry.
+    pub fn write_task(&self, txn: &mut RwTxn, task: &TaskWrite) -> Result<()> {
+        self.tasks.put(txn, &id_key(task.id), &task.record)?;
+        if task.previous == Some(task.status) {
             return Ok(());
         }
-        if let Some(previous) = previous {
+        if let Some(previous) = task.previous {
             match previous {
                 TaskStatus::Queued => {
                     self.queued

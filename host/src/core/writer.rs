@@ -1,0 +1,170 @@
+//! The writer: commits sealed batches on a thread of its own, so the core applies the next
+//! batch while the disk flushes the last one (pipelined group commit).
+//!
+//! A commit here waits for two device flushes, milliseconds on an ordinary disk, and the core
+//! used to sit idle through them. Now the core seals a batch (tasks encoded, everything else to
+//! write, the pushes and answers it owes), hands it over, and goes on applying commands into
+//! the next batch. One batch is with the writer at a time: the next is sealed only when the
+//! writer reports the last one, so batches grow with the load and commits stay in order.
+//!
+//! What a batch owes the outside world leaves only once the batch is durable: the writer
+//! releases its pushes and answers after the commit, or refuses them if it failed.
+
+use crate::core::command::CoreError;
+use crate::core::outbox::{Outbound, Outbox};
+use crate::store::{AgentRecord, PersistedPolicy, Store, StoreError, TaskWrite, TokenRecord};
+use crate::wire::TaskId;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+
+/// Finished tasks purged per commit at most, so a purge never stalls the pipeline.
+const PURGE_BATCH: usize = 1_000;
+
+/// An answer that waits for its batch's commit: called with whether it succeeded.
+pub type Deferred = Box<dyn FnOnce(Result<(), CoreError>) + Send>;
+
+/// Durable writes of a batch other than tasks.
+#[derive(Default)]
+pub struct Writes {
+    pub tokens: Vec<(String, TokenRecord)>,
+    pub revoked: Vec<String>,
+    pub agents: Vec<AgentRecord>,
+    pub policy: Option<(PersistedPolicy, Option<Vec<u8>>)>,
+    pub purge_before: Option<u64>,
+    pub next_seq: Option<u64>,
+}
+
+impl Writes {
+    fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+            && self.revoked.is_empty()
+            && self.agents.is_empty()
+            && self.policy.is_none()
+            && self.purge_before.is_none()
+            && self.next_seq.is_none()
+    }
+}
+
+/// Everything one batch writes and owes, sealed by the core.
+#[derive(Default)]
+pub struct Batch {
+    pub tasks: Vec<TaskWrite>,
+    /// Tasks this batch finished: they leave the core's memory once it is committed.
+    pub finished: Vec<TaskId>,
+    pub writes: Writes,
+    pub pushes: Vec<(Outbox, Outbound)>,
+    pub deferred: Vec<Deferred>,
+}
+
+impl Batch {
+    /// Whether committing the batch would write anything.
+    pub fn writes_anything(&self) -> bool {
+        !self.tasks.is_empty() || !self.writes.is_empty()
+    }
+
+    /// Lets the pushes out, then the answers: the batch is durable (or wrote nothing).
+    pub fn release(self) {
+        for (outbox, outbound) in self.pushes {
+            outbox.control(outbound);
+        }
+        for answer in self.deferred {
+            answer(Ok(()));
+        }
+    }
+
+    /// Drops the pushes and refuses every request: nothing of the batch was kept.
+    pub fn refuse(self) {
+        for answer in self.deferred {
+            answer(Err(CoreError::Unavailable));
+        }
+    }
+}
+
+/// What the writer reports of one batch.
+pub struct Committed {
+    pub finished: Vec<TaskId>,
+    /// Agents whose tokens the batch revoked.
+    pub revoked: Vec<String>,
+    pub result: Result<(), StoreError>,
+}
+
+/// The handle the core holds: batches go in, reports come back.
+pub struct Writer {
+    batches: Sender<Batch>,
+    pub reports: Receiver<Committed>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It stops when the handle is dropped, after the batch in hand.
+    pub fn start(store: Arc<Store>) -> Writer {
+        let (batches, inbox) = crossbeam_channel::bounded::<Batch>(1);
+        let (report, reports) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("switchyard-writer".into())
+            .spawn(move || {
+                for batch in inbox {
+                    if !commit(&store, batch, &report) {
+                        break;
+                    }
+                }
+            })
+            .expect("the writer thread starts");
+        Writer { batches, reports }
+    }
+
+    pub fn send(&self, batch: Batch) {
+        // The writer lives as long as this handle: it only stops when `batches` is dropped.
+        let _ = self.batches.send(batch);
+    }
+}
+
+/// Commits `batch`, reports it to the core, then releases or refuses what it owes. The report
+/// goes first: a client answered by this commit may act on the answer at once (identify with
+/// a token made here, say), and the core must know of the commit before it sees that.
+fn commit(store: &Store, mut batch: Batch, report: &Sender<Committed>) -> bool {
+    let result = write(store, &batch);
+    let committed = result.is_ok();
+    let reported = report.send(Committed {
+        finished: std::mem::take(&mut batch.finished),
+        revoked: std::mem::take(&mut batch.writes.revoked),
+        result,
+    });
+    if committed {
+        batch.release();
+    } else {
+        batch.refuse();
+    }
+    reported.is_ok()
+}
+
+fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
+    let mut txn = store.write_txn()?;
+    for task in &batch.tasks {
+        store.write_task(&mut txn, task)?;
+    }
+    let writes = &batch.writes;
+    if let Some(seq) = writes.next_seq {
+        store.set_next_seq(&mut txn, seq)?;
+    }
+    // Revocations first: the tokens left in `tokens` were made after them (`Hub::revoke`).
+    for agent_id in &writes.revoked {
+        store.revoke_tokens(&mut txn, agent_id)?;
+    }
+    for (token, record) in &writes.tokens {
+        store.put_token(&mut txn, token, record)?;
+    }
+    for record in &writes.agents {
+        store.put_agent(&mut txn, record)?;
+    }
+    if let Some((policy, upload)) = &writes.policy {
+        store.set_policy(&mut txn, policy, upload.as_deref())?;
+    }
+    if let Some(before) = writes.purge_before {
+        let purged = store.purge_finished(&mut txn, before, PURGE_BATCH)?;
+        if purged > 0 {
+            tracing::info!(purged, "purged finished tasks past their retention");
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
