@@ -5,6 +5,7 @@
 //! (group commit); HTTP handlers read through their own read transactions, which see exactly
 //! what has been committed and acknowledged.
 
+mod codec;
 mod tasks;
 mod tokens;
 
@@ -17,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The layout version of the data folder. Bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: task records may be binary (`codec`). A version 1 folder is taken as it is (its JSON
+/// task records still decode) and marked 2, after which a version 1 build refuses it.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,7 +37,14 @@ pub enum StoreError {
         what: &'static str,
         source: serde_json::Error,
     },
-    #[error("data folder has schema version {found}, this build reads version {SCHEMA_VERSION}")]
+    #[error("stored task {id} is corrupt: {source}")]
+    CorruptTask {
+        id: crate::wire::TaskId,
+        source: codec::DecodeError,
+    },
+    #[error(
+        "data folder has schema version {found}, this build reads versions 1 to {SCHEMA_VERSION}"
+    )]
     SchemaMismatch { found: u32 },
 }
 
@@ -135,8 +146,14 @@ impl Store {
         match self.meta.get(&wtxn, META_SCHEMA)? {
             Some(bytes) => {
                 let found = u32::from_be_bytes(bytes.try_into().unwrap_or([0; 4]));
-                if found != SCHEMA_VERSION {
-                    return Err(StoreError::SchemaMismatch { found });
+                match found {
+                    SCHEMA_VERSION => {}
+                    1 => {
+                        tracing::info!("data folder upgraded from schema version 1 to 2");
+                        self.meta
+                            .put(&mut wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                    }
+                    _ => return Err(StoreError::SchemaMismatch { found }),
                 }
             }
             None => {
@@ -208,9 +225,10 @@ fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Store;
+    use std::path::PathBuf;
 
-    /// A store in a fresh temporary folder (left behind for inspection; it is small).
-    pub fn temp_store() -> Store {
+    /// A fresh temporary folder (left behind for inspection; stores in tests are small).
+    pub fn temp_dir() -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -219,6 +237,86 @@ pub(crate) mod test_support {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        Store::open(&dir, 64 << 20).expect("temporary store opens")
+        dir
+    }
+
+    /// A store in a fresh temporary folder.
+    pub fn temp_store() -> Store {
+        Store::open(&temp_dir(), 64 << 20).expect("temporary store opens")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::task::{Task, TaskStatus};
+    use crate::wire::http::NewTask;
+    use crate::wire::TaskId;
+
+    fn set_schema(store: &Store, version: u32) {
+        let mut txn = store.write_txn().unwrap();
+        store
+            .meta
+            .put(&mut txn, META_SCHEMA, &version.to_be_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_version_1_folder_is_read_as_it_is_and_marked_2() {
+        let dir = test_support::temp_dir();
+        let new = NewTask {
+            description: "old".into(),
+            priority: 2,
+            metadata: serde_json::json!({}),
+            max_retries: 3,
+            complete_by: None,
+            needed_capabilities: vec![],
+            fairness_key: None,
+            weight: 1.0,
+        };
+        let task = Task::new(TaskId(1), new, "tester", 1_000);
+        {
+            // What schema version 1 wrote: the task as JSON, and its queued index entry.
+            let store = Store::open(&dir, 64 << 20).unwrap();
+            set_schema(&store, 1);
+            let mut txn = store.write_txn().unwrap();
+            store
+                .tasks
+                .put(
+                    &mut txn,
+                    &1u64.to_be_bytes(),
+                    &serde_json::to_vec(&task).unwrap(),
+                )
+                .unwrap();
+            let mut queued_key = vec![2u8];
+            queued_key.extend_from_slice(&1u64.to_be_bytes());
+            store.queued.put(&mut txn, &queued_key, &[]).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        let txn = store.read_txn().unwrap();
+        let found = store.meta.get(&txn, META_SCHEMA).unwrap().unwrap();
+        assert_eq!(found, SCHEMA_VERSION.to_be_bytes());
+        let active = store.active_tasks(&txn).unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(*active[0], task);
+        assert_eq!(active[0].status, TaskStatus::Queued);
+    }
+
+    #[test]
+    fn a_folder_from_a_later_version_is_refused() {
+        let dir = test_support::temp_dir();
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        set_schema(&store, SCHEMA_VERSION + 1);
+        drop(store);
+        let refused = Store::open(&dir, 64 << 20).err().expect("refused");
+        assert!(
+            matches!(refused, StoreError::SchemaMismatch { found } if found == SCHEMA_VERSION + 1)
+        );
+        assert!(
+            refused.to_string().contains("schema version 3"),
+            "{refused}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! status the task is in, so a restart rebuilds the live state with two range scans (queued and
 //! assigned) and never reads a finished task.
 
-use super::{decode, Result, Store};
+use super::{codec, Result, Store, StoreError};
 use crate::core::task::{Task, TaskStatus};
 use crate::wire::TaskId;
 use heed::{RoTxn, RwTxn};
@@ -65,16 +65,20 @@ fn id_from(bytes: &[u8]) -> TaskId {
     TaskId(u64::from_be_bytes(raw))
 }
 
+fn decode_task(id: TaskId, bytes: &[u8]) -> Result<Task> {
+    codec::decode_task(bytes).map_err(|source| StoreError::CorruptTask { id, source })
+}
+
 /// Below this many records decoding stays on the calling thread.
 const PARALLEL_DECODE_MIN: usize = 10_000;
 
 /// Decodes task records, in order, split across the machine's cores when there are many.
 // Boxed here because the core keeps each task boxed: boxing later would move every task twice.
 #[allow(clippy::vec_box)]
-fn decode_tasks(records: &[&[u8]]) -> Result<Vec<Box<Task>>> {
-    let decode_part = |part: &[&[u8]]| -> Result<Vec<Box<Task>>> {
+fn decode_tasks(records: &[(TaskId, &[u8])]) -> Result<Vec<Box<Task>>> {
+    let decode_part = |part: &[(TaskId, &[u8])]| -> Result<Vec<Box<Task>>> {
         part.iter()
-            .map(|bytes| decode::<Task>("task", bytes).map(Box::new))
+            .map(|&(id, bytes)| decode_task(id, bytes).map(Box::new))
             .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
@@ -119,7 +123,7 @@ impl TaskWrite {
             status: task.status,
             previous,
             updated_at: task.updated_at,
-            record: serde_json::to_vec(task).expect("tasks serialize"),
+            record: codec::encode_task(task),
         }
     }
 }
@@ -179,7 +183,7 @@ impl Store {
     pub fn task(&self, txn: &RoTxn, id: TaskId) -> Result<Option<Task>> {
         self.tasks
             .get(txn, &id_key(id))?
-            .map(|bytes| decode("task", bytes))
+            .map(|bytes| decode_task(id, bytes))
             .transpose()
     }
 
@@ -200,8 +204,9 @@ impl Store {
         let mut records = Vec::new();
         for index in [&self.queued, &self.assigned] {
             for entry in index.iter(txn)? {
-                if let Some(bytes) = self.tasks.get(txn, &id_key(id_from(entry?.0)))? {
-                    records.push(bytes);
+                let id = id_from(entry?.0);
+                if let Some(bytes) = self.tasks.get(txn, &id_key(id))? {
+                    records.push((id, bytes));
                 }
             }
         }
@@ -223,8 +228,9 @@ impl Store {
                 });
             }
             let (key, bytes) = entry?;
-            last = Some(id_from(key));
-            let task: Task = decode("task", bytes)?;
+            let id = id_from(key);
+            last = Some(id);
+            let task = decode_task(id, bytes)?;
             let keep = filter.status.is_none_or(|s| s == task.status)
                 && filter.priority.is_none_or(|p| p == task.priority)
                 && filter
@@ -403,10 +409,19 @@ mod tests {
 
     #[test]
     fn many_records_decode_in_order() {
-        let records: Vec<Vec<u8>> = (1..=PARALLEL_DECODE_MIN as u64 + 7)
-            .map(|id| serde_json::to_vec(&new_task(id, (id % 4) as u8)).unwrap())
+        // Binary records, and every tenth one JSON as schema version 1 wrote them.
+        let records: Vec<(TaskId, Vec<u8>)> = (1..=PARALLEL_DECODE_MIN as u64 + 7)
+            .map(|id| {
+                let task = new_task(id, (id % 4) as u8);
+                let bytes = if id % 10 == 0 {
+                    serde_json::to_vec(&task).unwrap()
+                } else {
+                    codec::encode_task(&task)
+                };
+                (TaskId(id), bytes)
+            })
             .collect();
-        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let slices: Vec<(TaskId, &[u8])> = records.iter().map(|(id, b)| (*id, &b[..])).collect();
         let tasks = decode_tasks(&slices).unwrap();
         let ids: Vec<u64> = tasks.iter().map(|t| t.id.0).collect();
         assert_eq!(
@@ -414,11 +429,11 @@ mod tests {
             (1..=PARALLEL_DECODE_MIN as u64 + 7).collect::<Vec<_>>()
         );
         let mut corrupt = slices.clone();
-        corrupt[PARALLEL_DECODE_MIN / 2] = b"{";
-        assert!(matches!(
-            decode_tasks(&corrupt),
-            Err(crate::store::StoreError::Corrupt { .. })
-        ));
+        corrupt[PARALLEL_DECODE_MIN / 2].1 = b"{";
+        let error = decode_tasks(&corrupt).unwrap_err();
+        assert!(
+            matches!(error, StoreError::CorruptTask { id, .. } if id.0 == PARALLEL_DECODE_MIN as u64 / 2 + 1)
+        );
     }
 
     #[test]
