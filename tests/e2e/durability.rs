@@ -142,3 +142,77 @@ async fn queued_ids(hub: &Hub) -> HashSet<String> {
         })
         .collect()
 }
+
+/// A store that cannot commit (its map is full) refuses what it cannot keep and keeps what it
+/// acknowledged. Submissions get 201 until the first commit fails, then 503
+/// `storage_unavailable`; the connected agent is closed with 1011 so it reconnects and
+/// recovers; reads still answer. Restarted with room, the hub has every acknowledged task,
+/// still queued, and nothing it refused: ids are submission numbers, so a refused task would
+/// show up as an id past the last acknowledged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_and_loses_nothing_acknowledged() {
+    let hub = Hub::start(HubOpts::default().map_size_mib(1)).await;
+    let api = hub.api();
+    // Connected, but without the capability the tasks need: every task stays queued.
+    let mut agent = hub.agent("watcher").await;
+
+    let filler = "x".repeat(6_000);
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    // A 1 MiB map holds well under 200 tasks of 6 KB; the bound only stops a broken hub.
+    for i in 0..1_000 {
+        let resp = api
+            .post(
+                "/api/tasks",
+                &json!({"description": format!("{i} {filler}"), "needed_capabilities": ["gpu"]}),
+            )
+            .await;
+        match resp.status {
+            201 => acknowledged.push(str_field(&resp.body, "task_id").to_string()),
+            _ => {
+                refusal = Some(resp);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a 1 MiB store fills up within 1,000 tasks of 6 KB");
+    assert_eq!(refusal.status, 503, "{}", refusal.text);
+    assert_eq!(refusal.error(), "storage_unavailable");
+    assert!(
+        acknowledged.len() >= 10,
+        "only {} fitted",
+        acknowledged.len()
+    );
+    hub.wait_for_log(&["commit failed"]).await;
+    let (code, reason, _) = agent.expect_close(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1011));
+    assert_eq!(reason, "storage_unavailable");
+    // Reads go on.
+    let first = api.get_task(&acknowledged[0]).await;
+    assert_eq!(first["status"], "queued", "{first}");
+
+    let mut stopped = hub.kill9();
+    stopped.opts_mut().map_size_mib = Some(64);
+    let hub = Hub::restart_on(stopped).await;
+    let mut found = Vec::new();
+    let mut query = "limit=500".to_string();
+    loop {
+        let page = hub.api().list_tasks(&query).await;
+        for task in page["tasks"].as_array().expect("tasks array") {
+            assert_eq!(task["status"], "queued", "{task}");
+            found.push(str_field(task, "id").to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=500&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        found, acknowledged,
+        "exactly the acknowledged tasks, in order"
+    );
+    // And the store takes work again.
+    hub.api()
+        .submit(json!({"description": "after the restart"}))
+        .await;
+}

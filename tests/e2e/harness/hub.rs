@@ -61,6 +61,8 @@ pub struct HubOpts {
     pub reject_cooldown_ms: Option<u64>,
     pub max_reclaims: Option<u64>,
     pub max_frame_bytes: Option<u64>,
+    /// `--map-size-mib`: how large the store may grow.
+    pub map_size_mib: Option<u64>,
     pub policy: PolicyArg,
     /// `--listen` (default 127.0.0.1:0, a free port); set by [`Hub::restart_on_same_port`].
     pub listen: Option<SocketAddr>,
@@ -87,6 +89,10 @@ impl HubOpts {
         self.max_frame_bytes = Some(n);
         self
     }
+    pub fn map_size_mib(mut self, n: u64) -> Self {
+        self.map_size_mib = Some(n);
+        self
+    }
     /// Starts with `policy` (a file or `builtin:NAME`) and `config`; see [`PolicyArg::Named`].
     pub fn policy(mut self, policy: impl Into<String>, config: Option<Value>) -> Self {
         self.policy = PolicyArg::Named {
@@ -109,6 +115,7 @@ impl HubOpts {
             ("--reject-cooldown-ms", self.reject_cooldown_ms),
             ("--max-reclaims", self.max_reclaims),
             ("--max-frame-bytes", self.max_frame_bytes),
+            ("--map-size-mib", self.map_size_mib),
         ];
         let mut args = Vec::new();
         for (flag, value) in flags {
@@ -186,6 +193,13 @@ pub struct StoppedHub {
     opts: HubOpts,
     /// Where it listened.
     addr: SocketAddr,
+}
+
+impl StoppedHub {
+    /// The options the hub starts with again.
+    pub fn opts_mut(&mut self) -> &mut HubOpts {
+        &mut self.opts
+    }
 }
 
 /// One running `switchyard serve` process with its own data folder.
