@@ -22,7 +22,7 @@ pub use hub::new_token;
 use crate::policy::PolicyHost;
 use crate::store::{Store, StoreError};
 use crate::wire::now_ms;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use hub::Hub;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -97,7 +97,7 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         let mut batch = Vec::new();
         let mut report = None;
         if writing && open >= MAX_OPEN {
-            report = writer.reports.recv().ok();
+            report = Some(writer.reports.recv().unwrap_or_else(|_| writer_gone()));
         } else {
             let wait = hub.next_timer().map_or(IDLE_WAIT, |at| {
                 Duration::from_millis(at.saturating_sub(now_ms()))
@@ -107,7 +107,9 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
                     Ok(command) => batch.push(command),
                     Err(_) => break,
                 },
-                recv(writer.reports) -> received => report = received.ok(),
+                recv(writer.reports) -> received => {
+                    report = Some(received.unwrap_or_else(|_| writer_gone()));
+                }
                 default(wait) => {}
             }
         }
@@ -120,7 +122,11 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         // Looked at after taking the commands: one sent by a client the commit just answered
         // is then applied after the core has taken the commit into account.
         if report.is_none() {
-            report = writer.reports.try_recv().ok();
+            report = match writer.reports.try_recv() {
+                Ok(received) => Some(received),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => writer_gone(),
+            };
         }
         let now = now_ms();
         if let Some(report) = report {
@@ -142,4 +148,12 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         }
     }
     tracing::info!("core stopped");
+}
+
+/// The writer thread only ends when the core drops its handle, so it is gone only if it
+/// panicked: a bug. Nothing more can be made durable, so nothing more may be acknowledged;
+/// stop the process (everything acknowledged is on disk) for its supervisor to restart.
+fn writer_gone() -> ! {
+    tracing::error!("the writer thread stopped; stopping the hub");
+    std::process::abort();
 }
