@@ -260,3 +260,44 @@ async fn submit_answer_priorities_and_task_json() {
         "{task}"
     );
 }
+
+/// `GET /metrics` needs no token and speaks Prometheus text: the commit counters move with
+/// the work (a submission is one committed transaction writing one task record), and the task
+/// gauge counts by status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commits_and_tasks() {
+    let hub = Hub::start(HubOpts::default()).await;
+    let api = hub.api();
+    let scrape = || async {
+        let resp = api.request(Method::GET, "/metrics", None, None).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        resp.text
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("`{series}`: {e}"))
+    };
+    let before = scrape().await;
+    assert!(
+        before.contains("# TYPE switchyard_commits_total counter"),
+        "{before}"
+    );
+    assert!(
+        before.contains("# TYPE switchyard_agents_connected gauge"),
+        "{before}"
+    );
+    api.submit(json!({"description": "counted"})).await;
+    let after = scrape().await;
+    let commits =
+        value(&after, "switchyard_commits_total") - value(&before, "switchyard_commits_total");
+    let writes = value(&after, "switchyard_task_writes_total")
+        - value(&before, "switchyard_task_writes_total");
+    assert!(commits >= 1.0, "commits moved by {commits}");
+    assert_eq!(writes, 1.0, "one task written");
+    assert!(value(&after, "switchyard_commit_seconds_total") > 0.0);
+    assert_eq!(value(&after, "switchyard_commit_failures_total"), 0.0);
+    assert_eq!(value(&after, "switchyard_tasks{status=\"queued\"}"), 1.0);
+}

@@ -178,6 +178,20 @@ impl Bench {
         self.args.hub_pid.and_then(report::sample)
     }
 
+    /// The hub's commit counters, from `/metrics` (no token needed).
+    async fn commit_sample(&self) -> Option<report::CommitSample> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        report::CommitSample::parse(&text)
+    }
+
     fn own_sample() -> Option<report::ProcSample> {
         report::sample(std::process::id())
     }
@@ -350,6 +364,7 @@ impl Bench {
         let (hub0, gen0) = (self.hub_sample(), Self::own_sample());
         let submit = self.submit_backlog("burn-down", total).await?;
         let counters = Arc::new(Counters::default());
+        let commits0 = self.commit_sample().await;
         let go = Instant::now();
         let progress = spawn_progress("burn-down: draining".into(), {
             let counters = counters.clone();
@@ -361,6 +376,7 @@ impl Bench {
             .await;
         let drain = go.elapsed();
         let (hub1, gen1) = (self.hub_sample(), Self::own_sample());
+        let commits1 = self.commit_sample().await;
         progress.abort();
         Self::stop_agents(stop, set).await;
         let completed = Counters::get(&counters.completed);
@@ -374,6 +390,7 @@ impl Bench {
             drain_tasks_per_s: completed as f64 / drain.as_secs_f64(),
             hub_cpu_s_per_1000: report::cpu_per_1000(hub0, hub1, completed),
             generator_cpu_s_per_1000: report::cpu_per_1000(gen0, gen1, completed),
+            commits: report::Commits::between(commits0, commits1, completed),
             errors: Counters::get(&counters.errors) + Counters::get(&counters.lost),
             timed_out: !finished,
         })
@@ -409,6 +426,7 @@ impl Bench {
             }
         });
         let (hub0, gen0) = (self.hub_sample(), Self::own_sample());
+        let commits0 = self.commit_sample().await;
         // Open loop: each submission is its own task, sent when it falls due whatever the
         // earlier ones are doing, so a slow answer does not lower the offered rate. Timers
         // tick at about 1 ms, so each tick sends however many fell due since the last.
@@ -457,6 +475,7 @@ impl Bench {
             }
         }
         let (hub1, gen1) = (self.hub_sample(), Self::own_sample());
+        let commits1 = self.commit_sample().await;
         let grace = Instant::now() + STEADY_GRACE;
         while Counters::get(&counters.assigned) < submissions.len() as u64
             && Instant::now() < grace
@@ -482,6 +501,7 @@ impl Bench {
             queued_to_assigned: report::Latency::of(to_assigned),
             hub_cpu_s_per_1000: report::cpu_per_1000(hub0, hub1, sent),
             generator_cpu_s_per_1000: report::cpu_per_1000(gen0, gen1, sent),
+            commits: report::Commits::between(commits0, commits1, sent),
             errors: errors + Counters::get(&counters.errors) + Counters::get(&counters.lost),
             unassigned,
         })

@@ -89,6 +89,55 @@ fn parse(stat: &str, status: &str) -> Option<ProcSample> {
     })
 }
 
+/// The hub's commit counters (`/metrics`) at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitSample {
+    pub commits: f64,
+    pub seconds: f64,
+}
+
+impl CommitSample {
+    /// Reads the counters out of the hub's Prometheus text; `None` if either is missing.
+    pub fn parse(metrics: &str) -> Option<CommitSample> {
+        let value = |series: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?
+                .parse()
+                .ok()
+        };
+        Some(CommitSample {
+            commits: value("switchyard_commits_total")?,
+            seconds: value("switchyard_commit_seconds_total")?,
+        })
+    }
+}
+
+/// What the hub's store did over a scenario: how much work one commit carried, and how long
+/// one took (writes and disk flushes).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Commits {
+    pub commits: u64,
+    pub tasks_per_commit: f64,
+    pub mean_commit_ms: f64,
+}
+
+impl Commits {
+    pub fn between(
+        before: Option<CommitSample>,
+        after: Option<CommitSample>,
+        tasks: u64,
+    ) -> Option<Commits> {
+        let (before, after) = (before?, after?);
+        let commits = after.commits - before.commits;
+        (commits > 0.0).then(|| Commits {
+            commits: commits as u64,
+            tasks_per_commit: tasks as f64 / commits,
+            mean_commit_ms: (after.seconds - before.seconds) * 1e3 / commits,
+        })
+    }
+}
+
 /// CPU used between two samples, per 1,000 tasks.
 pub fn cpu_per_1000(
     before: Option<ProcSample>,
@@ -116,6 +165,8 @@ pub struct BurnDown {
     pub hub_cpu_s_per_1000: Option<f64>,
     /// Generator CPU over the same span, per 1,000 tasks (it shares the machine with the hub).
     pub generator_cpu_s_per_1000: Option<f64>,
+    /// The hub's commits over the drain.
+    pub commits: Option<Commits>,
     pub errors: u64,
     pub timed_out: bool,
 }
@@ -135,6 +186,8 @@ pub struct Steady {
     pub queued_to_assigned: Latency,
     pub hub_cpu_s_per_1000: Option<f64>,
     pub generator_cpu_s_per_1000: Option<f64>,
+    /// The hub's commits over the submission window.
+    pub commits: Option<Commits>,
     /// Submissions refused or failed, and error frames received.
     pub errors: u64,
     /// Assignments still not seen when the scenario ended.
@@ -172,6 +225,15 @@ fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or("n/a (no --hub-pid)".into(), |v| format!("{v:.digits$}"))
 }
 
+fn commits(figures: &Option<Commits>) -> String {
+    figures.as_ref().map_or("n/a (no /metrics)".into(), |c| {
+        format!(
+            "{}, {:.1} tasks each, {:.2} ms each",
+            c.commits, c.tasks_per_commit, c.mean_commit_ms
+        )
+    })
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -206,6 +268,7 @@ impl Report {
                 "  generator CPU per 1,000",
                 format!("{} s", opt(b.generator_cpu_s_per_1000, 4)),
             );
+            row("  commits", commits(&b.commits));
             row(
                 "  errors / timed out",
                 format!("{} / {}", b.errors, b.timed_out),
@@ -242,6 +305,7 @@ impl Report {
                 "  generator CPU per 1,000",
                 format!("{} s", opt(s.generator_cpu_s_per_1000, 4)),
             );
+            row("  commits", commits(&s.commits));
             row(
                 "  errors / unassigned",
                 format!("{} / {}", s.errors, s.unassigned),

@@ -18,6 +18,7 @@ mod writer;
 pub use command::{Command, CoreError, Reply, Submitted};
 pub use config::CoreConfig;
 pub use hub::new_token;
+pub use writer::CommitStats;
 
 use crate::policy::PolicyHost;
 use crate::store::{Store, StoreError};
@@ -44,6 +45,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(60);
 pub struct Core {
     commands: Sender<Command>,
     connected: Arc<AtomicUsize>,
+    commit_stats: Arc<CommitStats>,
 }
 
 impl Core {
@@ -56,7 +58,8 @@ impl Core {
         let connected = Arc::new(AtomicUsize::new(0));
         let hub = Hub::load(store.clone(), policy, config, connected.clone(), now_ms())?;
         let (commands, inbox) = crossbeam_channel::unbounded();
-        let writer = Writer::start(store);
+        let commit_stats = Arc::new(CommitStats::default());
+        let writer = Writer::start(store, commit_stats.clone());
         let thread = std::thread::Builder::new()
             .name("switchyard-core".into())
             .spawn(move || run(hub, inbox, writer))
@@ -65,6 +68,7 @@ impl Core {
             Core {
                 commands,
                 connected,
+                commit_stats,
             },
             thread,
         ))
@@ -81,6 +85,11 @@ impl Core {
         let (reply, answer) = oneshot::channel();
         self.send(command(reply));
         answer.await.unwrap_or(Err(CoreError::Stopped))
+    }
+
+    /// What the writer has committed so far.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.commit_stats
     }
 
     /// Agents with an identified connection.

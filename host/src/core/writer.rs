@@ -15,7 +15,9 @@ use crate::core::outbox::{Outbound, Outbox};
 use crate::store::{AgentRecord, PersistedPolicy, Store, StoreError, TaskWrite, TokenRecord};
 use crate::wire::TaskId;
 use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Finished tasks purged per commit at most, so a purge never stalls the pipeline.
 const PURGE_BATCH: usize = 1_000;
@@ -88,6 +90,49 @@ pub struct Committed {
     pub result: Result<(), StoreError>,
 }
 
+/// What the writer has done since the hub started, for `/metrics` and the load generator.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    commits: AtomicU64,
+    failures: AtomicU64,
+    task_writes: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl CommitStats {
+    /// Transactions committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Transactions that failed (their batches were refused).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Task records written by committed transactions.
+    pub fn task_writes(&self) -> u64 {
+        self.task_writes.load(Ordering::Relaxed)
+    }
+
+    /// Time spent writing and committing, flushes included.
+    pub fn seconds(&self) -> f64 {
+        self.micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    fn record(&self, batch: &Batch, took: std::time::Duration, ok: bool) {
+        if ok {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.task_writes
+                .fetch_add(batch.tasks.len() as u64, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 /// The handle the core holds: batches go in, reports come back.
 pub struct Writer {
     batches: Sender<Batch>,
@@ -96,14 +141,14 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread. It stops when the handle is dropped, after the batch in hand.
-    pub fn start(store: Arc<Store>) -> Writer {
+    pub fn start(store: Arc<Store>, stats: Arc<CommitStats>) -> Writer {
         let (batches, inbox) = crossbeam_channel::bounded::<Batch>(1);
         let (report, reports) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("switchyard-writer".into())
             .spawn(move || {
                 for batch in inbox {
-                    if !commit(&store, batch, &report) {
+                    if !commit(&store, batch, &report, &stats) {
                         break;
                     }
                 }
@@ -121,9 +166,16 @@ impl Writer {
 /// Commits `batch`, reports it to the core, then releases or refuses what it owes. The report
 /// goes first: a client answered by this commit may act on the answer at once (identify with
 /// a token made here, say), and the core must know of the commit before it sees that.
-fn commit(store: &Store, mut batch: Batch, report: &Sender<Committed>) -> bool {
+fn commit(
+    store: &Store,
+    mut batch: Batch,
+    report: &Sender<Committed>,
+    stats: &CommitStats,
+) -> bool {
+    let started = Instant::now();
     let result = write(store, &batch);
     let committed = result.is_ok();
+    stats.record(&batch, started.elapsed(), committed);
     let reported = report.send(Committed {
         finished: std::mem::take(&mut batch.finished),
         revoked: std::mem::take(&mut batch.writes.revoked),

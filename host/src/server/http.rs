@@ -605,18 +605,55 @@ fn policy_reference(body: &serde_json::Map<String, Value>) -> Result<PolicyReque
     Ok((PolicySource::parse(&source), config, persisted, None))
 }
 
-async fn metrics(state: &AppState) -> Response {
-    let mut text = String::new();
-    let mut line = |name: &str, help: &str, samples: Vec<(String, f64)>| {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+/// Prometheus text, one metric family after another.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>) {
+        self.0
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (labels, value) in samples {
-            text.push_str(&format!("{name}{labels} {value}\n"));
+            self.0.push_str(&format!("{name}{labels} {value}\n"));
         }
-    };
-    line(
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help, vec![(String::new(), value)]);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "counter", help, vec![(String::new(), value)]);
+    }
+}
+
+async fn metrics(state: &AppState) -> Response {
+    let mut out = Exposition::default();
+    out.gauge(
         "switchyard_agents_connected",
         "Agents with an identified connection.",
-        vec![(String::new(), state.core.agents_connected() as f64)],
+        state.core.agents_connected() as f64,
+    );
+    let commits = state.core.commit_stats();
+    out.counter(
+        "switchyard_commits_total",
+        "Store transactions committed.",
+        commits.commits() as f64,
+    );
+    out.counter(
+        "switchyard_commit_failures_total",
+        "Store transactions that failed; their requests were refused.",
+        commits.failures() as f64,
+    );
+    out.counter(
+        "switchyard_task_writes_total",
+        "Task records written by committed transactions.",
+        commits.task_writes() as f64,
+    );
+    out.counter(
+        "switchyard_commit_seconds_total",
+        "Time spent writing and committing transactions, disk flushes included.",
+        commits.seconds(),
     );
     if let Ok(stats) = state
         .store
@@ -628,7 +665,7 @@ async fn metrics(state: &AppState) -> Response {
             .iter()
             .map(|(status, count)| (format!("{{status=\"{status}\"}}"), *count as f64))
             .collect();
-        line("switchyard_tasks", "Tasks by status.", samples);
+        out.family("switchyard_tasks", "gauge", "Tasks by status.", samples);
     }
     if let Ok(status) = state
         .core
@@ -638,16 +675,16 @@ async fn metrics(state: &AppState) -> Response {
         if let Value::Object(counters) = json!(status)["counters"].clone() {
             for (name, value) in counters {
                 if let Some(value) = value.as_f64() {
-                    line(
+                    out.counter(
                         &format!("switchyard_policy_{name}"),
-                        "Policy counter since it was loaded.",
-                        vec![(String::new(), value)],
+                        "Policy counter since the policy was loaded.",
+                        value,
                     );
                 }
             }
         }
     }
-    warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+    warp::reply::with_header(out.0, "content-type", "text/plain; version=0.0.4").into_response()
 }
 
 #[cfg(test)]
