@@ -265,3 +265,39 @@ async fn capabilities_match_strings_and_objects_by_name() {
         "the agent without capabilities got {seen:?}"
     );
 }
+
+/// Replies keep the order of the frames they answer, even when the second one writes nothing
+/// and the first is still being committed: `task_complete` then `status`, sent back to back,
+/// are answered `task_ack` then `status_updated`, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_keep_the_order_of_the_frames() {
+    let hub = Hub::start(HubOpts::default()).await;
+    let mut agent = hub.agent("orderly").await;
+    for round in 0..40 {
+        let id = hub
+            .api()
+            .submit(json!({"description": format!("round {round}")}))
+            .await;
+        let assign = agent.expect_assign().await;
+        assert_eq!(assign.task_id, id);
+        agent.accept(&assign).await;
+        agent
+            .send(json!({
+                "type": "task_complete",
+                "task_id": id,
+                "generation": assign.generation,
+            }))
+            .await;
+        agent
+            .send(json!({"type": "status", "status": {"round": round}}))
+            .await;
+        let first = agent.recv_json().await;
+        assert_eq!(
+            (first["type"].as_str(), first["task_id"].as_str()),
+            (Some("task_ack"), Some(id.as_str())),
+            "round {round}: the complete is answered first, got {first}"
+        );
+        let second = agent.recv_json().await;
+        assert_eq!(second["type"], "status_updated", "round {round}: {second}");
+    }
+}

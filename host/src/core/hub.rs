@@ -1,7 +1,7 @@
 //! The one owner of scheduling state: live tasks, agents and their connections, timers and
 //! the policy instance. It applies a batch of commands in memory, asks the policy for
-//! decisions, and collects what to write, to answer and to push; `core::run` commits the batch
-//! and only then lets the answers and pushes out.
+//! decisions, and collects what to write, to answer and to push; `seal` hands that to the
+//! writer (`core::writer`), which commits it and only then lets the answers and pushes out.
 
 use crate::core::agent::{Agent, Connection, Holding};
 use crate::core::command::{Command, CoreError, Reply, Submitted};
@@ -53,6 +53,8 @@ pub struct Hub {
     pushes: Vec<(Outbox, Outbound)>,
     deferred: Vec<Deferred>,
     writes: Writes,
+    /// The policy a swap not yet committed replaced: back in force if the commit fails.
+    replaced_policy: Option<PolicyHost>,
     /// Agents whose token revocation is not committed yet. Their tokens are still in the store
     /// until it is, so identification checks this too.
     revoking: HashSet<String>,
@@ -86,6 +88,7 @@ impl Hub {
             deferred: Vec::new(),
             writes: Writes::default(),
             revoking: HashSet::new(),
+            replaced_policy: None,
         };
         let started = std::time::Instant::now();
         hub.load_live_state(now)?;
@@ -193,7 +196,7 @@ impl Hub {
         self.timers.next()
     }
 
-    /// Applies a batch: commands, due timers, one scheduling pass. Then `commit`.
+    /// Applies a batch: commands, due timers, one scheduling pass. Then `seal`.
     pub fn apply(&mut self, batch: Vec<Command>, now: u64) {
         for command in batch {
             self.command(command, now);
@@ -232,12 +235,15 @@ impl Hub {
     /// connection is closed (agents reconnect and recover their tasks), and the live state is
     /// reloaded from what is on disk.
     pub fn committed(&mut self, report: Committed, now: u64) {
-        for agent_id in &report.revoked {
-            self.revoking.remove(agent_id);
-        }
         if let Err(error) = report.result {
             tracing::error!(%error, "commit failed; refusing the batch and reloading from disk");
             self.seal().refuse();
+            // Every revocation not committed was refused with its batch.
+            self.revoking.clear();
+            if let Some(policy) = self.replaced_policy.take() {
+                tracing::warn!("the policy swap was not committed; the previous policy is back");
+                self.policy = policy;
+            }
             self.drop_all_connections();
             if let Err(error) = self.load_live_state(now) {
                 tracing::error!(%error, "reloading the live state failed");
@@ -246,6 +252,16 @@ impl Hub {
             self.policy.restart();
             self.replay_policy();
             return;
+        }
+        if self.writes.policy.is_none() {
+            // Any swap so far is committed.
+            self.replaced_policy = None;
+        }
+        for agent_id in &report.revoked {
+            // Unless the open batch revokes the agent again.
+            if !self.writes.revoked.contains(agent_id) {
+                self.revoking.remove(agent_id);
+            }
         }
         for id in report.finished {
             // A task changed again since (a dead letter retried) is live, or waits for the
@@ -343,7 +359,11 @@ impl Hub {
                 reply,
             } => {
                 tracing::info!(source = %persisted.source, "swapping the policy");
-                self.policy = *policy;
+                let replaced = std::mem::replace(&mut self.policy, *policy);
+                // Kept until the swap is committed, to go back to if it is refused. (Should a
+                // second swap follow before the first is committed, the first one's
+                // predecessor is kept: a refused commit then restores that one.)
+                self.replaced_policy.get_or_insert(replaced);
                 self.replay_policy();
                 self.writes.policy = Some((persisted, upload));
                 let status = self.policy.status();
@@ -850,11 +870,14 @@ impl Hub {
                         self.task_mut(task).expire(now);
                         self.release(&holder, task, Outcome::Cancelled, now);
                     }
-                    _ => {
+                    (TaskStatus::Queued, _) => {
                         self.task_mut(task).expire(now);
                         self.queued -= 1;
                         self.policy.task_dequeued(task.0);
                     }
+                    // Finished (kept in memory until its commit is reported) or already in the
+                    // dead letter: nothing left to run late.
+                    _ => return,
                 }
                 tracing::info!(task = %task, "deadline passed; task moved to the dead letter");
             }

@@ -147,12 +147,12 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         if !writing {
             let sealed = hub.seal();
             open = 0;
-            if sealed.writes_anything() {
+            if sealed.answers_only() {
+                // Nothing to make durable or push (a read, a refusal): answer now.
+                sealed.release();
+            } else {
                 writer.send(sealed);
                 writing = true;
-            } else {
-                // Nothing to make durable (a read, a refusal): answer now.
-                sealed.release();
             }
         }
     }

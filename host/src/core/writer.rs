@@ -64,6 +64,14 @@ impl Batch {
         !self.tasks.is_empty() || !self.writes.is_empty()
     }
 
+    /// Whether the batch only answers requests: nothing to write and nothing to push. Such a
+    /// batch may be released at once by the core, on its own thread, when no batch is with the
+    /// writer. One that pushes goes through the writer even with nothing to write, so its
+    /// frames leave after those of the batch before (the writer may still be releasing them).
+    pub fn answers_only(&self) -> bool {
+        !self.writes_anything() && self.pushes.is_empty()
+    }
+
     /// Lets the pushes out, then the answers: the batch is durable (or wrote nothing).
     pub fn release(self) {
         for (outbox, outbound) in self.pushes {
@@ -158,7 +166,8 @@ impl Writer {
     }
 
     pub fn send(&self, batch: Batch) {
-        // The writer lives as long as this handle: it only stops when `batches` is dropped.
+        // The writer stops only when `batches` is dropped or the core stops taking reports,
+        // and the core holds both ends.
         let _ = self.batches.send(batch);
     }
 }
@@ -175,7 +184,9 @@ fn commit(
     let started = Instant::now();
     let result = write(store, &batch);
     let committed = result.is_ok();
-    stats.record(&batch, started.elapsed(), committed);
+    if batch.writes_anything() {
+        stats.record(&batch, started.elapsed(), committed);
+    }
     let reported = report.send(Committed {
         finished: std::mem::take(&mut batch.finished),
         revoked: std::mem::take(&mut batch.writes.revoked),
@@ -190,6 +201,9 @@ fn commit(
 }
 
 fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
+    if !batch.writes_anything() {
+        return Ok(());
+    }
     let mut txn = store.write_txn()?;
     for task in &batch.tasks {
         store.write_task(&mut txn, task)?;

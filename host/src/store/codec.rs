@@ -133,6 +133,7 @@ const PRIORITY: u8 = 1 << 3;
 const REASON: u8 = 1 << 4;
 const RECLAIM_COUNT: u8 = 1 << 5;
 const RETRY_COUNT: u8 = 1 << 6;
+const ALL_DETAILS: u8 = (1 << 7) - 1;
 
 struct Writer(Vec<u8>);
 
@@ -243,6 +244,10 @@ impl<'a> Reader<'a> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte()?;
+            // The tenth byte holds the 64th bit only.
+            if shift == 63 && byte > 1 {
+                return Err(DecodeError::Invalid("varint"));
+            }
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
@@ -375,6 +380,9 @@ impl<'a> Reader<'a> {
         };
         let timestamp = self.varint()?;
         let present = self.byte()?;
+        if present & !ALL_DETAILS != 0 {
+            return Err(DecodeError::Invalid("history details"));
+        }
         let mut details = Details::default();
         if present & AGENT_ID != 0 {
             details.agent_id = Some(self.opt_string()?);
@@ -490,6 +498,17 @@ mod tests {
             decode_task(&[7, 1, 2]),
             Err(DecodeError::UnknownFormat(7))
         ));
+        // An id of eleven bytes of varint, or whose tenth byte carries more than the 64th bit.
+        let mut long = vec![FORMAT];
+        long.extend([0xff; 9]);
+        long.push(0x02);
+        assert!(matches!(
+            decode_task(&long),
+            Err(DecodeError::Invalid("varint"))
+        ));
+        let mut max = Writer(vec![FORMAT]);
+        max.varint(u64::MAX);
+        assert_eq!(Reader(&max.0[1..]).varint().unwrap(), u64::MAX);
         let plain = task();
         let mut bad_status = encode_task(&plain);
         // FORMAT, id (5 varint bytes), description, metadata, priority, then the status byte.

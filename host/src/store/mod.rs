@@ -1,9 +1,9 @@
 //! Durable state in LMDB (through heed): tasks, their status indices, hashed tokens, agents,
 //! and meta (schema version, the next task sequence number, the policy in force).
 //!
-//! One environment per process, opened once. Only the core writes, one transaction per batch
-//! (group commit); HTTP handlers read through their own read transactions, which see exactly
-//! what has been committed and acknowledged.
+//! One environment per process, opened once. Only the core's writer thread writes, one
+//! transaction per batch (group commit); HTTP handlers and the core read through their own
+//! read transactions, which see exactly what has been committed.
 
 mod codec;
 mod tasks;

@@ -66,7 +66,15 @@ fn id_from(bytes: &[u8]) -> TaskId {
 }
 
 fn decode_task(id: TaskId, bytes: &[u8]) -> Result<Task> {
-    codec::decode_task(bytes).map_err(|source| StoreError::CorruptTask { id, source })
+    let task =
+        codec::decode_task(bytes).map_err(|source| StoreError::CorruptTask { id, source })?;
+    if task.id != id {
+        return Err(StoreError::CorruptTask {
+            id,
+            source: codec::DecodeError::Invalid("task id (the record names another task)"),
+        });
+    }
+    Ok(task)
 }
 
 /// Below this many records decoding stays on the calling thread.
