@@ -22,9 +22,6 @@ use tokio::sync::oneshot;
 
 /// How often finished tasks past their retention are purged.
 const PURGE_INTERVAL_MS: u64 = 60_000;
-/// Queued tasks per `tasks-queued` call when the queue is replayed into a policy: large enough
-/// that the cost of a call is spread thin, small enough to stay far inside its deadline.
-const REPLAY_CHUNK: usize = 4096;
 /// Close code and reason for a connection replaced by a newer one of the same agent.
 const SUPERSEDED: Outbound = Outbound::Close {
     code: 4000,
@@ -183,12 +180,9 @@ impl Hub {
             .map(|t| (t.priority, t.id, &**t))
             .collect();
         queued.sort_unstable_by_key(|&(priority, id, _)| (priority, id));
-        for chunk in queued.chunks(REPLAY_CHUNK) {
-            let views: Vec<policy::Task> = chunk
-                .iter()
-                .map(|&(_, _, task)| policy_task(&mut self.capabilities, task))
-                .collect();
-            self.policy.tasks_queued(&views);
+        for (_, _, task) in queued {
+            let view = policy_task(&mut self.capabilities, task);
+            self.policy.task_queued(&view);
         }
         let mut ready: Vec<&Agent> = self.agents.values().filter(|a| a.ready).collect();
         ready.sort_by_key(|a| a.ready_order);
@@ -899,7 +893,6 @@ impl Hub {
 
     fn submit(&mut self, tasks: Vec<NewTask>, submitted_by: &str, now: u64) -> Vec<Submitted> {
         let mut submitted = Vec::with_capacity(tasks.len());
-        let mut views = Vec::with_capacity(tasks.len());
         for new in tasks {
             let id = TaskId(self.next_seq);
             self.next_seq += 1;
@@ -912,12 +905,12 @@ impl Hub {
                 priority: task.priority,
                 created_at: now,
             });
-            views.push(policy_task(&mut self.capabilities, &task));
+            let view = policy_task(&mut self.capabilities, &task);
+            self.policy.task_queued(&view);
             self.queued += 1;
             self.tasks.insert(id, Box::new(task));
             self.dirty.insert(id, None);
         }
-        self.policy.tasks_queued(&views);
         self.writes.next_seq = Some(self.next_seq);
         submitted
     }

@@ -167,10 +167,6 @@ pub(crate) enum CallError {
 /// component and the native fallback at runtime.
 pub(crate) trait Backend: Send {
     fn task_queued(&mut self, task: &Task) -> Result<(), CallError>;
-    /// `task_queued` for each task, in order; in one call where the backend can.
-    fn tasks_queued(&mut self, tasks: &[Task]) -> Result<(), CallError> {
-        tasks.iter().try_for_each(|task| self.task_queued(task))
-    }
     fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError>;
     fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError>;
     fn agent_unready(&mut self, agent: AgentId) -> Result<(), CallError>;
@@ -356,14 +352,6 @@ impl PolicyHost {
     /// A task entered the queue.
     pub fn task_queued(&mut self, task: &Task) {
         self.event("task-queued", |b| b.task_queued(task));
-    }
-
-    /// Tasks entered the queue, in this order: in one call when the policy takes events in
-    /// bulk (the `bulk` interface), else one call per task.
-    pub fn tasks_queued(&mut self, tasks: &[Task]) {
-        if !tasks.is_empty() {
-            self.event("tasks-queued", |b| b.tasks_queued(tasks));
-        }
     }
 
     /// A queued task left the queue without being assigned.

@@ -14,11 +14,6 @@ impl<P: Policy + Send> Backend for Native<P> {
         Ok(())
     }
 
-    fn tasks_queued(&mut self, tasks: &[Task]) -> Result<(), CallError> {
-        self.0.tasks_queued(tasks.to_vec());
-        Ok(())
-    }
-
     fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError> {
         self.0.task_dequeued(task);
         Ok(())

@@ -146,10 +146,8 @@ impl Hostile<'_> {
             .push_str("policy.wit", &contract)
             .expect("the contract parses");
         let world = resolve
-            // The core world only: these components take events one at a time, as policies
-            // built before the optional `bulk` interface do.
-            .select_world(&[package], Some("policy-core"))
-            .expect("the policy-core world exists");
+            .select_world(&[package], Some("policy-component"))
+            .expect("the policy-component world exists");
         wit_component::embed_component_metadata(
             &mut module,
             &resolve,
@@ -557,41 +555,12 @@ fn a_healthy_hostile_component_answers() {
     host.task_finished(1, 1, Outcome::Cancelled);
     host.task_dequeued(1);
     host.agent_unready(1);
-    // No `bulk` export: the host sends these one `task-queued` at a time.
-    host.tasks_queued(&[task(2, 1, &[]), task(3, 2, &[1])]);
     assert!(host.decide(0).is_empty());
     assert!(!host.needs_replay());
     let status = host.status();
     assert_eq!(status.name, "hostile");
     assert_eq!(status.version, "6.6.6");
-    assert_eq!(status.counters.call_latency_us.count, 8);
-}
-
-#[test]
-fn tasks_in_bulk_reach_the_policy_in_one_call_and_in_order() {
-    let tasks: Vec<Task> = (0..200)
-        .map(|i| task(i, (i % 4) as u8, if i % 3 == 0 { &[1] } else { &[] }))
-        .collect();
-    let mut bulk = greedy_wasm();
-    let mut one_by_one = greedy_wasm();
-    bulk.tasks_queued(&tasks);
-    for t in &tasks {
-        one_by_one.task_queued(t);
-    }
-    for id in 0..60 {
-        let caps: &[Capability] = if id % 2 == 0 { &[1] } else { &[] };
-        bulk.agent_ready(&agent(id, caps));
-        one_by_one.agent_ready(&agent(id, caps));
-    }
-    let proposals = bulk.decide(0);
-    assert_eq!(proposals.len(), 60);
-    assert_eq!(pairs(&proposals), pairs(&one_by_one.decide(0)));
-    // The urgent tasks go first, in submission order.
-    assert_eq!(proposals[0].task, 0);
-    assert_eq!(proposals[1].task, 4);
-    // 200 tasks in one call, 60 agents, one decision.
-    assert_eq!(bulk.status().counters.call_latency_us.count, 1 + 60 + 1);
-    assert!(!bulk.needs_replay());
+    assert_eq!(status.counters.call_latency_us.count, 7);
 }
 
 #[test]

@@ -6,24 +6,23 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::{Component, ComponentExportIndex, Func, Linker, ResourceAny};
+use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::artifacts::{self, ArtifactKey, Provenance};
 use super::{Agent, AgentId, Assignment, Backend, CallError, Outcome, PolicyError, Task, TaskId};
 
 mod bindings {
-    // The core world only: `bulk` is optional, so it is looked up by hand (`Compiled::bulk`).
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "policy-core",
+        world: "policy-component",
         // Events pass a task's capability list and key by reference: no copy per event.
         ownership: Borrowing { duplicate_if_necessary: false },
     });
 }
 
 use bindings::exports::switchyard::policy::scheduler as wit;
-use bindings::{PolicyCore as PolicyComponent, PolicyCorePre as PolicyComponentPre};
+use bindings::{PolicyComponent, PolicyComponentPre};
 
 /// How often the background thread advances the engine's epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -84,8 +83,6 @@ pub(crate) struct GuestState {
 #[derive(Clone)]
 pub(crate) struct Compiled {
     pre: PolicyComponentPre<GuestState>,
-    /// `bulk.tasks-queued`, when the component exports it.
-    bulk: Option<ComponentExportIndex>,
 }
 
 impl Compiled {
@@ -121,10 +118,7 @@ impl Compiled {
                 "it does not export the `{INTERFACE}` interface this hub speaks: {e:#}"
             ))
         })?;
-        let bulk = component
-            .get_export_index(None, BULK_INTERFACE)
-            .and_then(|interface| component.get_export_index(Some(&interface), "tasks-queued"));
-        Ok(Self { pre, bulk })
+        Ok(Self { pre })
     }
 
     /// Checks every function of the contract by name and type on a throwaway instance, so a
@@ -138,16 +132,6 @@ impl Compiled {
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
         check_contract(&mut store, &instance)?;
-        if let Some(index) = &self.bulk {
-            instance
-                .get_typed_func::<(ResourceAny, &[wit::Task<'_>]), ()>(&mut store, index)
-                .map_err(|e| {
-                    PolicyError::WrongContract(format!(
-                        "`{BULK_INTERFACE}` function `tasks-queued` has another type than this \
-                         hub expects: {e:#}"
-                    ))
-                })?;
-        }
         let exports = PolicyComponent::new(&mut store, &instance)
             .map_err(|e| PolicyError::WrongContract(format!("{e:#}")))?;
         store.set_epoch_deadline(CALL_DEADLINE_TICKS);
@@ -161,17 +145,10 @@ impl Compiled {
     /// A fresh instance with a policy built from `config` (a JSON document).
     pub(crate) fn instantiate(&self, config: &str) -> Result<WasmInstance, PolicyError> {
         let mut store = new_store(self.pre.engine());
-        let instance = self
+        let exports = self
             .pre
-            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
-        let exports = PolicyComponent::new(&mut store, &instance)
-            .map_err(|e| PolicyError::WrongContract(format!("{e:#}")))?;
-        let bulk = self
-            .bulk
-            .as_ref()
-            .and_then(|index| instance.get_func(&mut store, index));
         store.set_epoch_deadline(CALL_DEADLINE_TICKS);
         let created = exports
             .switchyard_policy_scheduler()
@@ -183,15 +160,12 @@ impl Compiled {
             store,
             exports,
             policy,
-            bulk,
         })
     }
 }
 
 /// The interface a policy exports, as named in `wit/policy.wit`.
 const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
-/// The optional interface of events in bulk.
-const BULK_INTERFACE: &str = "switchyard:policy/bulk@0.1.0";
 
 /// Type-checks each function of the contract on its own, naming the one that does not match.
 /// The generated bindings check the same things, but all at once and without saying which.
@@ -344,9 +318,6 @@ pub(crate) struct WasmInstance {
     store: Store<GuestState>,
     exports: PolicyComponent,
     policy: ResourceAny,
-    /// `bulk.tasks-queued`, when the component exports it; typed at each call, because its
-    /// parameters borrow the caller's tasks.
-    bulk: Option<Func>,
 }
 
 impl WasmInstance {
@@ -368,37 +339,18 @@ fn classify(error: wasmtime::Error) -> CallError {
     }
 }
 
-/// A task as the contract's record, borrowing its capability list and key.
-fn task_record(task: &Task) -> wit::Task<'_> {
-    wit::Task {
-        id: task.id,
-        priority: task.priority,
-        needed_capabilities: &task.needed_capabilities,
-        fairness_key: &task.fairness_key,
-        weight: task.weight,
-        retry_count: task.retry_count,
-        queued_at: task.queued_at,
-    }
-}
-
 impl Backend for WasmInstance {
     fn task_queued(&mut self, task: &Task) -> Result<(), CallError> {
-        let task = task_record(task);
-        self.call(|p, store, me| p.call_task_queued(store, me, task))
-    }
-
-    fn tasks_queued(&mut self, tasks: &[Task]) -> Result<(), CallError> {
-        let Some(bulk) = self.bulk else {
-            return tasks.iter().try_for_each(|task| self.task_queued(task));
+        let task = wit::Task {
+            id: task.id,
+            priority: task.priority,
+            needed_capabilities: &task.needed_capabilities,
+            fairness_key: &task.fairness_key,
+            weight: task.weight,
+            retry_count: task.retry_count,
+            queued_at: task.queued_at,
         };
-        let records: Vec<wit::Task<'_>> = tasks.iter().map(task_record).collect();
-        self.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let typed = bulk
-            .typed::<(ResourceAny, &[wit::Task<'_>]), ()>(&self.store)
-            .map_err(classify)?;
-        typed
-            .call(&mut self.store, (self.policy, &records))
-            .map_err(classify)
+        self.call(|p, store, me| p.call_task_queued(store, me, task))
     }
 
     fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError> {

@@ -90,14 +90,6 @@ pub trait Policy: Sized {
     fn new(config: &serde_json::Value) -> Result<Self, String>;
     /// A task entered the queue.
     fn task_queued(&mut self, task: Task);
-    /// [`Policy::task_queued`] for each task, in order: how the host sends a replay of its
-    /// queue and the tasks of one submission. Override it only to take many tasks faster than
-    /// one at a time.
-    fn tasks_queued(&mut self, tasks: Vec<Task>) {
-        for task in tasks {
-            self.task_queued(task);
-        }
-    }
     /// A queued task left the queue without being assigned.
     fn task_dequeued(&mut self, task: TaskId);
     /// An agent became ready. Agents arrive in the order they became ready.
@@ -164,17 +156,6 @@ macro_rules! export_policy {
                 }
             }
 
-            impl $crate::bindings::exports::switchyard::policy::bulk::Guest
-                for __SwitchyardPolicyExport
-            {
-                fn tasks_queued(
-                    policy: $crate::glue::PolicyBorrow<'_>,
-                    tasks: ::std::vec::Vec<$crate::glue::WitTask>,
-                ) {
-                    $crate::glue::tasks_queued::<$policy>(policy, tasks)
-                }
-            }
-
             $crate::bindings::export!(__SwitchyardPolicyExport with_types_in $crate::bindings);
         };
     };
@@ -201,7 +182,7 @@ pub mod glue {
     use crate::Policy;
     use std::cell::RefCell;
 
-    pub use wit::{PolicyBorrow, PolicyInfo, Task as WitTask};
+    pub use wit::PolicyInfo;
 
     /// The `policy` resource. The component model hands methods `&self`, while a [`Policy`]
     /// mutates itself on every event, hence the `RefCell`; calls never overlap (a component
@@ -226,27 +207,6 @@ pub mod glue {
         serde_json::from_str(config).map_err(|e| format!("invalid config JSON: {e}"))
     }
 
-    fn task(task: wit::Task) -> crate::Task {
-        crate::Task {
-            id: task.id,
-            priority: task.priority,
-            needed_capabilities: task.needed_capabilities,
-            fairness_key: task.fairness_key,
-            weight: task.weight,
-            retry_count: task.retry_count,
-            queued_at: task.queued_at,
-        }
-    }
-
-    /// `bulk.tasks-queued`: the policy behind the borrowed handle gets the tasks in order.
-    pub fn tasks_queued<P: Policy + 'static>(policy: PolicyBorrow<'_>, tasks: Vec<wit::Task>) {
-        policy
-            .get::<PolicyResource<P>>()
-            .inner
-            .borrow_mut()
-            .tasks_queued(tasks.into_iter().map(task).collect());
-    }
-
     fn outcome(outcome: wit::Outcome) -> crate::Outcome {
         match outcome {
             wit::Outcome::Completed => crate::Outcome::Completed,
@@ -266,7 +226,15 @@ pub mod glue {
         }
 
         fn task_queued(&self, task: wit::Task) {
-            self.inner.borrow_mut().task_queued(self::task(task));
+            self.inner.borrow_mut().task_queued(crate::Task {
+                id: task.id,
+                priority: task.priority,
+                needed_capabilities: task.needed_capabilities,
+                fairness_key: task.fairness_key,
+                weight: task.weight,
+                retry_count: task.retry_count,
+                queued_at: task.queued_at,
+            });
         }
 
         fn task_dequeued(&self, task: wit::TaskId) {
