@@ -181,12 +181,16 @@ fn commit(
     report: &Sender<Committed>,
     stats: &CommitStats,
 ) -> bool {
-    let started = Instant::now();
-    let result = write(store, &batch);
+    // A batch that only pushes frames opens no transaction; it is here to keep their order.
+    let result = if batch.writes_anything() {
+        let started = Instant::now();
+        let result = write(store, &batch);
+        stats.record(&batch, started.elapsed(), result.is_ok());
+        result
+    } else {
+        Ok(())
+    };
     let committed = result.is_ok();
-    if batch.writes_anything() {
-        stats.record(&batch, started.elapsed(), committed);
-    }
     let reported = report.send(Committed {
         finished: std::mem::take(&mut batch.finished),
         revoked: std::mem::take(&mut batch.writes.revoked),
@@ -201,9 +205,6 @@ fn commit(
 }
 
 fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
-    if !batch.writes_anything() {
-        return Ok(());
-    }
     let mut txn = store.write_txn()?;
     for task in &batch.tasks {
         store.write_task(&mut txn, task)?;

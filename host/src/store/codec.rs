@@ -185,20 +185,15 @@ impl Writer {
     }
 
     fn details(&mut self, details: &Details) {
-        let present = [
-            (details.agent_id.is_some(), AGENT_ID),
-            (details.error.is_some(), ERROR),
-            (details.generation.is_some(), GENERATION),
-            (details.priority.is_some(), PRIORITY),
-            (details.reason.is_some(), REASON),
-            (details.reclaim_count.is_some(), RECLAIM_COUNT),
-            (details.retry_count.is_some(), RETRY_COUNT),
-        ];
+        let bit = |present: bool, bit: u8| if present { bit } else { 0 };
         self.byte(
-            present
-                .iter()
-                .filter(|(set, _)| *set)
-                .fold(0, |bits, (_, bit)| bits | bit),
+            bit(details.agent_id.is_some(), AGENT_ID)
+                | bit(details.error.is_some(), ERROR)
+                | bit(details.generation.is_some(), GENERATION)
+                | bit(details.priority.is_some(), PRIORITY)
+                | bit(details.reason.is_some(), REASON)
+                | bit(details.reclaim_count.is_some(), RECLAIM_COUNT)
+                | bit(details.retry_count.is_some(), RETRY_COUNT),
         );
         if let Some(agent_id) = &details.agent_id {
             self.opt_str(agent_id.as_deref());

@@ -137,18 +137,8 @@ impl TaskWrite {
 }
 
 impl Store {
-    /// Writes `task`, moving its index entry from `previous` status (None for a new task) to
-    /// its current one.
-    pub fn put_task(
-        &self,
-        txn: &mut RwTxn,
-        task: &Task,
-        previous: Option<TaskStatus>,
-    ) -> Result<()> {
-        self.write_task(txn, &TaskWrite::new(task, previous))
-    }
-
-    /// Writes an encoded task and moves its index entry.
+    /// Writes an encoded task, moving its index entry from the status it had before the batch
+    /// (none for a new task) to its current one.
     pub fn write_task(&self, txn: &mut RwTxn, task: &TaskWrite) -> Result<()> {
         self.tasks.put(txn, &id_key(task.id), &task.record)?;
         if task.previous == Some(task.status) {
@@ -320,6 +310,18 @@ mod tests {
     use crate::store::test_support::temp_store;
     use crate::wire::http::NewTask;
     use serde_json::json;
+
+    impl Store {
+        /// Encodes and writes `task` in one step, as a commit does.
+        fn put_task(
+            &self,
+            txn: &mut RwTxn,
+            task: &Task,
+            previous: Option<TaskStatus>,
+        ) -> Result<()> {
+            self.write_task(txn, &TaskWrite::new(task, previous))
+        }
+    }
 
     fn new_task(id: u64, priority: u8) -> Task {
         let new = NewTask {
