@@ -1,7 +1,7 @@
 //! The `switchyard` command line: `serve` runs the hub; the other commands are clients of its
 //! HTTP API.
 
-use crate::core::{new_token, Core, CoreConfig};
+use crate::engine::{new_token, Engine, EngineConfig};
 use crate::policy::{PolicyHost, PolicySource};
 use crate::server::{self, AppState, WsLimits};
 use crate::store::{Role, Store, TokenRecord, PREFIX_LEN};
@@ -326,15 +326,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.policy.as_deref(),
         args.policy_config.as_deref(),
     )?;
-    let config = CoreConfig {
+    let config = EngineConfig {
         acceptance_timeout_ms: args.acceptance_timeout_ms,
         reconnect_grace_ms: args.reconnect_grace_ms,
         reject_cooldown_ms: args.reject_cooldown_ms,
         max_reclaims: args.max_reclaims.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
     };
-    let (core, _thread) =
-        Core::start(store.clone(), policy, config).context("cannot load the live state")?;
+    let (engine, _thread) =
+        Engine::start(store.clone(), policy, config).context("cannot load the live state")?;
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "switchyard listening");
@@ -345,7 +345,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_frame_bytes: args.max_frame_bytes,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
     };
-    let state = Arc::new(AppState { core, store });
+    let state = Arc::new(AppState { engine, store });
     server::serve(listener, state, limits, shutdown_signal()).await;
     tracing::info!("switchyard stopped");
     Ok(())

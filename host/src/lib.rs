@@ -12,9 +12,10 @@
 
 pub mod bench;
 pub mod cli;
-pub mod core;
+pub mod engine;
 pub mod policy;
 pub mod server;
 pub mod sidecar;
 pub mod store;
+pub mod task;
 pub mod wire;

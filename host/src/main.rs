@@ -1,4 +1,4 @@
-/// mimalloc rather than glibc's allocator: the core allocates and frees small objects for every
+/// mimalloc rather than glibc's allocator: the engine allocates and frees small objects for every
 /// task change, and glibc grew and shrank its arena with each batch (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,7 +1,7 @@
 //! The policy host: loads a scheduling policy component, feeds it events, asks it for
 //! decisions, and survives it failing.
 //!
-//! The core task owns one [`PolicyHost`]. It calls the event methods as the live state changes
+//! The engine task owns one [`PolicyHost`]. It calls the event methods as the live state changes
 //! and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the policy
 //! proposes, the host disposes).
 //!
@@ -11,7 +11,7 @@
 //! instance's memory is capped ([`MEMORY_LIMIT_BYTES`]); the component gets no imports at all.
 //! A call that traps, times out or runs out of memory leaves the instance unusable, so the host
 //! drops it: later events are ignored, `decide` returns nothing, and [`PolicyHost::needs_replay`]
-//! turns true. The core then calls [`PolicyHost::restart`] and replays its live state through
+//! turns true. The engine then calls [`PolicyHost::restart`] and replays its live state through
 //! the event methods. A policy that fails [`BREAKER_FAILURES`] times within [`BREAKER_WINDOW`]
 //! is not restarted again: the host switches to the built-in native greedy policy for good, so
 //! a crash-looping policy cannot stall scheduling.
@@ -369,7 +369,7 @@ impl PolicyHost {
         self.event("agent-unready", |b| b.agent_unready(agent));
     }
 
-    /// The core accepted a proposal.
+    /// The engine accepted a proposal.
     pub fn assigned(&mut self, task: TaskId, agent: AgentId) {
         self.status.counters.assignments += 1;
         self.event("assigned", |b| b.assigned(task, agent));
@@ -441,7 +441,7 @@ impl PolicyHost {
         self.backend = Some(Box::new(native::Native(Greedy::default())));
     }
 
-    /// Counts proposals the core refused (not queued, agent not idle, capabilities unmet,
+    /// Counts proposals the engine refused (not queued, agent not idle, capabilities unmet,
     /// duplicates). A policy that is often refused is wrong or racing; the counter shows it.
     pub fn record_rejected(&mut self, n: u64) {
         self.status.counters.rejected_proposals += n;

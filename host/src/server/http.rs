@@ -1,7 +1,7 @@
 //! The HTTP API (`spec/http-api.md`): one routing table, authentication before the body is
 //! read, and JSON errors for every refusal. No request can produce a 500 by its shape alone.
 
-use crate::core::{Command, CoreError, Submitted};
+use crate::engine::{Command, EngineError, Submitted};
 use crate::policy::{PolicyHost, PolicySource};
 use crate::server::AppState;
 use crate::store::{PersistedPolicy, Role, TaskFilter, TokenRecord};
@@ -125,11 +125,11 @@ struct Caller {
 /// A refusal: the status and the JSON body to answer with. Small, so `Result`s carrying it stay
 /// cheap to move around (a whole `Response` is not).
 #[derive(Debug)]
-pub struct Refusal(pub StatusCode, pub Value);
+pub struct ApiError(pub StatusCode, pub Value);
 
-impl Refusal {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
-        Refusal(status, json!({ "error": message.into() }))
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, json!({ "error": message.into() }))
     }
 
     pub fn into_response(self) -> Response {
@@ -153,30 +153,30 @@ pub fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found")
 }
 
-fn core_refusal(failure: CoreError) -> Refusal {
+fn engine_refusal(failure: EngineError) -> ApiError {
     match failure {
-        CoreError::TaskNotFound(id) => Refusal(
+        EngineError::TaskNotFound(id) => ApiError(
             StatusCode::NOT_FOUND,
             json!({"error": "task_not_found", "task_id": id}),
         ),
-        CoreError::InvalidState(status) => {
-            Refusal::new(StatusCode::CONFLICT, format!("task is {status}"))
+        EngineError::InvalidState(status) => {
+            ApiError::new(StatusCode::CONFLICT, format!("task is {status}"))
         }
-        CoreError::PolicyRejected(why) => Refusal::new(StatusCode::BAD_REQUEST, why),
-        CoreError::Unavailable => {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        EngineError::PolicyRejected(why) => ApiError::new(StatusCode::BAD_REQUEST, why),
+        EngineError::Unavailable => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
         }
-        CoreError::Stopped => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        EngineError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
     }
 }
 
-fn core_error(failure: CoreError) -> Response {
-    core_refusal(failure).into_response()
+fn engine_error(failure: EngineError) -> Response {
+    engine_refusal(failure).into_response()
 }
 
 fn storage_error(error: crate::store::StoreError) -> Response {
     tracing::error!(%error, "read failed");
-    core_error(CoreError::Unavailable)
+    engine_error(EngineError::Unavailable)
 }
 
 /// Checks the bearer token against the role the route needs.
@@ -184,8 +184,8 @@ fn authenticate(
     state: &AppState,
     authorization: Option<&str>,
     needed: Role,
-) -> Result<Caller, Refusal> {
-    let unauthorized = || Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized");
+) -> Result<Caller, ApiError> {
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized");
     let token = authorization
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
@@ -197,11 +197,11 @@ fn authenticate(
         .and_then(|txn| state.store.find_token(&txn, token))
         .map_err(|e| {
             tracing::error!(%e, "token lookup failed");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
         })?
         .ok_or_else(unauthorized)?;
     if needed == Role::Admin && record.role != Role::Admin {
-        return Err(Refusal::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden: this needs an admin token",
         ));
@@ -223,7 +223,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
     match request.route {
         Route::Health => reply(
             StatusCode::OK,
-            json!({"status": "ok", "service": "switchyard", "agents_connected": state.core.agents_connected()}),
+            json!({"status": "ok", "service": "switchyard", "agents_connected": state.engine.agents_connected()}),
         ),
         Route::Metrics => metrics(&state).await,
         Route::Dashboard => warp::reply::html(include_str!("dashboard.html")).into_response(),
@@ -342,7 +342,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 );
             };
             match state
-                .core
+                .engine
                 .ask(|reply| Command::RetryDeadLetter { task, reply })
                 .await
             {
@@ -350,11 +350,11 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                     StatusCode::OK,
                     json!({"status": "requeued", "task_id": task, "priority": priority}),
                 ),
-                Err(CoreError::InvalidState(status)) => error(
+                Err(EngineError::InvalidState(status)) => error(
                     StatusCode::CONFLICT,
                     format!("task is {status}; only dead_letter tasks can be retried"),
                 ),
-                Err(e) => core_error(e),
+                Err(e) => engine_error(e),
             }
         }
         Route::CancelTask(id) => {
@@ -365,7 +365,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 );
             };
             match state
-                .core
+                .engine
                 .ask(|reply| Command::Cancel { task, reply })
                 .await
             {
@@ -373,12 +373,16 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                     StatusCode::OK,
                     json!({"status": "cancelled", "task_id": task}),
                 ),
-                Err(e) => core_error(e),
+                Err(e) => engine_error(e),
             }
         }
-        Route::ListAgents => match state.core.ask(|reply| Command::ListAgents { reply }).await {
+        Route::ListAgents => match state
+            .engine
+            .ask(|reply| Command::ListAgents { reply })
+            .await
+        {
             Ok(agents) => reply(StatusCode::OK, json!({ "agents": agents })),
-            Err(e) => core_error(e),
+            Err(e) => engine_error(e),
         },
         Route::CreateToken => {
             let body = match read_json(request.body).await {
@@ -390,7 +394,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 Err(bad) => return bad_request(bad),
             };
             let created = state
-                .core
+                .engine
                 .ask(|reply| Command::CreateToken {
                     agent_id: agent_id.clone(),
                     reply,
@@ -401,7 +405,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                     StatusCode::CREATED,
                     json!({"agent_id": agent_id, "token": token}),
                 ),
-                Err(e) => core_error(e),
+                Err(e) => engine_error(e),
             }
         }
         Route::ListTokens => match state
@@ -421,7 +425,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         },
         Route::RevokeTokens(agent_id) => {
             let revoked = state
-                .core
+                .engine
                 .ask(|reply| Command::RevokeTokens {
                     agent_id: agent_id.clone(),
                     reply,
@@ -436,16 +440,16 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                     StatusCode::OK,
                     json!({"status": "revoked", "agent_id": agent_id}),
                 ),
-                Err(e) => core_error(e),
+                Err(e) => engine_error(e),
             }
         }
         Route::GetPolicy => match state
-            .core
+            .engine
             .ask(|reply| Command::PolicyStatus { reply })
             .await
         {
             Ok(status) => reply(StatusCode::OK, json!(status)),
-            Err(e) => core_error(e),
+            Err(e) => engine_error(e),
         },
         Route::PutPolicy => {
             put_policy(&state, request.query, request.content_type, request.body).await
@@ -457,23 +461,23 @@ async fn submit(
     state: &AppState,
     tasks: Vec<NewTask>,
     submitted_by: String,
-) -> Result<Vec<Submitted>, Refusal> {
+) -> Result<Vec<Submitted>, ApiError> {
     state
-        .core
+        .engine
         .ask(|reply| Command::Submit {
             tasks,
             submitted_by,
             reply,
         })
         .await
-        .map_err(core_refusal)
+        .map_err(engine_refusal)
 }
 
 async fn read_json(
     body: crate::server::LazyBody,
-) -> Result<serde_json::Map<String, Value>, Refusal> {
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     let bytes = body.read().await?;
-    http::object(&bytes).map_err(|BadBody(why)| Refusal::new(StatusCode::BAD_REQUEST, why))
+    http::object(&bytes).map_err(|BadBody(why)| ApiError::new(StatusCode::BAD_REQUEST, why))
 }
 
 fn task_filter(query: &str) -> Result<TaskFilter, BadBody> {
@@ -486,7 +490,7 @@ fn task_filter(query: &str) -> Result<TaskFilter, BadBody> {
     for (name, value) in pairs {
         match name.as_str() {
             "status" => {
-                filter.status = Some(crate::core::task::TaskStatus::parse(&value).ok_or_else(|| {
+                filter.status = Some(crate::task::TaskStatus::parse(&value).ok_or_else(|| {
                     BadBody(format!(
                         "status must be one of queued, assigned, completed, dead_letter, cancelled, not {value:?}"
                     ))
@@ -517,8 +521,8 @@ fn task_filter(query: &str) -> Result<TaskFilter, BadBody> {
     Ok(filter)
 }
 
-/// `PUT /api/policy`: compile and create the new policy off the core's thread, then hand it to
-/// the core to replay the live state into and switch to.
+/// `PUT /api/policy`: compile and create the new policy off the engine's thread, then hand it to
+/// the engine to replay the live state into and switch to.
 async fn put_policy(
     state: &AppState,
     query: String,
@@ -551,7 +555,7 @@ async fn put_policy(
         }
     };
     let swapped = state
-        .core
+        .engine
         .ask(|reply| Command::SwapPolicy {
             policy: Box::new(policy),
             persisted,
@@ -561,7 +565,7 @@ async fn put_policy(
         .await;
     match swapped {
         Ok(status) => reply(StatusCode::OK, json!(status)),
-        Err(e) => core_error(e),
+        Err(e) => engine_error(e),
     }
 }
 
@@ -632,9 +636,9 @@ async fn metrics(state: &AppState) -> Response {
     out.gauge(
         "switchyard_agents_connected",
         "Agents with an identified connection.",
-        state.core.agents_connected() as f64,
+        state.engine.agents_connected() as f64,
     );
-    let commits = state.core.commit_stats();
+    let commits = state.engine.commit_stats();
     out.counter(
         "switchyard_commits_total",
         "Store transactions committed.",
@@ -668,7 +672,7 @@ async fn metrics(state: &AppState) -> Response {
         out.family("switchyard_tasks", "gauge", "Tasks by status.", samples);
     }
     if let Ok(status) = state
-        .core
+        .engine
         .ask(|reply| Command::PolicyStatus { reply })
         .await
     {

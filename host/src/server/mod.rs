@@ -3,7 +3,7 @@
 pub mod http;
 pub mod ws;
 
-use crate::core::Core;
+use crate::engine::Engine;
 use crate::store::Store;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// What request handlers share.
 pub struct AppState {
-    pub core: Core,
+    pub engine: Engine,
     pub store: Arc<Store>,
 }
 
@@ -31,18 +31,18 @@ pub struct LazyBody(
 
 impl LazyBody {
     /// Reads the whole body, refusing one over the size limit.
-    pub async fn read(mut self) -> Result<Vec<u8>, http::Refusal> {
+    pub async fn read(mut self) -> Result<Vec<u8>, http::ApiError> {
         let mut body = Vec::new();
         while let Some(chunk) = self.0.next().await {
             let chunk = chunk.map_err(|e| {
-                http::Refusal::new(
+                http::ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("body could not be read: {e}"),
                 )
             })?;
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY_BYTES {
-                return Err(http::Refusal::new(
+                return Err(http::ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("body is larger than {MAX_BODY_BYTES} bytes"),
                 ));
@@ -82,8 +82,8 @@ pub async fn serve(
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
         .map(move |on_upgrade, _checked: warp::ws::Ws, key: String| {
-            let core = ws_state.core.clone();
-            ws::accept(on_upgrade, &key, core, limits, closed.clone())
+            let engine = ws_state.engine.clone();
+            ws::accept(on_upgrade, &key, engine, limits, closed.clone())
         });
     let api = warp::method()
         .and(warp::path::full())

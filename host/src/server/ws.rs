@@ -1,12 +1,12 @@
 //! One agent's WebSocket connection.
 //!
 //! The connection answers what needs no shared state itself (`ping`, malformed frames, frames
-//! before `identify`) and forwards the rest to the core. Everything the core says to the agent,
-//! replies and pushes alike, arrives through the connection's outbox in the order the core
+//! before `identify`) and forwards the rest to the engine. Everything the engine says to the agent,
+//! replies and pushes alike, arrives through the connection's outbox in the order the engine
 //! decided it.
 
-use crate::core::outbox::{Outbound, Outbox};
-use crate::core::{Command, Core};
+use crate::engine::outbox::{Outbound, Outbox};
+use crate::engine::{Command, Engine};
 use crate::wire::agent::{parse_frame, ClientMessage, FrameError, ServerMessage};
 use crate::wire::now_ms;
 use futures_util::{SinkExt, StreamExt};
@@ -56,7 +56,7 @@ const READ_BUFFER_BYTES: usize = 4 << 10;
 pub fn accept(
     on_upgrade: Option<OnUpgrade>,
     key: &str,
-    core: Core,
+    engine: Engine,
     limits: WsLimits,
     shutdown: watch::Receiver<bool>,
 ) -> warp::reply::Response {
@@ -75,7 +75,7 @@ pub fn accept(
                         let io = hyper_util::rt::TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve_connection(socket, core, limits, shutdown).await;
+                        serve_connection(socket, engine, limits, shutdown).await;
                     }
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
@@ -100,7 +100,7 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 /// Serves one upgraded connection until it closes. `shutdown` turning true closes it.
 pub async fn serve_connection(
     socket: AgentSocket,
-    core: Core,
+    engine: Engine,
     limits: WsLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -133,7 +133,7 @@ pub async fn serve_connection(
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                 if report_alive {
                     if let Some(agent) = &agent {
-                        core.send(Command::Alive { conn, agent: agent.clone() });
+                        engine.send(Command::Alive { conn, agent: agent.clone() });
                     }
                     report_alive = false;
                 }
@@ -163,13 +163,13 @@ pub async fn serve_connection(
                     Ok(ClientMessage::Identify(identify)) => {
                         let agent_id = identify.agent_id.clone();
                         let (done, outcome) = oneshot::channel();
-                        core.send(Command::Identify { conn, outbox: outbox.clone(), identify, done });
-                        // Frames are not read until the core has decided, so nothing the agent
+                        engine.send(Command::Identify { conn, outbox: outbox.clone(), identify, done });
+                        // Frames are not read until the engine has decided, so nothing the agent
                         // sends next can overtake its identification.
                         if outcome.await.unwrap_or(false) {
                             if let Some(previous) = agent.replace(agent_id.clone()) {
                                 if previous != agent_id {
-                                    core.send(Command::Disconnected { conn, agent: previous });
+                                    engine.send(Command::Disconnected { conn, agent: previous });
                                 }
                             }
                         } else {
@@ -187,7 +187,7 @@ pub async fn serve_connection(
                     Ok(ClientMessage::TaskProgress { .. }) => None,
                     Ok(message) => {
                         let agent = agent.clone().expect("identified");
-                        core.send(Command::Message { conn, agent, outbox: outbox.clone(), message });
+                        engine.send(Command::Message { conn, agent, outbox: outbox.clone(), message });
                         None
                     }
                 };
@@ -213,7 +213,7 @@ pub async fn serve_connection(
         let _ = sink.close().await;
     }
     if let Some(agent) = agent {
-        core.send(Command::Disconnected { conn, agent });
+        engine.send(Command::Disconnected { conn, agent });
     }
     tracing::debug!(conn, ?close, "connection closed");
 }
@@ -225,7 +225,7 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 /// Handles `first` and whatever else the outbox already holds, in order, then flushes once.
 /// What one commit releases for an agent arrives together (typically a `task_ack` and the next
 /// `task_assign`), so this costs one write per batch instead of one per frame, and the
-/// connection's loop wakes once for the lot. Returns the close to send if the core asked for
+/// connection's loop wakes once for the lot. Returns the close to send if the engine asked for
 /// one (frames before it are flushed first), or `Err` when the socket failed.
 async fn send_waiting<S>(
     sink: &mut S,
@@ -259,7 +259,7 @@ where
     Ok(close)
 }
 
-/// Sends the frames already waiting in the outbox. The core pushes its reply before it reports
+/// Sends the frames already waiting in the outbox. The engine pushes its reply before it reports
 /// an outcome, so a refusal's error frame is here by the time the outcome is.
 async fn flush<S>(sink: &mut S, inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>)
 where

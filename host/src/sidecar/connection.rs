@@ -13,7 +13,7 @@ use crate::sidecar::backoff::Backoff;
 use crate::sidecar::config::{AgentConfig, Worker};
 use crate::sidecar::contract::ContractFiles;
 use crate::sidecar::runner::{self, Run, RunEvent};
-use crate::sidecar::state::{Outcome, StateDir, TaskRecord};
+use crate::sidecar::state::{StateDir, TaskRecord, Verdict};
 use crate::wire::agent::{AckStatus, ClientMessage, HubMessage, Identify};
 use crate::wire::TaskId;
 use futures_util::{SinkExt, StreamExt};
@@ -526,13 +526,13 @@ impl Sidecar {
             RunEvent::Finished { outcome, .. } => {
                 slot.run = None;
                 match &outcome {
-                    Outcome::Success { .. } => {
+                    Verdict::Success { .. } => {
                         tracing::info!(task_id = %slot.record.task_id, "the worker finished the task")
                     }
-                    Outcome::Failure { error } => {
+                    Verdict::Failure { error } => {
                         tracing::warn!(task_id = %slot.record.task_id, %error, "the task failed")
                     }
-                    Outcome::Rejected { reason } => {
+                    Verdict::Rejected { reason } => {
                         tracing::error!(task_id = %slot.record.task_id, %reason, "the worker cannot start")
                     }
                 }
@@ -571,18 +571,18 @@ impl Sidecar {
         let task_id = slot.record.task_id.to_string();
         let generation = slot.record.generation;
         let message = match outcome {
-            Outcome::Success { result } => ClientMessage::TaskComplete {
+            Verdict::Success { result } => ClientMessage::TaskComplete {
                 task_id,
                 generation,
                 result: result.clone(),
                 tokens_used: None,
             },
-            Outcome::Failure { error } => ClientMessage::TaskFailed {
+            Verdict::Failure { error } => ClientMessage::TaskFailed {
                 task_id,
                 generation,
                 error: error.clone(),
             },
-            Outcome::Rejected { reason } => ClientMessage::TaskRejected {
+            Verdict::Rejected { reason } => ClientMessage::TaskRejected {
                 task_id,
                 reason: Some(reason.clone()),
             },

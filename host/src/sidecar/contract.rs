@@ -11,7 +11,7 @@ use crate::sidecar::config::FileWorker;
 use crate::sidecar::runner::{
     exit_error, run_program, seconds, with_tail, Ended, RunCtx, TaskInput, MAX_RESULT_BYTES,
 };
-use crate::sidecar::state::Outcome;
+use crate::sidecar::state::Verdict;
 use crate::wire::TaskId;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ pub(super) async fn run_files(
     input: &TaskInput,
     resume: bool,
     ctx: &mut RunCtx,
-) -> Option<Outcome> {
+) -> Option<Verdict> {
     let files = ContractFiles::new(worker, input.task_id);
     let begun = Instant::now();
     let deadline = worker.timeout.map(|t| begun + t);
@@ -92,10 +92,10 @@ pub(super) async fn run_files(
         )
         .await
         {
-            Err(reason) => return Some(Outcome::Rejected { reason }),
+            Err(reason) => return Some(Verdict::Rejected { reason }),
             Ok(Ended::Stopped) => return None,
             Ok(Ended::TimedOut { stderr_tail }) => {
-                return Some(Outcome::Failure {
+                return Some(Verdict::Failure {
                     error: with_tail(
                         "wake_failed: the wake command did not return in time".into(),
                         &stderr_tail,
@@ -107,7 +107,7 @@ pub(super) async fn run_files(
                 stderr_tail,
                 ..
             }) if !status.success() => {
-                return Some(Outcome::Failure {
+                return Some(Verdict::Failure {
                     error: format!("wake_failed: {}", exit_error(status, &stderr_tail)),
                 });
             }
@@ -122,7 +122,7 @@ pub(super) async fn run_files(
     loop {
         if let Some(bytes) = read_capped(&files.result) {
             if bytes.len() > MAX_RESULT_BYTES {
-                return Some(Outcome::Failure {
+                return Some(Verdict::Failure {
                     error: format!(
                         "output_too_large: {} is over {MAX_RESULT_BYTES} bytes",
                         files.result.display()
@@ -135,7 +135,7 @@ pub(super) async fn run_files(
                     Some((previous, since))
                         if *previous == bytes && since.elapsed() >= RESULT_SETTLE =>
                     {
-                        return Some(Outcome::Failure {
+                        return Some(Verdict::Failure {
                             error: format!("result_parse_error: {error}"),
                         })
                     }
@@ -151,12 +151,12 @@ pub(super) async fn run_files(
         }
         let now = Instant::now();
         if !confirmed && now >= confirm_by {
-            return Some(Outcome::Failure {
+            return Some(Verdict::Failure {
                 error: "confirmation_timeout".into(),
             });
         }
         if deadline.is_some_and(|d| now >= d) {
-            return Some(Outcome::Failure {
+            return Some(Verdict::Failure {
                 error: format!(
                     "timeout: no result after {}",
                     seconds(worker.timeout.unwrap_or_default())
@@ -187,9 +187,9 @@ fn read_capped(path: &Path) -> Option<Vec<u8>> {
 
 /// `{"status":"success", ...}` is the result, whole; anything else a failure with its `reason`
 /// (or `error`).
-fn file_outcome(value: Value) -> Outcome {
+fn file_outcome(value: Value) -> Verdict {
     if value.get("status").and_then(Value::as_str) == Some("success") {
-        return Outcome::Success { result: value };
+        return Verdict::Success { result: value };
     }
     let error = ["reason", "error"]
         .iter()
@@ -199,7 +199,7 @@ fn file_outcome(value: Value) -> Outcome {
             Some(other) => Some(other.to_string()),
         })
         .unwrap_or_else(|| "unknown".to_owned());
-    Outcome::Failure { error }
+    Verdict::Failure { error }
 }
 
 #[cfg(test)]
@@ -211,23 +211,23 @@ mod tests {
     fn result_files_map_to_outcomes() {
         assert_eq!(
             file_outcome(json!({"status": "success", "output": "x"})),
-            Outcome::Success {
+            Verdict::Success {
                 result: json!({"status": "success", "output": "x"})
             }
         );
         assert_eq!(
             file_outcome(json!({"status": "failed", "reason": "oom"})),
-            Outcome::Failure {
+            Verdict::Failure {
                 error: "oom".into()
             }
         );
         assert_eq!(
             file_outcome(json!({"status": "failed", "error": "e"})),
-            Outcome::Failure { error: "e".into() }
+            Verdict::Failure { error: "e".into() }
         );
         assert_eq!(
             file_outcome(json!({})),
-            Outcome::Failure {
+            Verdict::Failure {
                 error: "unknown".into()
             }
         );

@@ -12,7 +12,7 @@
 use crate::sidecar::config::{CommandWorker, Program, Worker};
 use crate::sidecar::contract;
 use crate::sidecar::process::{self, ProcessMark};
-use crate::sidecar::state::{Outcome, TaskRecord};
+use crate::sidecar::state::{TaskRecord, Verdict};
 use crate::wire::TaskId;
 use serde_json::{json, Value};
 use std::process::{ExitStatus, Stdio};
@@ -36,7 +36,7 @@ const SECRET_VARS: [&str; 2] = ["SWITCHYARD_AGENT_TOKEN", "SWITCHYARD_TOKEN"];
 #[derive(Debug)]
 pub enum RunEvent {
     Spawned { run: u64, mark: ProcessMark },
-    Finished { run: u64, outcome: Outcome },
+    Finished { run: u64, outcome: Verdict },
 }
 
 /// A run in progress. Dropping it stops it too, but without waiting for the kill.
@@ -273,11 +273,11 @@ async fn run_command(
     worker: &CommandWorker,
     input: &TaskInput,
     ctx: &mut RunCtx,
-) -> Option<Outcome> {
+) -> Option<Verdict> {
     match run_program(&worker.program, input, &[], worker.timeout, ctx).await {
-        Err(reason) => Some(Outcome::Rejected { reason }),
+        Err(reason) => Some(Verdict::Rejected { reason }),
         Ok(Ended::Stopped) => None,
-        Ok(Ended::TimedOut { stderr_tail }) => Some(Outcome::Failure {
+        Ok(Ended::TimedOut { stderr_tail }) => Some(Verdict::Failure {
             error: with_tail(
                 format!(
                     "timeout: killed after {}",
@@ -308,18 +308,18 @@ pub(super) fn with_tail(error: String, stderr_tail: &str) -> String {
 
 /// Exit 0: stdout is the result (a JSON object as it is, anything else as `{"output": text}`).
 /// Anything else: a failure whose error ends with the tail of stderr.
-fn command_outcome(status: ExitStatus, stdout: Captured, stderr_tail: &str) -> Outcome {
+fn command_outcome(status: ExitStatus, stdout: Captured, stderr_tail: &str) -> Verdict {
     if !status.success() {
-        return Outcome::Failure {
+        return Verdict::Failure {
             error: exit_error(status, stderr_tail),
         };
     }
     if stdout.overflow {
-        return Outcome::Failure {
+        return Verdict::Failure {
             error: format!("output_too_large: stdout is over {MAX_RESULT_BYTES} bytes"),
         };
     }
-    Outcome::Success {
+    Verdict::Success {
         result: result_of(&stdout.bytes),
     }
 }
@@ -372,7 +372,7 @@ mod tests {
         }
     }
 
-    async fn run(worker: Worker, description: &str) -> (Option<Outcome>, Vec<RunEvent>) {
+    async fn run(worker: Worker, description: &str) -> (Option<Verdict>, Vec<RunEvent>) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = start(Arc::new(worker), "a1", &record(description), false, 1, tx);
         let mut events = Vec::new();
@@ -409,19 +409,19 @@ mod tests {
         let success = ExitStatus::from_raw(0);
         assert_eq!(
             command_outcome(success, ok("{\"n\": 1}\n"), ""),
-            Outcome::Success {
+            Verdict::Success {
                 result: json!({"n": 1})
             }
         );
         assert_eq!(
             command_outcome(success, ok("plain text\n\n"), ""),
-            Outcome::Success {
+            Verdict::Success {
                 result: json!({"output": "plain text"})
             }
         );
         assert_eq!(
             command_outcome(success, ok("[1]"), ""),
-            Outcome::Success {
+            Verdict::Success {
                 result: json!({"output": "[1]"})
             }
         );
@@ -430,17 +430,17 @@ mod tests {
             overflow: true,
         };
         assert!(
-            matches!(command_outcome(success, big, ""), Outcome::Failure { error } if error.starts_with("output_too_large"))
+            matches!(command_outcome(success, big, ""), Verdict::Failure { error } if error.starts_with("output_too_large"))
         );
         assert_eq!(
             command_outcome(ExitStatus::from_raw(3 << 8), ok(""), "boom"),
-            Outcome::Failure {
+            Verdict::Failure {
                 error: "exit code 3: boom".into()
             }
         );
         assert_eq!(
             command_outcome(ExitStatus::from_raw(9), ok(""), ""),
-            Outcome::Failure {
+            Verdict::Failure {
                 error: "killed by signal 9 (nothing on stderr)".into()
             }
         );
@@ -464,7 +464,7 @@ mod tests {
         );
         assert_eq!(
             outcome,
-            Some(Outcome::Success {
+            Some(Verdict::Success {
                 result: json!({"d": description, "argv": ["fixed"], "id": "task-0000000000000005",
                                "gen": "2", "token": null})
             })
@@ -480,7 +480,7 @@ mod tests {
         .await;
         assert_eq!(
             outcome,
-            Some(Outcome::Failure {
+            Some(Verdict::Failure {
                 error: "exit code 4: boom".into()
             })
         );
@@ -490,7 +490,7 @@ mod tests {
     async fn a_program_that_does_not_exist_is_rejected() {
         let (outcome, _) = run(command(&["/nonexistent/worker"], None), "").await;
         assert!(
-            matches!(outcome, Some(Outcome::Rejected { reason }) if reason.contains("/nonexistent/worker"))
+            matches!(outcome, Some(Verdict::Rejected { reason }) if reason.contains("/nonexistent/worker"))
         );
     }
 
@@ -508,7 +508,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(&outcome, Some(Outcome::Failure { error }) if error.starts_with("timeout")),
+            matches!(&outcome, Some(Verdict::Failure { error }) if error.starts_with("timeout")),
             "{outcome:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(10));

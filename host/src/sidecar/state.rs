@@ -37,13 +37,13 @@ pub struct TaskRecord {
     pub worker: Option<ProcessMark>,
     /// The finished result, kept until the hub acknowledges it.
     #[serde(default)]
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<Verdict>,
 }
 
 /// How a task ended on this machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Verdict {
     /// Reported with `task_complete`.
     Success { result: Value },
     /// Reported with `task_failed`: the hub retries or dead-letters it.
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(found, None);
         let mut saved = record();
         state.save(&saved).unwrap();
-        saved.outcome = Some(Outcome::Failure {
+        saved.outcome = Some(Verdict::Failure {
             error: "exit code 1: no".into(),
         });
         state.save(&saved).unwrap();
@@ -245,14 +245,14 @@ mod tests {
 
     #[test]
     fn outcomes_have_a_stable_shape() {
-        let success = Outcome::Success {
+        let success = Verdict::Success {
             result: json!({"n": 1}),
         };
         assert_eq!(
             serde_json::to_value(&success).unwrap(),
             json!({"status": "success", "result": {"n": 1}})
         );
-        let rejected = Outcome::Rejected { reason: "r".into() };
+        let rejected = Verdict::Rejected { reason: "r".into() };
         assert_eq!(
             serde_json::to_value(&rejected).unwrap(),
             json!({"status": "rejected", "reason": "r"})

@@ -10,7 +10,7 @@
 //! [`FORMAT`]. Records written by schema version 1 are therefore read as they are, with no
 //! rewrite on upgrade, and become binary the next time their task changes.
 
-use crate::core::task::{Details, HistoryEntry, Task, TaskStatus};
+use crate::task::{Details, HistoryEntry, Task, TaskStatus};
 use crate::wire::TaskId;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -35,7 +35,7 @@ pub enum DecodeError {
 }
 
 pub fn encode_task(task: &Task) -> Vec<u8> {
-    let mut out = Writer(Vec::with_capacity(256));
+    let mut out = Encoder(Vec::with_capacity(256));
     out.byte(FORMAT);
     out.varint(task.id.0);
     out.str(&task.description);
@@ -88,7 +88,7 @@ pub fn decode_task(bytes: &[u8]) -> Result<Task, DecodeError> {
             Ok(task)
         }
         Some(&FORMAT) => {
-            let mut input = Reader(&bytes[1..]);
+            let mut input = Decoder(&bytes[1..]);
             let task = input.task()?;
             match input.0.len() {
                 0 => Ok(task),
@@ -135,9 +135,9 @@ const RECLAIM_COUNT: u8 = 1 << 5;
 const RETRY_COUNT: u8 = 1 << 6;
 const ALL_DETAILS: u8 = (1 << 7) - 1;
 
-struct Writer(Vec<u8>);
+struct Encoder(Vec<u8>);
 
-impl Writer {
+impl Encoder {
     fn byte(&mut self, byte: u8) {
         self.0.push(byte);
     }
@@ -219,9 +219,9 @@ impl Writer {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+struct Decoder<'a>(&'a [u8]);
 
-impl<'a> Reader<'a> {
+impl<'a> Decoder<'a> {
     fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < len {
             return Err(DecodeError::Truncated);
@@ -501,9 +501,9 @@ mod tests {
             decode_task(&long),
             Err(DecodeError::Invalid("varint"))
         ));
-        let mut max = Writer(vec![FORMAT]);
+        let mut max = Encoder(vec![FORMAT]);
         max.varint(u64::MAX);
-        assert_eq!(Reader(&max.0[1..]).varint().unwrap(), u64::MAX);
+        assert_eq!(Decoder(&max.0[1..]).varint().unwrap(), u64::MAX);
         let plain = task();
         let mut bad_status = encode_task(&plain);
         // FORMAT, id (5 varint bytes), description, metadata, priority, then the status byte.

@@ -1,8 +1,8 @@
 //! Durable state in LMDB (through heed): tasks, their status indices, hashed tokens, agents,
 //! and meta (schema version, the next task sequence number, the policy in force).
 //!
-//! One environment per process, opened once. Only the core's writer thread writes, one
-//! transaction per batch (group commit); HTTP handlers and the core read through their own
+//! One environment per process, opened once. Only the engine's writer thread writes, one
+//! transaction per batch (group commit); HTTP handlers and the engine read through their own
 //! read transactions, which see exactly what has been committed.
 
 mod codec;
@@ -249,7 +249,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::task::{Task, TaskStatus};
+    use crate::task::{Task, TaskStatus};
     use crate::wire::http::NewTask;
     use crate::wire::TaskId;
 

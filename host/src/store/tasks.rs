@@ -3,7 +3,7 @@
 //! assigned) and never reads a finished task.
 
 use super::{codec, Result, Store, StoreError};
-use crate::core::task::{Task, TaskStatus};
+use crate::task::{Task, TaskStatus};
 use crate::wire::TaskId;
 use heed::{RoTxn, RwTxn};
 use std::collections::BTreeMap;
@@ -81,7 +81,7 @@ fn decode_task(id: TaskId, bytes: &[u8]) -> Result<Task> {
 const PARALLEL_DECODE_MIN: usize = 10_000;
 
 /// Decodes task records, in order, split across the machine's cores when there are many.
-// Boxed here because the core keeps each task boxed: boxing later would move every task twice.
+// Boxed here because the engine keeps each task boxed: boxing later would move every task twice.
 #[allow(clippy::vec_box)]
 fn decode_tasks(records: &[(TaskId, &[u8])]) -> Result<Vec<Box<Task>>> {
     let decode_part = |part: &[(TaskId, &[u8])]| -> Result<Vec<Box<Task>>> {
@@ -111,7 +111,7 @@ fn decode_tasks(records: &[(TaskId, &[u8])]) -> Result<Vec<Box<Task>>> {
 }
 
 /// One task as a commit writes it: the record encoded and what its index entries need. Made on
-/// the core thread when a batch is sealed, so the writer thread needs nothing of the live state.
+/// the engine thread when a batch is sealed, so the writer thread needs nothing of the live state.
 #[derive(Debug)]
 pub struct TaskWrite {
     id: TaskId,
@@ -195,7 +195,7 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Every queued and assigned task: the live state, read once at start, boxed as the core
+    /// Every queued and assigned task: the live state, read once at start, boxed as the engine
     /// keeps them. With a million tasks queued a restart is mostly JSON decoding, so the
     /// records are found first (borrowed from the map, no copy) and decoded on every core.
     pub fn active_tasks(&self, txn: &RoTxn) -> Result<Vec<Box<Task>>> {

@@ -13,6 +13,19 @@ use crate::wire::TaskId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+/// Why an agent's report about a task was refused, checked in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not_found")]
+    NotFound,
+    #[error("invalid_state")]
+    InvalidState,
+    #[error("not_assignee")]
+    NotAssignee,
+    #[error("stale_generation")]
+    StaleGeneration,
+}
+
 /// A frame from an agent, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {

@@ -1,8 +1,8 @@
-//! The writer: commits sealed batches on a thread of its own, so the core applies the next
+//! The writer: commits sealed batches on a thread of its own, so the engine applies the next
 //! batch while the disk flushes the last one (pipelined group commit).
 //!
-//! A commit here waits for two device flushes, milliseconds on an ordinary disk, and the core
-//! used to sit idle through them. Now the core seals a batch (tasks encoded, everything else to
+//! A commit here waits for two device flushes, milliseconds on an ordinary disk, and the engine
+//! used to sit idle through them. Now the engine seals a batch (tasks encoded, everything else to
 //! write, the pushes and answers it owes), hands it over, and goes on applying commands into
 //! the next batch. One batch is with the writer at a time: the next is sealed only when the
 //! writer reports the last one, so batches grow with the load and commits stay in order.
@@ -10,8 +10,8 @@
 //! What a batch owes the outside world leaves only once the batch is durable: the writer
 //! releases its pushes and answers after the commit, or refuses them if it failed.
 
-use crate::core::command::CoreError;
-use crate::core::outbox::{Outbound, Outbox};
+use crate::engine::command::EngineError;
+use crate::engine::outbox::{Outbound, Outbox};
 use crate::store::{AgentRecord, PersistedPolicy, Store, StoreError, TaskWrite, TokenRecord};
 use crate::wire::TaskId;
 use crossbeam_channel::{Receiver, Sender};
@@ -23,7 +23,7 @@ use std::time::Instant;
 const PURGE_BATCH: usize = 1_000;
 
 /// An answer that waits for its batch's commit: called with whether it succeeded.
-pub type Deferred = Box<dyn FnOnce(Result<(), CoreError>) + Send>;
+pub type Deferred = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
 /// Durable writes of a batch other than tasks.
 #[derive(Default)]
@@ -47,11 +47,11 @@ impl Writes {
     }
 }
 
-/// Everything one batch writes and owes, sealed by the core.
+/// Everything one batch writes and owes, sealed by the engine.
 #[derive(Default)]
 pub struct Batch {
     pub tasks: Vec<TaskWrite>,
-    /// Tasks this batch finished: they leave the core's memory once it is committed.
+    /// Tasks this batch finished: they leave the engine's memory once it is committed.
     pub finished: Vec<TaskId>,
     pub writes: Writes,
     pub pushes: Vec<(Outbox, Outbound)>,
@@ -65,7 +65,7 @@ impl Batch {
     }
 
     /// Whether the batch only answers requests: nothing to write and nothing to push. Such a
-    /// batch may be released at once by the core, on its own thread, when no batch is with the
+    /// batch may be released at once by the engine, on its own thread, when no batch is with the
     /// writer. One that pushes goes through the writer even with nothing to write, so its
     /// frames leave after those of the batch before (the writer may still be releasing them).
     pub fn answers_only(&self) -> bool {
@@ -85,7 +85,7 @@ impl Batch {
     /// Drops the pushes and refuses every request: nothing of the batch was kept.
     pub fn refuse(self) {
         for answer in self.deferred {
-            answer(Err(CoreError::Unavailable));
+            answer(Err(EngineError::Unavailable));
         }
     }
 }
@@ -141,7 +141,7 @@ impl CommitStats {
     }
 }
 
-/// The handle the core holds: batches go in, reports come back.
+/// The handle the engine holds: batches go in, reports come back.
 pub struct Writer {
     batches: Sender<Batch>,
     pub reports: Receiver<Committed>,
@@ -166,15 +166,15 @@ impl Writer {
     }
 
     pub fn send(&self, batch: Batch) {
-        // The writer stops only when `batches` is dropped or the core stops taking reports,
-        // and the core holds both ends.
+        // The writer stops only when `batches` is dropped or the engine stops taking reports,
+        // and the engine holds both ends.
         let _ = self.batches.send(batch);
     }
 }
 
-/// Commits `batch`, reports it to the core, then releases or refuses what it owes. The report
+/// Commits `batch`, reports it to the engine, then releases or refuses what it owes. The report
 /// goes first: a client answered by this commit may act on the answer at once (identify with
-/// a token made here, say), and the core must know of the commit before it sees that.
+/// a token made here, say), and the engine must know of the commit before it sees that.
 fn commit(
     store: &Store,
     mut batch: Batch,
@@ -213,7 +213,7 @@ fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
     if let Some(seq) = writes.next_seq {
         store.set_next_seq(&mut txn, seq)?;
     }
-    // Revocations first: the tokens left in `tokens` were made after them (`Hub::revoke`).
+    // Revocations first: the tokens left in `tokens` were made after them (`EngineState::revoke`).
     for agent_id in &writes.revoked {
         store.revoke_tokens(&mut txn, agent_id)?;
     }

@@ -1,7 +1,7 @@
-//! What connections and HTTP handlers ask of the core. Each request carries where its answer
-//! goes; the core answers only after the batch it belongs to is committed.
+//! What connections and HTTP handlers ask of the engine. Each request carries where its answer
+//! goes; the engine answers only after the batch it belongs to is committed.
 
-use crate::core::outbox::Outbox;
+use crate::engine::outbox::Outbox;
 use crate::policy::{PolicyHost, PolicyStatus};
 use crate::store::PersistedPolicy;
 use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
@@ -9,9 +9,9 @@ use crate::wire::http::NewTask;
 use crate::wire::TaskId;
 use tokio::sync::oneshot;
 
-/// Why the core could not do what was asked.
+/// Why the engine could not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CoreError {
+pub enum EngineError {
     #[error("task_not_found")]
     TaskNotFound(TaskId),
     /// The task is not in a state that allows this (names the state it is in).
@@ -23,12 +23,12 @@ pub enum CoreError {
     /// The commit failed; nothing of the request was kept.
     #[error("storage unavailable")]
     Unavailable,
-    /// The core has stopped (the hub is shutting down).
+    /// The engine has stopped (the hub is shutting down).
     #[error("hub is shutting down")]
     Stopped,
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
+pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// A submitted task, as `POST /api/tasks` reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +91,7 @@ pub enum Command {
         reply: Reply<PolicyStatus>,
     },
     /// Switch to a policy that is already compiled and created (loading happens off the
-    /// core's thread); the core replays the live state into it, then switches atomically.
+    /// engine's thread); the engine replays the live state into it, then switches atomically.
     SwapPolicy {
         policy: Box<PolicyHost>,
         /// What to remember so a restart loads the same policy.

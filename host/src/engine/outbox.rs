@@ -1,11 +1,11 @@
-//! The channel from the core to one WebSocket connection. Replies and unsolicited pushes travel
-//! the same channel, so an agent sees them in the order the core decided them (a `task_ack`
+//! The channel from the engine to one WebSocket connection. Replies and unsolicited pushes travel
+//! the same channel, so an agent sees them in the order the engine decided them (a `task_ack`
 //! always before the next `task_assign`).
 
 use crate::wire::agent::ServerMessage;
 use tokio::sync::mpsc;
 
-/// What the core asks a connection to do.
+/// What the engine asks a connection to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// Send this frame.

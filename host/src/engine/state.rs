@@ -1,17 +1,18 @@
 //! The one owner of scheduling state: live tasks, agents and their connections, timers and
 //! the policy instance. It applies a batch of commands in memory, asks the policy for
 //! decisions, and collects what to write, to answer and to push; `seal` hands that to the
-//! writer (`core::writer`), which commits it and only then lets the answers and pushes out.
+//! writer (`engine::writer`), which commits it and only then lets the answers and pushes out.
 
-use crate::core::agent::{Agent, Connection, Holding};
-use crate::core::command::{Command, CoreError, Reply, Submitted};
-use crate::core::config::CoreConfig;
-use crate::core::outbox::{Outbound, Outbox};
-use crate::core::task::{Refusal, Requeue, Task, TaskStatus};
-use crate::core::timers::{Timer, Timers};
-use crate::core::writer::{Batch, Committed, Deferred, Writes};
+use crate::engine::agent::{Agent, Connection, Holding};
+use crate::engine::command::{Command, EngineError, Reply, Submitted};
+use crate::engine::config::EngineConfig;
+use crate::engine::outbox::{Outbound, Outbox};
+use crate::engine::timers::{Timer, Timers};
+use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::{self, Outcome, PolicyHost};
 use crate::store::{self, AgentRecord, Role, Store, TaskWrite, TokenRecord};
+use crate::task::{Requeue, Task, TaskStatus};
+use crate::wire::agent::Refusal;
 use crate::wire::agent::{AckStatus, AgentSummary, ClientMessage, Identify, ServerMessage};
 use crate::wire::http::{valid_agent_id, NewTask};
 use crate::wire::TaskId;
@@ -28,9 +29,9 @@ const SUPERSEDED: Outbound = Outbound::Close {
     reason: "superseded",
 };
 
-pub struct Hub {
+pub struct EngineState {
     store: Arc<Store>,
-    config: CoreConfig,
+    config: EngineConfig,
     policy: PolicyHost,
     /// Queued and assigned tasks (and finished tasks, until the batch that finished them is
     /// committed: until then the store does not know they finished).
@@ -60,16 +61,16 @@ pub struct Hub {
     revoking: HashSet<String>,
 }
 
-impl Hub {
+impl EngineState {
     /// Loads the live state from the store and replays it into the policy.
     pub fn load(
         store: Arc<Store>,
         policy: PolicyHost,
-        config: CoreConfig,
+        config: EngineConfig,
         connected: Arc<AtomicUsize>,
         now: u64,
-    ) -> Result<Hub, store::StoreError> {
-        let mut hub = Hub {
+    ) -> Result<EngineState, store::StoreError> {
+        let mut state = EngineState {
             store,
             config,
             policy,
@@ -91,16 +92,16 @@ impl Hub {
             replaced_policy: None,
         };
         let started = std::time::Instant::now();
-        hub.load_live_state(now)?;
+        state.load_live_state(now)?;
         let loaded = started.elapsed();
-        hub.replay_policy();
+        state.replay_policy();
         tracing::info!(
-            tasks = hub.tasks.len(),
+            tasks = state.tasks.len(),
             load_ms = loaded.as_millis() as u64,
             replay_ms = (started.elapsed() - loaded).as_millis() as u64,
             "live state loaded and replayed into the policy"
         );
-        Ok(hub)
+        Ok(state)
     }
 
     /// Rebuilds tasks, agents' holdings and timers from what is committed. Agents are all
@@ -373,7 +374,7 @@ impl Hub {
     }
 
     /// Answers a request once the batch is committed.
-    fn answer<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, CoreError>) {
+    fn answer<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, EngineError>) {
         self.deferred.push(Box::new(move |committed| {
             let _ = reply.send(committed.and(result));
         }));
@@ -542,12 +543,12 @@ impl Hub {
         self.sync_ready(agent_id, now);
     }
 
-    fn revoke(&mut self, agent_id: &str) -> Result<usize, CoreError> {
+    fn revoke(&mut self, agent_id: &str) -> Result<usize, EngineError> {
         let count = self
             .store
             .read_txn()
             .and_then(|txn| self.store.tokens(&txn))
-            .map_err(|_| CoreError::Unavailable)?
+            .map_err(|_| EngineError::Unavailable)?
             .iter()
             .filter(|t| t.agent_id == agent_id && t.role == Role::Agent)
             .count();
@@ -726,7 +727,7 @@ impl Hub {
                 let agents = self.summaries(true);
                 self.push(outbox, ServerMessage::Agents { agents });
             }
-            // Answered by the connection itself; they never reach the core.
+            // Answered by the connection itself; they never reach the engine.
             ClientMessage::Identify(_)
             | ClientMessage::Ping
             | ClientMessage::TaskProgress { .. } => {}
@@ -916,25 +917,25 @@ impl Hub {
     }
 
     /// Loads a task that is not live (dead-lettered or finished) into the batch.
-    fn load_task(&mut self, id: TaskId) -> Result<&mut Task, CoreError> {
+    fn load_task(&mut self, id: TaskId) -> Result<&mut Task, EngineError> {
         if !self.tasks.contains_key(&id) {
             let stored = self
                 .store
                 .read_txn()
                 .and_then(|txn| self.store.task(&txn, id))
-                .map_err(|_| CoreError::Unavailable)?
-                .ok_or(CoreError::TaskNotFound(id))?;
+                .map_err(|_| EngineError::Unavailable)?
+                .ok_or(EngineError::TaskNotFound(id))?;
             self.tasks.insert(id, Box::new(stored));
         }
         Ok(self.task_mut(id))
     }
 
-    fn cancel(&mut self, id: TaskId, now: u64) -> Result<(), CoreError> {
+    fn cancel(&mut self, id: TaskId, now: u64) -> Result<(), EngineError> {
         let task = self.load_task(id)?;
         let (status, holder, generation) = (task.status, task.assigned_to.clone(), task.generation);
         match status {
             TaskStatus::Completed | TaskStatus::Cancelled => {
-                return Err(CoreError::InvalidState(status.as_str()))
+                return Err(EngineError::InvalidState(status.as_str()))
             }
             TaskStatus::Queued => {
                 self.queued -= 1;
@@ -956,11 +957,11 @@ impl Hub {
         Ok(())
     }
 
-    fn retry_dead_letter(&mut self, id: TaskId, now: u64) -> Result<u8, CoreError> {
+    fn retry_dead_letter(&mut self, id: TaskId, now: u64) -> Result<u8, EngineError> {
         let task = self.load_task(id)?;
         let status = task.status;
         task.retry_from_dead_letter(now)
-            .map_err(|_| CoreError::InvalidState(status.as_str()))?;
+            .map_err(|_| EngineError::InvalidState(status.as_str()))?;
         let priority = task.priority;
         self.after_return(id, Requeue::Queued);
         Ok(priority)

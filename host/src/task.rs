@@ -5,6 +5,7 @@
 //! fencing rule: `generation` goes up by exactly one on every assignment and on every return to
 //! the queue, and a result is accepted only from the assignee at the current generation.
 
+use crate::wire::agent::Refusal;
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -54,19 +55,6 @@ impl TaskStatus {
     }
 }
 
-/// Why an agent's report about a task was refused, checked in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("not_found")]
-    NotFound,
-    #[error("invalid_state")]
-    InvalidState,
-    #[error("not_assignee")]
-    NotAssignee,
-    #[error("stale_generation")]
-    StaleGeneration,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// A name from a fixed set, so not an allocation per entry (a stored one is read back owned).
@@ -81,7 +69,7 @@ pub struct HistoryEntry {
 /// a `serde_json` object orders them, so the fields are declared in that order), absent keys
 /// left out, and an agent id or reason that was asked for but missing written as `null`
 /// (`Some(None)`). Typed rather than a `serde_json::Value` because every queued task keeps its
-/// history in the core's memory, and a `Value` object of even one key is a B-tree node of about
+/// history in the engine's memory, and a `Value` object of even one key is a B-tree node of about
 /// 640 bytes: that was most of a queued task's footprint (see BENCHMARKS.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Details {

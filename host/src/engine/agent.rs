@@ -2,7 +2,7 @@
 //! and `offline` while it has no connection. An agent holds at most one task; an offline agent
 //! may still hold one through its reconnect grace.
 
-use crate::core::outbox::Outbox;
+use crate::engine::outbox::Outbox;
 use crate::wire::TaskId;
 use serde_json::Value;
 

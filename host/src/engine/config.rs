@@ -1,8 +1,8 @@
-//! The core's timing and limits. Defaults are the agent protocol's.
+//! The engine's timing and limits. Defaults are the agent protocol's.
 
-/// How the core times agents and tasks.
+/// How the engine times agents and tasks.
 #[derive(Debug, Clone)]
-pub struct CoreConfig {
+pub struct EngineConfig {
     /// An assigned task not accepted within this is taken back.
     pub acceptance_timeout_ms: u64,
     /// A disconnected agent keeps its task this long.
@@ -15,9 +15,9 @@ pub struct CoreConfig {
     pub retention_ms: u64,
 }
 
-impl Default for CoreConfig {
+impl Default for EngineConfig {
     fn default() -> Self {
-        CoreConfig {
+        EngineConfig {
             acceptance_timeout_ms: 60_000,
             reconnect_grace_ms: 10_000,
             reject_cooldown_ms: 30_000,

@@ -1,4 +1,4 @@
-//! Deadlines the core keeps: a min-heap of timers that are checked when they fire, so a timer
+//! Deadlines the engine keeps: a min-heap of timers that are checked when they fire, so a timer
 //! made stale by later events (the task moved on, the agent came back) is simply ignored.
 
 use crate::wire::TaskId;

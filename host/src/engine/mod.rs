@@ -1,30 +1,29 @@
-//! The core: one thread that owns all scheduling state (design principle 1).
+//! The engine: one thread that owns all scheduling state (design principle 1).
 //!
 //! Connections and HTTP handlers send [`Command`]s and await answers. The thread takes every
 //! command waiting, applies them together, and hands what they changed to the [`writer`],
 //! which commits it in one LMDB transaction and only then answers and pushes (group commit,
-//! principle 2). While the writer commits, the core applies the commands that arrive into the
+//! principle 2). While the writer commits, the engine applies the commands that arrive into the
 //! next batch. Both run on OS threads of their own because LMDB writes and policy calls block.
 
 pub mod agent;
 pub mod command;
 pub mod config;
-mod hub;
 pub mod outbox;
-pub mod task;
+mod state;
 pub mod timers;
 mod writer;
 
-pub use command::{Command, CoreError, Reply, Submitted};
-pub use config::CoreConfig;
-pub use hub::new_token;
+pub use command::{Command, EngineError, Reply, Submitted};
+pub use config::EngineConfig;
+pub use state::new_token;
 pub use writer::CommitStats;
 
 use crate::policy::PolicyHost;
 use crate::store::{Store, StoreError};
 use crate::wire::now_ms;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use hub::Hub;
+use state::EngineState;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,38 +33,38 @@ use writer::Writer;
 
 /// Commands taken from the channel at once, between looks at the writer's report.
 const MAX_BATCH: usize = 4096;
-/// Commands applied into one open batch at most while the writer is busy; past this the core
+/// Commands applied into one open batch at most while the writer is busy; past this the engine
 /// waits for the writer, so a stalled disk holds commands back instead of growing one commit.
 const MAX_OPEN: usize = 4 * MAX_BATCH;
-/// How long the core sleeps when no timer is due; it wakes earlier for any command.
+/// How long the engine sleeps when no timer is due; it wakes earlier for any command.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
-/// A handle to the core thread. Cloning it is cheap; the thread stops when every handle is gone.
+/// A handle to the engine thread. Cloning it is cheap; the thread stops when every handle is gone.
 #[derive(Clone)]
-pub struct Core {
+pub struct Engine {
     commands: Sender<Command>,
     connected: Arc<AtomicUsize>,
     commit_stats: Arc<CommitStats>,
 }
 
-impl Core {
-    /// Loads the live state from `store` into `policy` and starts the core thread.
+impl Engine {
+    /// Loads the live state from `store` into `policy` and starts the engine thread.
     pub fn start(
         store: Arc<Store>,
         policy: PolicyHost,
-        config: CoreConfig,
-    ) -> Result<(Core, JoinHandle<()>), StoreError> {
+        config: EngineConfig,
+    ) -> Result<(Engine, JoinHandle<()>), StoreError> {
         let connected = Arc::new(AtomicUsize::new(0));
-        let hub = Hub::load(store.clone(), policy, config, connected.clone(), now_ms())?;
+        let state = EngineState::load(store.clone(), policy, config, connected.clone(), now_ms())?;
         let (commands, inbox) = crossbeam_channel::unbounded();
         let commit_stats = Arc::new(CommitStats::default());
         let writer = Writer::start(store, commit_stats.clone());
         let thread = std::thread::Builder::new()
-            .name("switchyard-core".into())
-            .spawn(move || run(hub, inbox, writer))
-            .expect("the core thread starts");
+            .name("switchyard-engine".into())
+            .spawn(move || run(state, inbox, writer))
+            .expect("the engine thread starts");
         Ok((
-            Core {
+            Engine {
                 commands,
                 connected,
                 commit_stats,
@@ -76,15 +75,18 @@ impl Core {
 
     /// Sends a command whose answer, if any, travels another way.
     pub fn send(&self, command: Command) {
-        // The core only stops when every handle is dropped, so this cannot fail while `self` lives.
+        // The engine only stops when every handle is dropped, so this cannot fail while `self` lives.
         let _ = self.commands.send(command);
     }
 
     /// Sends a command and awaits its answer.
-    pub async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, CoreError> {
+    pub async fn ask<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.send(command(reply));
-        answer.await.unwrap_or(Err(CoreError::Stopped))
+        answer.await.unwrap_or(Err(EngineError::Stopped))
     }
 
     /// What the writer has committed so far.
@@ -98,7 +100,7 @@ impl Core {
     }
 }
 
-fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
+fn run(mut state: EngineState, inbox: Receiver<Command>, writer: Writer) {
     // Whether a sealed batch is with the writer, and how many commands were applied since.
     let mut writing = false;
     let mut open = 0;
@@ -108,7 +110,7 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         if writing && open >= MAX_OPEN {
             report = Some(writer.reports.recv().unwrap_or_else(|_| writer_gone()));
         } else {
-            let wait = hub.next_timer().map_or(IDLE_WAIT, |at| {
+            let wait = state.next_timer().map_or(IDLE_WAIT, |at| {
                 Duration::from_millis(at.saturating_sub(now_ms()))
             });
             crossbeam_channel::select! {
@@ -129,7 +131,7 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
             }
         }
         // Looked at after taking the commands: one sent by a client the commit just answered
-        // is then applied after the core has taken the commit into account.
+        // is then applied after the engine has taken the commit into account.
         if report.is_none() {
             report = match writer.reports.try_recv() {
                 Ok(received) => Some(received),
@@ -140,12 +142,12 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
         let now = now_ms();
         if let Some(report) = report {
             writing = false;
-            hub.committed(report, now);
+            state.committed(report, now);
         }
         open += batch.len();
-        hub.apply(batch, now);
+        state.apply(batch, now);
         if !writing {
-            let sealed = hub.seal();
+            let sealed = state.seal();
             open = 0;
             if sealed.answers_only() {
                 // Nothing to make durable or push (a read, a refusal): answer now.
@@ -156,10 +158,10 @@ fn run(mut hub: Hub, inbox: Receiver<Command>, writer: Writer) {
             }
         }
     }
-    tracing::info!("core stopped");
+    tracing::info!("engine stopped");
 }
 
-/// The writer thread only ends when the core drops its handle, so it is gone only if it
+/// The writer thread only ends when the engine drops its handle, so it is gone only if it
 /// panicked: a bug. Nothing more can be made durable, so nothing more may be acknowledged;
 /// stop the process (everything acknowledged is on disk) for its supervisor to restart.
 fn writer_gone() -> ! {
