@@ -5,7 +5,7 @@
 //! fencing rule: `generation` goes up by exactly one on every assignment and on every return to
 //! the queue, and a result is accepted only from the assignee at the current generation.
 
-use crate::wire::agent::Refusal;
+use crate::wire::agent::{Refusal, ServerMessage};
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -159,6 +159,17 @@ pub enum Requeue {
 }
 
 impl Task {
+    /// The `task_assign` frame for the task's current assignment.
+    pub fn assign_message(&self) -> ServerMessage {
+        ServerMessage::TaskAssign {
+            task_id: self.id.to_string(),
+            description: self.description.clone(),
+            metadata: self.metadata.clone(),
+            generation: self.generation,
+            assigned_at: self.assigned_at.unwrap_or(self.updated_at),
+        }
+    }
+
     pub fn new(id: TaskId, new: NewTask, submitted_by: &str, now: u64) -> Task {
         let mut task = Task {
             id,

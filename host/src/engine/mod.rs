@@ -9,14 +9,24 @@
 pub mod agent;
 pub mod command;
 pub mod config;
+mod deadlines;
+mod feed;
+mod lifecycle;
 pub mod outbox;
+mod reports;
+mod requests;
+mod roster;
+mod schedule;
 mod state;
 pub mod timers;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::{Command, EngineError, Reply, Submitted};
 pub use config::EngineConfig;
-pub use state::new_token;
+pub use roster::new_token;
 pub use writer::CommitStats;
 
 use crate::policy::PolicyHost;

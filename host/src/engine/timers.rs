@@ -1,5 +1,6 @@
 //! Deadlines the engine keeps: a min-heap of timers that are checked when they fire, so a timer
-//! made stale by later events (the task moved on, the agent came back) is simply ignored.
+//! made stale by later events (the task moved on, the agent came back) is simply ignored. What
+//! each does when it fires is in `deadlines`.
 
 use crate::wire::TaskId;
 use std::cmp::Reverse;

@@ -1,0 +1,247 @@
+//! The policy feed: the policy instance and everything it has been told.
+//!
+//! The policy learns the live state from events (design principle 4), and the engine decides
+//! whether a decision pass is worth running from two counts: tasks queued and agents ready.
+//! Both must move in step with the events, or the policy and the engine disagree about what is
+//! waiting. So every change to the queue or to the set of ready agents goes through one call
+//! here, which updates the count and tells the policy together; nothing else touches either.
+//!
+//! The feed also owns what the policy sees of names: capability names become small integer
+//! handles (interned here), and a fresh instance is told the whole live state by [`replay`].
+//!
+//! [`replay`]: PolicyFeed::replay
+
+use crate::engine::agent::Agent;
+use crate::policy::{self, Assignment, Outcome, PolicyHost, PolicyStatus};
+use crate::task::{Task, TaskStatus};
+use crate::wire::TaskId;
+use std::collections::HashMap;
+
+pub struct PolicyFeed {
+    policy: PolicyHost,
+    /// The policy a swap not yet committed replaced: back in force if the commit fails.
+    replaced: Option<PolicyHost>,
+    /// Capability handles by name.
+    capabilities: HashMap<String, u32>,
+    /// Tasks the policy has been told are queued.
+    queued: usize,
+    /// Agents the policy has been told are ready.
+    ready: usize,
+    /// Orders agents by when they became ready, so a replay tells them in that order.
+    next_ready_order: u64,
+}
+
+impl PolicyFeed {
+    pub fn new(policy: PolicyHost) -> PolicyFeed {
+        PolicyFeed {
+            policy,
+            replaced: None,
+            capabilities: HashMap::new(),
+            queued: 0,
+            ready: 0,
+            next_ready_order: 0,
+        }
+    }
+
+    /// Capability handles for `names`, sorted and without duplicates, interning new names.
+    pub fn intern(&mut self, names: &[String]) -> Vec<u32> {
+        let mut handles: Vec<u32> = names
+            .iter()
+            .map(|name| {
+                let next = self.capabilities.len() as u32;
+                *self.capabilities.entry(name.clone()).or_insert(next)
+            })
+            .collect();
+        handles.sort_unstable();
+        handles.dedup();
+        handles
+    }
+
+    /// Tasks queued and agents ready, as the policy has been told them.
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize) {
+        (self.queued, self.ready)
+    }
+
+    /// Whether a decision pass could assign anything.
+    pub fn has_work(&self) -> bool {
+        self.queued > 0 && self.ready > 0
+    }
+
+    /// `task` entered the queue (submitted, retried, taken back).
+    pub fn task_queued(&mut self, task: &Task) {
+        let view = self.view_of_task(task);
+        self.queued += 1;
+        self.policy.task_queued(&view);
+    }
+
+    /// A queued task left the queue without being assigned (cancelled, expired).
+    pub fn task_dequeued(&mut self, task: TaskId) {
+        self.queued -= 1;
+        self.policy.task_dequeued(task.0);
+    }
+
+    /// `agent` can take work now.
+    pub fn agent_ready(&mut self, agent: &mut Agent) {
+        if agent.ready {
+            return;
+        }
+        agent.ready = true;
+        agent.ready_order = self.next_ready_order;
+        self.next_ready_order += 1;
+        self.ready += 1;
+        self.policy.agent_ready(&view_of_agent(agent));
+    }
+
+    /// `agent` stopped being able to take work without being assigned any.
+    pub fn agent_unready(&mut self, agent: &mut Agent) {
+        if !agent.ready {
+            return;
+        }
+        agent.ready = false;
+        self.ready -= 1;
+        self.policy.agent_unready(agent.handle);
+    }
+
+    /// A proposal was applied: the task left the queue, and the agent is no longer ready.
+    pub fn assigned(&mut self, task: TaskId, agent: &mut Agent) {
+        debug_assert!(agent.ready, "only a ready agent is assigned");
+        agent.ready = false;
+        self.ready -= 1;
+        self.queued -= 1;
+        self.policy.assigned(task.0, agent.handle);
+    }
+
+    /// An assignment of `task` to the agent with `handle` ended with `outcome`.
+    pub fn task_finished(&mut self, task: TaskId, handle: u32, outcome: Outcome) {
+        self.policy.task_finished(task.0, handle, outcome);
+    }
+
+    /// Every connection is gone at once (a failed commit closes them all): no agent is ready.
+    /// The caller clears each agent's `ready` flag.
+    pub fn no_agent_ready(&mut self) {
+        self.ready = 0;
+    }
+
+    /// Tells the instance the whole live state, in the orders the contract promises (queued
+    /// tasks by priority then submission, agents by when they became ready), and recounts. An
+    /// instance discarded after a failure is replaced first.
+    pub fn replay<'a>(
+        &mut self,
+        tasks: impl Iterator<Item = &'a Task>,
+        agents: impl Iterator<Item = &'a Agent>,
+    ) {
+        if self.policy.needs_replay() {
+            self.policy.restart();
+        }
+        // The sort key sits beside each reference: with a million tasks queued, following the
+        // references on every comparison made the sort a large part of a restart. Ids are
+        // unique, so an unstable sort gives the same order.
+        let mut queued: Vec<(u8, TaskId, &Task)> = tasks
+            .filter(|t| t.status == TaskStatus::Queued)
+            .map(|t| (t.priority, t.id, t))
+            .collect();
+        queued.sort_unstable_by_key(|&(priority, id, _)| (priority, id));
+        self.queued = queued.len();
+        for (_, _, task) in queued {
+            let view = self.view_of_task(task);
+            self.policy.task_queued(&view);
+        }
+        let mut ready: Vec<&Agent> = agents.filter(|a| a.ready).collect();
+        ready.sort_by_key(|a| a.ready_order);
+        self.ready = ready.len();
+        for agent in ready {
+            self.policy.agent_ready(&view_of_agent(agent));
+        }
+    }
+
+    /// Whether the instance was discarded after a failed call and must be replayed.
+    pub fn needs_replay(&self) -> bool {
+        self.policy.needs_replay()
+    }
+
+    /// Starts a fresh instance that knows nothing (the caller replays next).
+    pub fn restart(&mut self) {
+        self.policy.restart();
+    }
+
+    /// The policy's proposals; empty if the call failed (the instance then needs a replay).
+    pub fn decide(&mut self, now: u64) -> Vec<Assignment> {
+        self.policy.decide(now)
+    }
+
+    /// Counts proposals the engine refused.
+    pub fn record_rejected(&mut self, n: u64) {
+        self.policy.record_rejected(n);
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        self.policy.status()
+    }
+
+    /// Puts `policy` in force (the caller replays the live state into it next). The one it
+    /// replaces is kept until the swap is committed, to go back to if it is refused. Should a
+    /// second swap follow before the first is committed, the first one's predecessor is kept:
+    /// a refused commit then restores that one.
+    pub fn swap(&mut self, policy: PolicyHost) {
+        let replaced = std::mem::replace(&mut self.policy, policy);
+        self.replaced.get_or_insert(replaced);
+    }
+
+    /// Every swap so far is committed: the policies they replaced can go.
+    pub fn swap_committed(&mut self) {
+        self.replaced = None;
+    }
+
+    /// The commit of a swap failed: the policy it replaced is back in force (the caller
+    /// replays the live state into it). Whether there was a swap to undo.
+    pub fn swap_refused(&mut self) -> bool {
+        match self.replaced.take() {
+            Some(policy) => {
+                self.policy = policy;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn view_of_task(&mut self, task: &Task) -> policy::Task {
+        policy::Task {
+            id: task.id.0,
+            priority: task.priority,
+            needed_capabilities: self.intern(&task.needed_capabilities),
+            fairness_key: task.fairness_key.clone(),
+            weight: task.weight,
+            retry_count: task.retry_count,
+            queued_at: task.queued_at,
+        }
+    }
+}
+
+/// What the policy sees of an agent.
+fn view_of_agent(agent: &Agent) -> policy::Agent {
+    policy::Agent {
+        id: agent.handle,
+        capabilities: agent.capability_handles.clone(),
+        idle_since: agent.idle_since,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_gives_sorted_unique_stable_handles() {
+        let greedy = PolicyHost::load(
+            crate::policy::PolicySource::Builtin("greedy".into()),
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let mut feed = PolicyFeed::new(greedy);
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(feed.intern(&names(&["b", "a", "b"])), vec![0, 1]);
+        assert_eq!(feed.intern(&names(&["a"])), vec![1]);
+        assert_eq!(feed.intern(&names(&["c", "a"])), vec![1, 2]);
+    }
+}

@@ -1,0 +1,62 @@
+//! Task transitions that involve an agent and the policy as well as the task: an assignment
+//! ending, a task going back to the queue, a task taken back from its agent. Reports, requests
+//! and timers all end assignments, so they share these.
+
+use crate::engine::state::EngineState;
+use crate::policy::Outcome;
+use crate::task::Requeue;
+use crate::wire::agent::{AckStatus, ServerMessage};
+use crate::wire::TaskId;
+
+impl EngineState {
+    /// The agent's assignment of `task` ended with `outcome`: it is free again.
+    pub(super) fn release(&mut self, agent_id: &str, task: TaskId, outcome: Outcome, now: u64) {
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.release(task, now);
+            if matches!(outcome, Outcome::Completed | Outcome::Failed) {
+                agent.cooldown_until = None;
+            }
+            self.feed.task_finished(task, agent.handle, outcome);
+        }
+        self.sync_ready(agent_id, now);
+    }
+
+    /// A task that left its agent is either queued again or dead-lettered; tell the policy.
+    pub(super) fn after_return(&mut self, task: TaskId, requeue: Requeue) -> AckStatus {
+        match requeue {
+            Requeue::Queued => {
+                self.feed.task_queued(&self.tasks[&task]);
+                AckStatus::Retried
+            }
+            Requeue::DeadLetter => AckStatus::DeadLetter,
+        }
+    }
+
+    /// Tells the holder of `task`, if it is connected, that the task is no longer its.
+    pub(super) fn cancel_on_agent(&mut self, holder: &str, task: TaskId, generation: u64) {
+        self.push_to_agent(
+            holder,
+            ServerMessage::TaskCancel {
+                task_id: task.to_string(),
+                generation,
+            },
+        );
+    }
+
+    /// Takes a task back from its agent (acceptance timeout, lost connection), telling the
+    /// agent if it is still connected.
+    pub(super) fn reclaim(&mut self, id: TaskId, why: &str, now: u64) {
+        let task = &self.tasks[&id];
+        let (holder, generation) = (task.assigned_to.clone(), task.generation);
+        if let Some(holder) = &holder {
+            self.cancel_on_agent(holder, id, generation);
+        }
+        let max_reclaims = self.config.max_reclaims;
+        let requeue = self.task_mut(id).reclaim(why, max_reclaims, now);
+        tracing::info!(task = %id, why, ?requeue, "took a task back from its agent");
+        if let Some(holder) = holder {
+            self.release(&holder, id, Outcome::Returned, now);
+        }
+        self.after_return(id, requeue);
+    }
+}

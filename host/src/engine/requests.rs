@@ -1,0 +1,80 @@
+//! What HTTP callers ask of tasks: submit, cancel, retry from the dead letter.
+
+use crate::engine::command::{EngineError, Submitted};
+use crate::engine::state::EngineState;
+use crate::engine::timers::Timer;
+use crate::policy::Outcome;
+use crate::task::{Requeue, Task, TaskStatus};
+use crate::wire::http::NewTask;
+use crate::wire::TaskId;
+
+impl EngineState {
+    pub(super) fn submit(
+        &mut self,
+        tasks: Vec<NewTask>,
+        submitted_by: &str,
+        now: u64,
+    ) -> Vec<Submitted> {
+        let mut submitted = Vec::with_capacity(tasks.len());
+        for new in tasks {
+            let id = TaskId(self.next_seq);
+            self.next_seq += 1;
+            let task = Task::new(id, new, submitted_by, now);
+            if let Some(at) = task.complete_by {
+                self.timers.at(at, Timer::Deadline { task: id });
+            }
+            submitted.push(Submitted {
+                task_id: id,
+                priority: task.priority,
+                created_at: now,
+            });
+            self.feed.task_queued(&task);
+            self.tasks.insert(id, Box::new(task));
+            self.dirty.insert(id, None);
+        }
+        self.writes.next_seq = Some(self.next_seq);
+        submitted
+    }
+
+    /// Loads a task that is not live (dead-lettered or finished) into the batch.
+    fn load_task(&mut self, id: TaskId) -> Result<&mut Task, EngineError> {
+        if !self.tasks.contains_key(&id) {
+            let stored = self
+                .store
+                .read_txn()
+                .and_then(|txn| self.store.task(&txn, id))
+                .map_err(|_| EngineError::Unavailable)?
+                .ok_or(EngineError::TaskNotFound(id))?;
+            self.tasks.insert(id, Box::new(stored));
+        }
+        Ok(self.task_mut(id))
+    }
+
+    pub(super) fn cancel(&mut self, id: TaskId, now: u64) -> Result<(), EngineError> {
+        let task = self.load_task(id)?;
+        let (status, holder, generation) = (task.status, task.assigned_to.clone(), task.generation);
+        match status {
+            TaskStatus::Completed | TaskStatus::Cancelled => {
+                return Err(EngineError::InvalidState(status.as_str()))
+            }
+            TaskStatus::Queued => self.feed.task_dequeued(id),
+            TaskStatus::Assigned | TaskStatus::DeadLetter => {}
+        }
+        self.task_mut(id).cancel(now);
+        if let Some(holder) = holder {
+            self.cancel_on_agent(&holder, id, generation);
+            self.release(&holder, id, Outcome::Cancelled, now);
+        }
+        Ok(())
+    }
+
+    pub(super) fn retry_dead_letter(&mut self, id: TaskId, now: u64) -> Result<u8, EngineError> {
+        let task = self.load_task(id)?;
+        let status = task.status;
+        task.retry_from_dead_letter(now)
+            .map_err(|_| EngineError::InvalidState(status.as_str()))?;
+        let priority = task.priority;
+        self.after_return(id, Requeue::Queued);
+        Ok(priority)
+    }
+}

@@ -1,0 +1,235 @@
+//! Agents and their connections: identification, disconnects, readiness, tokens.
+
+use crate::engine::agent::{Agent, Connection, Holding};
+use crate::engine::command::EngineError;
+use crate::engine::outbox::{Outbound, Outbox};
+use crate::engine::state::EngineState;
+use crate::engine::timers::Timer;
+use crate::store::{self, AgentRecord, Role, TokenRecord};
+use crate::wire::agent::{AgentSummary, Identify, ServerMessage};
+use crate::wire::http::valid_agent_id;
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
+
+/// Close code and reason for a connection replaced by a newer one of the same agent.
+const SUPERSEDED: Outbound = Outbound::Close {
+    code: 4000,
+    reason: "superseded",
+};
+
+impl EngineState {
+    /// The agent's entry, made on first sight with the next policy handle.
+    pub(super) fn agent_entry(&mut self, agent_id: &str, now: u64) -> &mut Agent {
+        if !self.agents.contains_key(agent_id) {
+            let handle = self.agent_ids.len() as u32;
+            self.agent_ids.push(agent_id.to_owned());
+            self.agents.insert(
+                agent_id.to_owned(),
+                Agent::new(agent_id.to_owned(), handle, now),
+            );
+        }
+        self.agents.get_mut(agent_id).expect("just inserted")
+    }
+
+    /// Tells the policy when an agent starts or stops being able to take work.
+    pub(super) fn sync_ready(&mut self, agent_id: &str, now: u64) {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if agent.cooldown_until.is_some_and(|until| now >= until) {
+            agent.cooldown_until = None;
+        }
+        if agent.can_take_work(now) {
+            self.feed.agent_ready(agent);
+        } else {
+            self.feed.agent_unready(agent);
+        }
+    }
+
+    /// An unresponsive agent sent a frame again.
+    pub(super) fn alive(&mut self, conn: u64, agent_id: &str, now: u64) {
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            if agent.connection.as_ref().is_some_and(|c| c.id == conn) {
+                agent.unresponsive = false;
+            }
+        }
+        self.sync_ready(agent_id, now);
+    }
+
+    pub(super) fn identify(
+        &mut self,
+        conn: u64,
+        outbox: Outbox,
+        identify: Identify,
+        done: oneshot::Sender<bool>,
+        now: u64,
+    ) {
+        if let Err(error) = self.authenticate(&identify) {
+            self.push(&outbox, ServerMessage::error(error));
+            self.deferred.push(Box::new(move |_| {
+                let _ = done.send(false);
+            }));
+            return;
+        }
+        let agent_id = identify.agent_id;
+        let capability_handles = self.feed.intern(&identify.capabilities);
+        self.agent_entry(&agent_id, now);
+        let agent = self.agents.get_mut(&agent_id).expect("just made");
+        // Re-announce the agent to the policy with what it says of itself now.
+        self.feed.agent_unready(agent);
+        agent.name = identify.name.unwrap_or_else(|| agent_id.clone());
+        agent.capabilities = identify.capabilities;
+        agent.capability_handles = capability_handles;
+        if let Some(status) = identify.status {
+            agent.status = status;
+        }
+        let superseded = agent.connect(Connection {
+            id: conn,
+            outbox: outbox.clone(),
+            connected_at: now,
+        });
+        let holding = agent.holding;
+        let record = AgentRecord {
+            agent_id: agent_id.clone(),
+            name: agent.name.clone(),
+            capabilities: agent.capabilities.clone(),
+            last_seen: now,
+        };
+        match superseded {
+            Some(old) if old.id != conn => self.pushes.push((old.outbox, SUPERSEDED)),
+            Some(_) => {}
+            None => {
+                self.connected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.writes.agents.push(record);
+        self.push(
+            &outbox,
+            ServerMessage::Identified {
+                agent_id: agent_id.clone(),
+            },
+        );
+        // A task pushed but not accepted before the agent came back is pushed again, at the
+        // same generation; an accepted one continues (the agent asks with task_recovering).
+        if let Holding::Assigned(task_id) = holding {
+            if let Some(task) = self.tasks.get(&task_id) {
+                let message = task.assign_message();
+                self.push(&outbox, message);
+            }
+        }
+        self.sync_ready(&agent_id, now);
+        self.deferred.push(Box::new(move |committed| {
+            let _ = done.send(committed.is_ok());
+        }));
+    }
+
+    fn authenticate(&self, identify: &Identify) -> Result<(), &'static str> {
+        let found = self
+            .store
+            .read_txn()
+            .and_then(|txn| self.store.find_token(&txn, &identify.token));
+        match found {
+            Err(error) => {
+                tracing::error!(%error, "token lookup failed");
+                Err("storage_unavailable")
+            }
+            Ok(None) => Err("invalid_token"),
+            Ok(Some(record)) => match record.role {
+                Role::Agent if self.revoking.contains(&record.agent_id) => Err("invalid_token"),
+                Role::Agent if record.agent_id == identify.agent_id => Ok(()),
+                Role::Admin if valid_agent_id(&identify.agent_id) => Ok(()),
+                _ => Err("token_agent_mismatch"),
+            },
+        }
+    }
+
+    pub(super) fn disconnected(&mut self, conn: u64, agent_id: &str, now: u64) {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if !agent.disconnect(conn) {
+            return;
+        }
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+        if agent.holding.task().is_some() {
+            let timer = Timer::Grace {
+                agent: agent_id.to_owned(),
+                disconnects: agent.disconnects,
+            };
+            self.timers.at(now + self.config.reconnect_grace_ms, timer);
+        }
+        self.sync_ready(agent_id, now);
+    }
+
+    /// A new agent token for `agent_id`, stored with the batch.
+    pub(super) fn create_token(&mut self, agent_id: String, now: u64) -> String {
+        let token = new_token();
+        let record = TokenRecord {
+            agent_id,
+            role: Role::Agent,
+            token_prefix: token[..store::PREFIX_LEN].to_owned(),
+            created_at: now,
+        };
+        self.writes.tokens.push((token.clone(), record));
+        token
+    }
+
+    /// Revokes every agent token of `agent_id` and closes its connection.
+    pub(super) fn revoke(&mut self, agent_id: &str) -> Result<usize, EngineError> {
+        let count = self
+            .store
+            .read_txn()
+            .and_then(|txn| self.store.tokens(&txn))
+            .map_err(|_| EngineError::Unavailable)?
+            .iter()
+            .filter(|t| t.agent_id == agent_id && t.role == Role::Agent)
+            .count();
+        // Tokens made earlier in this batch go with the others (the commit writes revocations
+        // before new tokens, so a token made after this revocation survives it).
+        let before = self.writes.tokens.len();
+        self.writes
+            .tokens
+            .retain(|(_, t)| !(t.agent_id == agent_id && t.role == Role::Agent));
+        let count = count + (before - self.writes.tokens.len());
+        self.writes.revoked.push(agent_id.to_owned());
+        self.revoking.insert(agent_id.to_owned());
+        if let Some(outbox) = self.outbox_of(agent_id) {
+            self.pushes.push((
+                outbox,
+                Outbound::Close {
+                    code: 1008,
+                    reason: "token_revoked",
+                },
+            ));
+        }
+        Ok(count)
+    }
+
+    /// Agents by id: all of them for the HTTP API, the connected ones for `list_agents`.
+    pub(super) fn summaries(&self, connected_only: bool) -> Vec<AgentSummary> {
+        let mut agents: Vec<&Agent> = self
+            .agents
+            .values()
+            .filter(|a| !connected_only || a.connection.is_some())
+            .collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        agents
+            .into_iter()
+            .map(|a| AgentSummary {
+                agent_id: a.agent_id.clone(),
+                name: a.name.clone(),
+                status: a.status.clone(),
+                capabilities: a.capabilities.clone(),
+                connected_at: a.connection.as_ref().map(|c| c.connected_at),
+                fsm_state: (!connected_only).then(|| a.fsm_state()),
+                current_task_id: (!connected_only).then(|| a.holding.task().map(|t| t.to_string())),
+            })
+            .collect()
+    }
+}
+
+/// A new random token: 32 bytes, hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}

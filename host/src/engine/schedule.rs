@@ -1,0 +1,84 @@
+//! Decision passes: the policy proposes, the host disposes (design principle 3).
+
+use crate::engine::state::EngineState;
+use crate::engine::timers::Timer;
+use crate::policy::{self, Assignment};
+use crate::task::TaskStatus;
+use crate::wire::TaskId;
+
+impl EngineState {
+    /// One decision pass: the policy proposes, the host checks each proposal against the live
+    /// state and applies the valid ones.
+    ///
+    /// A failed call discards the instance. The pass then replays the live state into a fresh
+    /// one and asks again, until it gets an answer: stopping earlier would leave idle agents
+    /// beside queued tasks until some unrelated event started another pass. This ends: every
+    /// attempt that fails records a failure, and once [`policy::BREAKER_FAILURES`] have
+    /// accumulated the next restart switches to the native fallback, which cannot fail, so
+    /// `BREAKER_FAILURES + 1` attempts always end with an answer.
+    pub(super) fn schedule(&mut self, now: u64) {
+        if self.feed.needs_replay() {
+            self.replay_policy();
+        }
+        if !self.feed.has_work() {
+            return;
+        }
+        let mut proposals = self.feed.decide(now);
+        for _ in 0..policy::BREAKER_FAILURES {
+            if !self.feed.needs_replay() {
+                break;
+            }
+            self.replay_policy();
+            proposals = self.feed.decide(now);
+        }
+        let mut refused = 0;
+        for proposal in proposals {
+            if !self.try_assign(proposal, now) {
+                refused += 1;
+            }
+        }
+        if refused > 0 {
+            tracing::debug!(refused, "refused policy proposals");
+            self.feed.record_rejected(refused);
+        }
+    }
+
+    /// Applies one proposal if the live state allows it: the task queued, the agent ready and
+    /// able to take work, its capabilities a superset of the task's.
+    fn try_assign(&mut self, proposal: Assignment, now: u64) -> bool {
+        let id = TaskId(proposal.task);
+        let Some(agent_id) = self.agent_ids.get(proposal.agent as usize).cloned() else {
+            return false;
+        };
+        let Some(task) = self.tasks.get(&id) else {
+            return false;
+        };
+        let agent = &self.agents[&agent_id];
+        if task.status != TaskStatus::Queued || !agent.ready || !agent.can_take_work(now) {
+            return false;
+        }
+        let needs = self.feed.intern(&task.needed_capabilities);
+        if !switchyard_policy_sdk::satisfies(&agent.capability_handles, &needs) {
+            return false;
+        }
+        let task = self.task_mut(id);
+        task.assign(&agent_id, now);
+        let message = task.assign_message();
+        let generation = task.generation;
+        let agent = self.agents.get_mut(&agent_id).expect("checked above");
+        agent.hold(id);
+        let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
+        self.feed.assigned(id, agent);
+        if let Some(outbox) = outbox {
+            self.push(&outbox, message);
+        }
+        self.timers.at(
+            now + self.config.acceptance_timeout_ms,
+            Timer::Acceptance {
+                task: id,
+                generation,
+            },
+        );
+        true
+    }
+}
