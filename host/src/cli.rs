@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// Take-backs after which a task is dead-lettered as poison.
     #[arg(long, default_value_t = 3)]
     pub max_reclaims: u32,
+    /// How long an accepted task may run before it is taken back, for tasks that name no
+    /// `run_timeout_ms` (milliseconds; 0: no limit). Default 30 minutes.
+    #[arg(long = "run-timeout-ms", default_value_t = 1_800_000)]
+    pub run_timeout_ms: u64,
     /// Largest WebSocket frame accepted.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
@@ -332,6 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reject_cooldown_ms: args.reject_cooldown_ms,
         max_reclaims: args.max_reclaims.max(1),
         retention_ms: args.retention_hours.saturating_mul(3_600_000),
+        run_timeout_ms: args.run_timeout_ms,
     };
     let (engine, _thread) =
         Engine::start(store.clone(), policy, config).context("cannot load the live state")?;

@@ -1,10 +1,13 @@
 //! Switchyard: a hub that hands tasks to agents over WebSocket, keeps its queue durably in
 //! LMDB, and decides which task goes to which agent with a WebAssembly policy.
 //!
+//! The modules, lowest layer first (a module imports only from layers below it; see
+//! `docs/architecture.md` and `tests/layers.rs`, which checks it):
+//!
 //! - [`wire`]: everything that crosses a socket, validated once.
-//! - [`core`]: the single owner of scheduling state and its group-commit loop.
-//! - [`store`]: LMDB storage.
-//! - [`policy`]: the WebAssembly policy host.
+//! - [`task`]: the task model and its state machine.
+//! - [`store`]: LMDB storage. [`policy`]: the WebAssembly policy host.
+//! - [`engine`]: the single owner of scheduling state and its group-commit loop.
 //! - [`server`]: WebSocket and HTTP on warp.
 //! - [`sidecar`]: `switchyard agent`, the sidecar that runs tasks on an agent's machine.
 //! - [`cli`]: the `switchyard` command line.

@@ -138,6 +138,13 @@ pub struct Task {
     pub weight: f64,
     pub last_error: Option<String>,
     pub complete_by: Option<u64>,
+    /// How long an accepted task may run before it is taken back (none: no limit).
+    #[serde(default)]
+    pub run_timeout_ms: Option<u64>,
+    /// How long an accepted task may go without a `task_progress` before it is taken back
+    /// (none: progress is not required).
+    #[serde(default)]
+    pub heartbeat_timeout_ms: Option<u64>,
     pub result: Option<Value>,
     pub tokens_used: Option<u64>,
     pub submitted_by: String,
@@ -147,6 +154,44 @@ pub struct Task {
     pub queued_at: u64,
     #[serde(deserialize_with = "compact_history")]
     pub history: VecDeque<HistoryEntry>,
+}
+
+/// Why a task was taken back from its agent. Each counts toward the task's poison limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReclaimReason {
+    /// Pushed but not accepted within the acceptance timeout.
+    AcceptanceTimeout,
+    /// The agent's connection was gone for longer than the reconnect grace.
+    Disconnected,
+    /// Accepted, but not finished within its run timeout.
+    RunTimeout,
+    /// Accepted, but no `task_progress` within its heartbeat timeout.
+    HeartbeatTimeout,
+}
+
+impl ReclaimReason {
+    pub const ALL: [ReclaimReason; 4] = [
+        ReclaimReason::AcceptanceTimeout,
+        ReclaimReason::Disconnected,
+        ReclaimReason::RunTimeout,
+        ReclaimReason::HeartbeatTimeout,
+    ];
+
+    /// The name in the task's history and in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReclaimReason::AcceptanceTimeout => "acceptance_timeout",
+            ReclaimReason::Disconnected => "disconnected",
+            ReclaimReason::RunTimeout => "run_timeout",
+            ReclaimReason::HeartbeatTimeout => "heartbeat_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for ReclaimReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a failure report or a take-back leaves the task.
@@ -189,6 +234,8 @@ impl Task {
             weight: new.weight,
             last_error: None,
             complete_by: new.complete_by,
+            run_timeout_ms: new.run_timeout_ms.filter(|&ms| ms > 0),
+            heartbeat_timeout_ms: new.heartbeat_timeout_ms.filter(|&ms| ms > 0),
             result: None,
             tokens_used: None,
             submitted_by: submitted_by.to_owned(),
@@ -300,12 +347,12 @@ impl Task {
         self.requeue(now);
     }
 
-    /// Taken back from its assignee (disconnect, acceptance timeout): counted, and after
+    /// Taken back from its assignee (disconnect, a timeout): counted, and after
     /// `max_reclaims` such returns the task is poison and goes to the dead letter.
-    pub fn reclaim(&mut self, why: &str, max_reclaims: u32, now: u64) -> Requeue {
+    pub fn reclaim(&mut self, why: ReclaimReason, max_reclaims: u32, now: u64) -> Requeue {
         self.reclaim_count += 1;
         let details = Details {
-            reason: Some(Some(why.to_owned())),
+            reason: Some(Some(why.as_str().to_owned())),
             reclaim_count: Some(self.reclaim_count),
             ..self.holder_details()
         };
@@ -321,6 +368,22 @@ impl Task {
             self.requeue(now);
             Requeue::Queued
         }
+    }
+
+    /// An admin put the assigned task back in the queue by hand: not counted against it.
+    pub fn requeue_by_hand(&mut self, now: u64) -> Result<(), Refusal> {
+        if self.status != TaskStatus::Assigned {
+            return Err(Refusal::InvalidState);
+        }
+        let details = self.holder_details();
+        self.record("requeued", now, details);
+        self.requeue(now);
+        Ok(())
+    }
+
+    /// When the accepted assignment must be finished by, if the task has a run timeout.
+    pub fn run_deadline(&self) -> Option<u64> {
+        Some(self.accepted_at? + self.run_timeout_ms?)
     }
 
     /// The task's `complete_by` passed before it completed. Running it later is pointless, so
@@ -403,6 +466,8 @@ mod tests {
             needed_capabilities: vec![],
             fairness_key: None,
             weight: 1.0,
+            run_timeout_ms: None,
+            heartbeat_timeout_ms: None,
         };
         Task::new(TaskId(1), new, "alice", 100)
     }
@@ -472,7 +537,7 @@ mod tests {
         let mut t = task(3);
         for round in 1..=3u32 {
             t.assign("a", round as u64);
-            let outcome = t.reclaim("disconnect", 3, round as u64);
+            let outcome = t.reclaim(ReclaimReason::Disconnected, 3, round as u64);
             if round < 3 {
                 assert_eq!(outcome, Requeue::Queued);
                 assert_eq!(t.generation, 2 * round as u64);
@@ -515,7 +580,7 @@ mod tests {
         t.accept(2);
         t.reject(None, 3);
         t.assign("b", 4);
-        t.reclaim("disconnected", 3, 5);
+        t.reclaim(ReclaimReason::Disconnected, 3, 5);
         t.assign("c", 6);
         t.fail("boom", 7);
         t.retry_from_dead_letter(8).unwrap();

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod agentcom;
 mod bad_input;
 mod durability;
 mod failures;

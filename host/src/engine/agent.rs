@@ -5,6 +5,7 @@
 use crate::engine::outbox::Outbox;
 use crate::wire::TaskId;
 use serde_json::Value;
+use std::net::SocketAddr;
 
 /// The task an agent holds, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,9 @@ pub struct Connection {
     /// recognised and ignored.
     pub id: u64,
     pub outbox: Outbox,
+    /// When the socket was accepted (ms).
     pub connected_at: u64,
+    pub peer: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -52,12 +55,20 @@ pub struct Agent {
     /// Rejected a task: offered nothing until this time (or until it completes or fails one).
     pub cooldown_until: Option<u64>,
     pub idle_since: u64,
+    /// Whether the agent has been idle since its connection was accepted (it has been
+    /// assigned nothing on this connection): such agents queue for work in connection order.
+    pub fresh: bool,
+    /// When the agent last reported progress on the task it holds (or accepted it).
+    pub last_progress_at: u64,
+    /// How often another connection replaced this agent's (two processes with one id).
+    pub replacements: u64,
+    pub last_replaced_at: Option<u64>,
+    /// When a replacement was last logged, so a flapping pair logs once a minute.
+    pub replacement_logged_at: Option<u64>,
     /// Counts disconnects, so a grace timer set for an earlier one is recognised as stale.
     pub disconnects: u64,
     /// Whether the policy has been told this agent is ready.
     pub ready: bool,
-    /// Orders ready agents by when they became ready (for replaying state to a policy).
-    pub ready_order: u64,
 }
 
 impl Agent {
@@ -74,9 +85,13 @@ impl Agent {
             unresponsive: false,
             cooldown_until: None,
             idle_since: now,
+            fresh: false,
+            last_progress_at: now,
+            replacements: 0,
+            last_replaced_at: None,
+            replacement_logged_at: None,
             disconnects: 0,
             ready: false,
-            ready_order: 0,
         }
     }
 
@@ -105,6 +120,7 @@ impl Agent {
             "an agent holds one task at most"
         );
         self.holding = Holding::Assigned(task);
+        self.fresh = false;
     }
 
     /// The agent accepted `task`; false if it does not hold it.
@@ -155,6 +171,7 @@ mod tests {
             id: 1,
             outbox,
             connected_at: 10,
+            peer: None,
         });
         agent
     }
@@ -209,6 +226,7 @@ mod tests {
             id: 2,
             outbox,
             connected_at: 11,
+            peer: None,
         });
         assert_eq!(old.map(|c| c.id), Some(1));
         assert!(!agent.unresponsive);

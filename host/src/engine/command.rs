@@ -7,6 +7,7 @@ use crate::store::PersistedPolicy;
 use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
+use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
 /// Why the engine could not do what was asked.
@@ -43,6 +44,11 @@ pub enum Command {
     /// (`identified` or the error) travel through `outbox`.
     Identify {
         conn: u64,
+        /// When the connection was accepted (ms): an agent idle since then queues for work
+        /// from that moment, so the first to connect is the first served.
+        accepted_at: u64,
+        /// The peer's address, for logs about agents that replace each other.
+        peer: Option<SocketAddr>,
         outbox: Outbox,
         identify: Identify,
         done: oneshot::Sender<bool>,
@@ -69,6 +75,11 @@ pub enum Command {
         reply: Reply<Vec<Submitted>>,
     },
     Cancel {
+        task: TaskId,
+        reply: Reply<()>,
+    },
+    /// Put an assigned task back in the queue by hand (its agent gets `task_cancel`).
+    Requeue {
         task: TaskId,
         reply: Reply<()>,
     },

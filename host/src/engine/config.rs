@@ -13,6 +13,8 @@ pub struct EngineConfig {
     pub max_reclaims: u32,
     /// Completed and cancelled tasks are purged this long after they finished.
     pub retention_ms: u64,
+    /// How long an accepted task may run when it names no `run_timeout_ms` (0: no limit).
+    pub run_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -23,6 +25,7 @@ impl Default for EngineConfig {
             reject_cooldown_ms: 30_000,
             max_reclaims: 3,
             retention_ms: 7 * 24 * 3600 * 1000,
+            run_timeout_ms: 30 * 60 * 1000,
         }
     }
 }

@@ -4,7 +4,7 @@ use crate::engine::outbox::Outbound;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::policy::Outcome;
-use crate::task::TaskStatus;
+use crate::task::{ReclaimReason, TaskStatus};
 use crate::wire::TaskId;
 
 /// How often finished tasks past their retention are purged.
@@ -22,9 +22,17 @@ impl EngineState {
                         .flatten()
                 });
                 if let Some(task) = lost {
-                    self.reclaim(task, "disconnected", now);
+                    self.reclaim(task, ReclaimReason::Disconnected, now);
                 }
             }
+            Timer::Run { task, generation } => {
+                let overdue = self.accepted_at(task, generation).is_some()
+                    && self.tasks[&task].run_deadline().is_some_and(|at| at <= now);
+                if overdue {
+                    self.reclaim(task, ReclaimReason::RunTimeout, now);
+                }
+            }
+            Timer::Heartbeat { task, generation } => self.heartbeat_due(task, generation, now),
             Timer::Deadline { task } => self.deadline_due(task, now),
             Timer::Cooldown { agent } => self.sync_ready(&agent, now),
             Timer::Purge => {
@@ -54,7 +62,40 @@ impl EngineState {
                 }
             }
         }
-        self.reclaim(task, "acceptance_timeout", now);
+        self.reclaim(task, ReclaimReason::AcceptanceTimeout, now);
+    }
+
+    /// When the task was accepted, if it is still the accepted assignment at `generation`.
+    fn accepted_at(&self, task: TaskId, generation: u64) -> Option<u64> {
+        self.tasks
+            .get(&task)
+            .filter(|t| t.status == TaskStatus::Assigned && t.generation == generation)
+            .and_then(|t| t.accepted_at)
+    }
+
+    /// The heartbeat window of an accepted task ended: taken back if its agent reported no
+    /// progress within it, else watched again from its last report.
+    fn heartbeat_due(&mut self, task: TaskId, generation: u64, now: u64) {
+        let Some(accepted_at) = self.accepted_at(task, generation) else {
+            return;
+        };
+        let live = &self.tasks[&task];
+        let Some(window) = live.heartbeat_timeout_ms else {
+            return;
+        };
+        let last_progress = live
+            .assigned_to
+            .as_ref()
+            .and_then(|holder| self.agents.get(holder))
+            .map_or(accepted_at, |agent| agent.last_progress_at.max(accepted_at));
+        if last_progress + window <= now {
+            self.reclaim(task, ReclaimReason::HeartbeatTimeout, now);
+        } else {
+            self.timers.at(
+                last_progress + window,
+                Timer::Heartbeat { task, generation },
+            );
+        }
     }
 
     /// The task's `complete_by` passed: running it now would be wasted work, so it goes to

@@ -9,13 +9,35 @@
 //! The feed also owns what the policy sees of names: capability names become small integer
 //! handles (interned here), and a fresh instance is told the whole live state by [`replay`].
 //!
+//! Policies keep ready agents in the order the host announces them, and serve the first in
+//! line (the one idle longest). The feed keeps that line: an agent that has been idle since its
+//! connection was accepted queues from that moment, in connection order, so of two agents that
+//! connect and identify at once the first to connect is served first (as AgentCom did); every
+//! other agent joins at the back when it becomes ready. When an agent's place is ahead of
+//! agents already announced, those step out and back in behind it, so the policy's line is
+//! always the feed's.
+//!
 //! [`replay`]: PolicyFeed::replay
 
 use crate::engine::agent::Agent;
 use crate::policy::{self, Assignment, Outcome, PolicyHost, PolicyStatus};
 use crate::task::{Task, TaskStatus};
 use crate::wire::TaskId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+/// A place in the line of ready agents; lower is served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    /// Idle since (ms): the connection's acceptance for an agent idle since then, otherwise
+    /// when it became ready.
+    since: u64,
+    /// 0 for an agent idle since its connection was accepted, 1 for the others.
+    rank: u8,
+    /// The connection's id (they count up in order of acceptance), or the order in which the
+    /// agent became ready.
+    order: u64,
+}
 
 pub struct PolicyFeed {
     policy: PolicyHost,
@@ -25,10 +47,12 @@ pub struct PolicyFeed {
     capabilities: HashMap<String, u32>,
     /// Tasks the policy has been told are queued.
     queued: usize,
-    /// Agents the policy has been told are ready.
-    ready: usize,
-    /// Orders agents by when they became ready, so a replay tells them in that order.
-    next_ready_order: u64,
+    /// The agents the policy has been told are ready, in line, with what it was told of each.
+    line: BTreeMap<Place, policy::Agent>,
+    /// Each ready agent's place, by handle.
+    places: HashMap<u32, Place>,
+    /// Orders agents that join at the back.
+    next_order: u64,
 }
 
 impl PolicyFeed {
@@ -38,8 +62,9 @@ impl PolicyFeed {
             replaced: None,
             capabilities: HashMap::new(),
             queued: 0,
-            ready: 0,
-            next_ready_order: 0,
+            line: BTreeMap::new(),
+            places: HashMap::new(),
+            next_order: 0,
         }
     }
 
@@ -60,12 +85,12 @@ impl PolicyFeed {
     /// Tasks queued and agents ready, as the policy has been told them.
     #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
-        (self.queued, self.ready)
+        (self.queued, self.line.len())
     }
 
     /// Whether a decision pass could assign anything.
     pub fn has_work(&self) -> bool {
-        self.queued > 0 && self.ready > 0
+        self.queued > 0 && !self.line.is_empty()
     }
 
     /// `task` entered the queue (submitted, retried, taken back).
@@ -81,16 +106,42 @@ impl PolicyFeed {
         self.policy.task_dequeued(task.0);
     }
 
-    /// `agent` can take work now.
-    pub fn agent_ready(&mut self, agent: &mut Agent) {
+    /// `agent` can take work from `now`: it takes its place in the line.
+    pub fn agent_ready(&mut self, agent: &mut Agent, now: u64) {
         if agent.ready {
             return;
         }
         agent.ready = true;
-        agent.ready_order = self.next_ready_order;
-        self.next_ready_order += 1;
-        self.ready += 1;
-        self.policy.agent_ready(&view_of_agent(agent));
+        let place = match (&agent.connection, agent.fresh) {
+            (Some(connection), true) => Place {
+                since: agent.idle_since,
+                rank: 0,
+                order: connection.id,
+            },
+            _ => {
+                self.next_order += 1;
+                Place {
+                    since: now,
+                    rank: 1,
+                    order: self.next_order,
+                }
+            }
+        };
+        let view = view_of_agent(agent);
+        let behind: Vec<Place> = self
+            .line
+            .range((Bound::Excluded(place), Bound::Unbounded))
+            .map(|(place, _)| *place)
+            .collect();
+        for later in &behind {
+            self.policy.agent_unready(self.line[later].id);
+        }
+        self.policy.agent_ready(&view);
+        for later in &behind {
+            self.policy.agent_ready(&self.line[later]);
+        }
+        self.line.insert(place, view);
+        self.places.insert(agent.handle, place);
     }
 
     /// `agent` stopped being able to take work without being assigned any.
@@ -98,18 +149,23 @@ impl PolicyFeed {
         if !agent.ready {
             return;
         }
-        agent.ready = false;
-        self.ready -= 1;
+        self.leave_line(agent);
         self.policy.agent_unready(agent.handle);
     }
 
-    /// A proposal was applied: the task left the queue, and the agent is no longer ready.
+    /// A proposal was applied: the task left the queue, and the agent the line.
     pub fn assigned(&mut self, task: TaskId, agent: &mut Agent) {
         debug_assert!(agent.ready, "only a ready agent is assigned");
-        agent.ready = false;
-        self.ready -= 1;
+        self.leave_line(agent);
         self.queued -= 1;
         self.policy.assigned(task.0, agent.handle);
+    }
+
+    fn leave_line(&mut self, agent: &mut Agent) {
+        agent.ready = false;
+        if let Some(place) = self.places.remove(&agent.handle) {
+            self.line.remove(&place);
+        }
     }
 
     /// An assignment of `task` to the agent with `handle` ended with `outcome`.
@@ -120,17 +176,14 @@ impl PolicyFeed {
     /// Every connection is gone at once (a failed commit closes them all): no agent is ready.
     /// The caller clears each agent's `ready` flag.
     pub fn no_agent_ready(&mut self) {
-        self.ready = 0;
+        self.line.clear();
+        self.places.clear();
     }
 
     /// Tells the instance the whole live state, in the orders the contract promises (queued
-    /// tasks by priority then submission, agents by when they became ready), and recounts. An
+    /// tasks by priority then submission, ready agents in line), and recounts the queue. An
     /// instance discarded after a failure is replaced first.
-    pub fn replay<'a>(
-        &mut self,
-        tasks: impl Iterator<Item = &'a Task>,
-        agents: impl Iterator<Item = &'a Agent>,
-    ) {
+    pub fn replay<'a>(&mut self, tasks: impl Iterator<Item = &'a Task>) {
         if self.policy.needs_replay() {
             self.policy.restart();
         }
@@ -147,11 +200,8 @@ impl PolicyFeed {
             let view = self.view_of_task(task);
             self.policy.task_queued(&view);
         }
-        let mut ready: Vec<&Agent> = agents.filter(|a| a.ready).collect();
-        ready.sort_by_key(|a| a.ready_order);
-        self.ready = ready.len();
-        for agent in ready {
-            self.policy.agent_ready(&view_of_agent(agent));
+        for agent in self.line.values() {
+            self.policy.agent_ready(agent);
         }
     }
 

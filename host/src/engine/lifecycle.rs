@@ -3,8 +3,9 @@
 //! and timers all end assignments, so they share these.
 
 use crate::engine::state::EngineState;
+use crate::engine::timers::Timer;
 use crate::policy::Outcome;
-use crate::task::Requeue;
+use crate::task::{ReclaimReason, Requeue};
 use crate::wire::agent::{AckStatus, ServerMessage};
 use crate::wire::TaskId;
 
@@ -43,9 +44,34 @@ impl EngineState {
         );
     }
 
-    /// Takes a task back from its agent (acceptance timeout, lost connection), telling the
-    /// agent if it is still connected.
-    pub(super) fn reclaim(&mut self, id: TaskId, why: &str, now: u64) {
+    /// Sets the timers of an accepted assignment: its run timeout, from acceptance, and its
+    /// heartbeat window, from `since` (acceptance, or a restart: progress is not stored).
+    pub(super) fn watch_run(&mut self, id: TaskId, since: u64) {
+        let task = &self.tasks[&id];
+        let generation = task.generation;
+        if let Some(at) = task.run_deadline() {
+            self.timers.at(
+                at,
+                Timer::Run {
+                    task: id,
+                    generation,
+                },
+            );
+        }
+        if let Some(window) = task.heartbeat_timeout_ms {
+            self.timers.at(
+                since + window,
+                Timer::Heartbeat {
+                    task: id,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// Takes a task back from its agent (a timeout, a lost connection), telling the agent if
+    /// it is still connected. It counts toward the task's poison limit.
+    pub(super) fn reclaim(&mut self, id: TaskId, why: ReclaimReason, now: u64) {
         let task = &self.tasks[&id];
         let (holder, generation) = (task.assigned_to.clone(), task.generation);
         if let Some(holder) = &holder {
@@ -53,7 +79,8 @@ impl EngineState {
         }
         let max_reclaims = self.config.max_reclaims;
         let requeue = self.task_mut(id).reclaim(why, max_reclaims, now);
-        tracing::info!(task = %id, why, ?requeue, "took a task back from its agent");
+        tracing::info!(task = %id, %why, ?requeue, "took a task back from its agent");
+        self.stats.reclaimed(why);
         if let Some(holder) = holder {
             self.release(&holder, id, Outcome::Returned, now);
         }

@@ -18,6 +18,7 @@ mod requests;
 mod roster;
 mod schedule;
 mod state;
+pub mod stats;
 pub mod timers;
 mod writer;
 
@@ -27,6 +28,7 @@ mod tests;
 pub use command::{Command, EngineError, Reply, Submitted};
 pub use config::EngineConfig;
 pub use roster::new_token;
+pub use stats::EngineStats;
 pub use writer::CommitStats;
 
 use crate::policy::PolicyHost;
@@ -34,7 +36,6 @@ use crate::store::{Store, StoreError};
 use crate::wire::now_ms;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use state::EngineState;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,7 +54,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Engine {
     commands: Sender<Command>,
-    connected: Arc<AtomicUsize>,
+    stats: Arc<EngineStats>,
     commit_stats: Arc<CommitStats>,
 }
 
@@ -64,8 +65,8 @@ impl Engine {
         policy: PolicyHost,
         config: EngineConfig,
     ) -> Result<(Engine, JoinHandle<()>), StoreError> {
-        let connected = Arc::new(AtomicUsize::new(0));
-        let state = EngineState::load(store.clone(), policy, config, connected.clone(), now_ms())?;
+        let stats = Arc::new(EngineStats::default());
+        let state = EngineState::load(store.clone(), policy, config, stats.clone(), now_ms())?;
         let (commands, inbox) = crossbeam_channel::unbounded();
         let commit_stats = Arc::new(CommitStats::default());
         let writer = Writer::start(store, commit_stats.clone());
@@ -76,7 +77,7 @@ impl Engine {
         Ok((
             Engine {
                 commands,
-                connected,
+                stats,
                 commit_stats,
             },
             thread,
@@ -106,7 +107,12 @@ impl Engine {
 
     /// Agents with an identified connection.
     pub fn agents_connected(&self) -> usize {
-        self.connected.load(Ordering::Relaxed)
+        self.stats.connected()
+    }
+
+    /// The engine's counters (take-backs, replaced connections).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 }
 

@@ -109,10 +109,12 @@ impl EngineState {
             ClientMessage::ListAgents => ServerMessage::Agents {
                 agents: self.summaries(true),
             },
+            ClientMessage::TaskProgress { task_id } => {
+                self.progress(agent_id, &task_id, now);
+                return;
+            }
             // Answered by the connection itself; they never reach the engine.
-            ClientMessage::Identify(_)
-            | ClientMessage::Ping
-            | ClientMessage::TaskProgress { .. } => return,
+            ClientMessage::Identify(_) | ClientMessage::Ping => return,
         };
         self.push(outbox, reply);
     }
@@ -144,11 +146,27 @@ impl EngineState {
         }
     }
 
-    /// The holder of `id` is working on it.
+    /// The holder of `id` is working on it. The first acceptance of an assignment starts its
+    /// run timeout and heartbeat window.
     fn accept(&mut self, agent_id: &str, id: TaskId, now: u64) {
+        let first = self.tasks[&id].accepted_at.is_none();
         self.task_mut(id).accept(now);
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.accept(id);
+            agent.last_progress_at = now;
+        }
+        if first {
+            self.watch_run(id, now);
+        }
+    }
+
+    /// A sign of life from the holder of a task: its heartbeat window starts again. Never
+    /// answered (the protocol's `task_progress` has no reply), and ignored from anyone else.
+    fn progress(&mut self, agent_id: &str, task_id: &str, now: u64) {
+        if self.holder_check(task_id, agent_id, None).is_ok() {
+            if let Some(agent) = self.agents.get_mut(agent_id) {
+                agent.last_progress_at = now;
+            }
         }
     }
 

@@ -16,7 +16,9 @@ impl EngineState {
         now: u64,
     ) -> Vec<Submitted> {
         let mut submitted = Vec::with_capacity(tasks.len());
-        for new in tasks {
+        for mut new in tasks {
+            // A task that names no run timeout gets the hub's (0 there, or here: none).
+            new.run_timeout_ms = new.run_timeout_ms.or(Some(self.config.run_timeout_ms));
             let id = TaskId(self.next_seq);
             self.next_seq += 1;
             let task = Task::new(id, new, submitted_by, now);
@@ -65,6 +67,22 @@ impl EngineState {
             self.cancel_on_agent(&holder, id, generation);
             self.release(&holder, id, Outcome::Cancelled, now);
         }
+        Ok(())
+    }
+
+    /// An admin puts an assigned task back in the queue; its agent gets `task_cancel`. Not
+    /// counted against the task (it is the operator's call, not the agent's failure).
+    pub(super) fn requeue_by_hand(&mut self, id: TaskId, now: u64) -> Result<(), EngineError> {
+        let task = self.load_task(id)?;
+        let (status, holder, generation) = (task.status, task.assigned_to.clone(), task.generation);
+        task.requeue_by_hand(now)
+            .map_err(|_| EngineError::InvalidState(status.as_str()))?;
+        tracing::info!(task = %id, "requeued by hand");
+        if let Some(holder) = holder {
+            self.cancel_on_agent(&holder, id, generation);
+            self.release(&holder, id, Outcome::Returned, now);
+        }
+        self.after_return(id, Requeue::Queued);
         Ok(())
     }
 

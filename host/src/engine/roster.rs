@@ -2,14 +2,16 @@
 
 use crate::engine::agent::{Agent, Connection, Holding};
 use crate::engine::command::EngineError;
-use crate::engine::outbox::{Outbound, Outbox};
+use crate::engine::outbox::Outbound;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::store::{self, AgentRecord, Role, TokenRecord};
 use crate::wire::agent::{AgentSummary, Identify, ServerMessage};
 use crate::wire::http::valid_agent_id;
-use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
+
+/// Replacements of one agent's connection are logged at most this often.
+const REPLACEMENT_LOG_INTERVAL_MS: u64 = 60_000;
 
 /// Close code and reason for a connection replaced by a newer one of the same agent.
 const SUPERSEDED: Outbound = Outbound::Close {
@@ -40,7 +42,7 @@ impl EngineState {
             agent.cooldown_until = None;
         }
         if agent.can_take_work(now) {
-            self.feed.agent_ready(agent);
+            self.feed.agent_ready(agent, now);
         } else {
             self.feed.agent_unready(agent);
         }
@@ -58,12 +60,12 @@ impl EngineState {
 
     pub(super) fn identify(
         &mut self,
-        conn: u64,
-        outbox: Outbox,
+        connection: Connection,
         identify: Identify,
         done: oneshot::Sender<bool>,
         now: u64,
     ) {
+        let outbox = connection.outbox.clone();
         if let Err(error) = self.authenticate(&identify) {
             self.push(&outbox, ServerMessage::error(error));
             self.deferred.push(Box::new(move |_| {
@@ -83,11 +85,13 @@ impl EngineState {
         if let Some(status) = identify.status {
             agent.status = status;
         }
-        let superseded = agent.connect(Connection {
-            id: conn,
-            outbox: outbox.clone(),
-            connected_at: now,
-        });
+        let (conn, connected_at) = (connection.id, connection.connected_at);
+        let superseded = agent.connect(connection);
+        if agent.holding == Holding::Nothing {
+            // Waiting for work since the socket was accepted: it queues from then.
+            agent.fresh = true;
+            agent.idle_since = connected_at;
+        }
         let holding = agent.holding;
         let record = AgentRecord {
             agent_id: agent_id.clone(),
@@ -96,10 +100,13 @@ impl EngineState {
             last_seen: now,
         };
         match superseded {
-            Some(old) if old.id != conn => self.pushes.push((old.outbox, SUPERSEDED)),
+            Some(old) if old.id != conn => {
+                self.replaced(&agent_id, &old, now);
+                self.pushes.push((old.outbox, SUPERSEDED));
+            }
             Some(_) => {}
             None => {
-                self.connected.fetch_add(1, Ordering::Relaxed);
+                self.stats.connect();
             }
         }
         self.writes.agents.push(record);
@@ -121,6 +128,35 @@ impl EngineState {
         self.deferred.push(Box::new(move |committed| {
             let _ = done.send(committed.is_ok());
         }));
+    }
+
+    /// Another connection identified as `agent_id` and replaced `old`: two processes share
+    /// one agent id, and each knocks the other off as it reconnects. Counted (in `/metrics` and
+    /// on the agent in `GET /api/agents`) and logged once a minute per agent, with both peers.
+    fn replaced(&mut self, agent_id: &str, old: &Connection, now: u64) {
+        self.stats.replaced();
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        agent.replacements += 1;
+        agent.last_replaced_at = Some(now);
+        let due = agent
+            .replacement_logged_at
+            .is_none_or(|at| now >= at + REPLACEMENT_LOG_INTERVAL_MS);
+        if due {
+            agent.replacement_logged_at = Some(now);
+            let peer = |p: Option<std::net::SocketAddr>| {
+                p.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+            };
+            tracing::warn!(
+                agent_id,
+                replaced = %peer(old.peer),
+                by = %peer(agent.connection.as_ref().and_then(|c| c.peer)),
+                replacements = agent.replacements,
+                "a second connection identified as this agent and replaced the first; two \
+                 processes may share one agent id (logged at most once a minute)"
+            );
+        }
     }
 
     fn authenticate(&self, identify: &Identify) -> Result<(), &'static str> {
@@ -150,7 +186,7 @@ impl EngineState {
         if !agent.disconnect(conn) {
             return;
         }
-        self.connected.fetch_sub(1, Ordering::Relaxed);
+        self.stats.disconnect();
         if agent.holding.task().is_some() {
             let timer = Timer::Grace {
                 agent: agent_id.to_owned(),
@@ -223,6 +259,8 @@ impl EngineState {
                 connected_at: a.connection.as_ref().map(|c| c.connected_at),
                 fsm_state: (!connected_only).then(|| a.fsm_state()),
                 current_task_id: (!connected_only).then(|| a.holding.task().map(|t| t.to_string())),
+                replacements: (!connected_only).then_some(a.replacements),
+                last_replaced_at: a.last_replaced_at.filter(|_| !connected_only),
             })
             .collect()
     }

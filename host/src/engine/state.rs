@@ -8,11 +8,12 @@
 //! `requests` (what HTTP callers ask), `lifecycle` (task transitions shared by those),
 //! `deadlines` (timers firing) and `schedule` (decision passes).
 
-use crate::engine::agent::{Agent, Holding};
+use crate::engine::agent::{Agent, Connection, Holding};
 use crate::engine::command::{Command, EngineError, Reply};
 use crate::engine::config::EngineConfig;
 use crate::engine::feed::PolicyFeed;
 use crate::engine::outbox::{Outbound, Outbox};
+use crate::engine::stats::EngineStats;
 use crate::engine::timers::{Timer, Timers};
 use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::PolicyHost;
@@ -21,7 +22,6 @@ use crate::task::{Task, TaskStatus};
 use crate::wire::agent::ServerMessage;
 use crate::wire::TaskId;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct EngineState {
@@ -41,8 +41,8 @@ pub struct EngineState {
     pub(super) agent_ids: Vec<String>,
     pub(super) timers: Timers,
     pub(super) next_seq: u64,
-    /// Agents with an identified connection, shared with the [`Engine`](super::Engine) handle.
-    pub(super) connected: Arc<AtomicUsize>,
+    /// Counters shared with the [`Engine`](super::Engine) handle, for `/metrics`.
+    pub(super) stats: Arc<EngineStats>,
     /// What the open batch owes: frames and closes to push, answers, durable writes.
     pub(super) pushes: Vec<(Outbox, Outbound)>,
     pub(super) deferred: Vec<Deferred>,
@@ -58,7 +58,7 @@ impl EngineState {
         store: Arc<Store>,
         policy: PolicyHost,
         config: EngineConfig,
-        connected: Arc<AtomicUsize>,
+        stats: Arc<EngineStats>,
         now: u64,
     ) -> Result<EngineState, store::StoreError> {
         let mut state = EngineState {
@@ -71,7 +71,7 @@ impl EngineState {
             agent_ids: Vec::new(),
             timers: Timers::default(),
             next_seq: 1,
-            connected,
+            stats,
             pushes: Vec::new(),
             deferred: Vec::new(),
             writes: Writes::default(),
@@ -107,6 +107,7 @@ impl EngineState {
         self.timers.clear();
         self.tasks.clear();
         self.tasks.reserve(tasks.len());
+        let mut run_watched = Vec::new();
         for task in tasks {
             if let Some(at) = task.complete_by {
                 self.timers.at(at, Timer::Deadline { task: task.id });
@@ -122,6 +123,9 @@ impl EngineState {
                             generation: task.generation,
                         },
                     );
+                }
+                if task.accepted_at.is_some() {
+                    run_watched.push(task.id);
                 }
                 let agent = self.agent_entry(&holder, now);
                 agent.holding = match task.accepted_at {
@@ -139,6 +143,9 @@ impl EngineState {
             }
             self.tasks.insert(task.id, task);
         }
+        for id in run_watched {
+            self.watch_run(id, now);
+        }
         self.timers.at(now, Timer::Purge);
         for agent in self.agents.values_mut() {
             agent.capability_handles = self.feed.intern(&agent.capabilities);
@@ -148,8 +155,7 @@ impl EngineState {
 
     /// Tells the policy (a fresh instance, if the last one failed) the whole live state.
     pub(super) fn replay_policy(&mut self) {
-        self.feed
-            .replay(self.tasks.values().map(|t| &**t), self.agents.values());
+        self.feed.replay(self.tasks.values().map(|t| &**t));
     }
 
     /// When the earliest timer fires.
@@ -289,17 +295,27 @@ impl EngineState {
             agent.holding = Holding::Nothing;
         }
         self.feed.no_agent_ready();
-        self.connected.store(0, Ordering::Relaxed);
+        self.stats.set_connected(0);
     }
 
     fn command(&mut self, command: Command, now: u64) {
         match command {
             Command::Identify {
                 conn,
+                accepted_at,
+                peer,
                 outbox,
                 identify,
                 done,
-            } => self.identify(conn, outbox, identify, done, now),
+            } => {
+                let connection = Connection {
+                    id: conn,
+                    outbox,
+                    connected_at: accepted_at,
+                    peer,
+                };
+                self.identify(connection, identify, done, now)
+            }
             Command::Message {
                 conn,
                 agent,
@@ -318,6 +334,10 @@ impl EngineState {
             }
             Command::Cancel { task, reply } => {
                 let result = self.cancel(task, now);
+                self.answer(reply, result);
+            }
+            Command::Requeue { task, reply } => {
+                let result = self.requeue_by_hand(task, now);
                 self.answer(reply, result);
             }
             Command::RetryDeadLetter { task, reply } => {

@@ -6,12 +6,12 @@ use super::*;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::policy::PolicySource;
 use crate::store::test_support::temp_dir;
-use crate::task::TaskStatus;
+use crate::task::{ReclaimReason, TaskStatus};
 use crate::wire::agent::{ClientMessage, Identify};
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
 use serde_json::{json, Value};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How long a test waits for a frame or a state before it fails.
@@ -71,10 +71,40 @@ impl Fixture {
     async fn identify(&self, agent_id: &str, token: &str, capabilities: &[&str]) -> TestAgent {
         static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let mut agent = self
+            .identify_with(agent_id, token, capabilities, conn, crate::wire::now_ms())
+            .await;
+        agent.conn = conn;
+        agent
+    }
+
+    /// Identifies as a connection with id `conn` accepted at `accepted_at` (ids count up in
+    /// order of acceptance).
+    async fn identify_at(
+        &self,
+        agent_id: &str,
+        token: &str,
+        conn: u64,
+        accepted_at: u64,
+    ) -> TestAgent {
+        self.identify_with(agent_id, token, &[], conn, accepted_at)
+            .await
+    }
+
+    async fn identify_with(
+        &self,
+        agent_id: &str,
+        token: &str,
+        capabilities: &[&str],
+        conn: u64,
+        accepted_at: u64,
+    ) -> TestAgent {
         let (outbox, frames) = Outbox::channel();
         let (done, identified) = oneshot::channel();
         self.engine.send(Command::Identify {
             conn,
+            accepted_at,
+            peer: None,
             outbox: outbox.clone(),
             identify: Identify {
                 agent_id: agent_id.into(),
@@ -133,6 +163,8 @@ fn new_task(description: &str, capabilities: &[&str]) -> NewTask {
         needed_capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         fairness_key: None,
         weight: 1.0,
+        run_timeout_ms: None,
+        heartbeat_timeout_ms: None,
     }
 }
 
@@ -513,4 +545,190 @@ async fn a_deadline_dead_letters_a_queued_task_and_takes_an_assigned_one_back() 
             .await;
         assert_eq!(task.last_error.as_deref(), Some("deadline_exceeded"));
     }
+}
+
+#[tokio::test]
+async fn an_accepted_task_past_its_run_timeout_is_taken_back_and_counted() {
+    let hub = Fixture::start(EngineConfig {
+        run_timeout_ms: 40,
+        ..EngineConfig::default()
+    });
+    let id = hub.submit("never ends", &[]).await;
+    let mut agent = hub.connect("stuck", &[]).await;
+    let assign = agent.frame().await;
+    agent.accept(&assign).await;
+    let cancel = agent.frame().await;
+    assert_eq!(cancel["type"], "task_cancel");
+    assert_eq!(generation(&cancel), generation(&assign));
+    // Queued again with a new generation, and the agent (free again) gets it back.
+    let again = agent.frame().await;
+    assert_eq!(again["type"], "task_assign");
+    assert_eq!(generation(&again), generation(&assign) + 2);
+    let stored = hub.stored(id);
+    assert_eq!(stored.reclaim_count, 1);
+    let reclaimed = stored
+        .history
+        .iter()
+        .find(|e| e.event == "reclaimed")
+        .expect("a reclaim in the history");
+    assert_eq!(reclaimed.details.reason, Some(Some("run_timeout".into())));
+    assert_eq!(hub.engine.stats().reclaims(ReclaimReason::RunTimeout), 1);
+}
+
+#[tokio::test]
+async fn a_task_that_names_no_run_timeout_0_runs_as_long_as_it_takes() {
+    let hub = Fixture::start(EngineConfig {
+        run_timeout_ms: 20,
+        ..EngineConfig::default()
+    });
+    let mut unlimited = new_task("unlimited", &[]);
+    unlimited.run_timeout_ms = Some(0);
+    let id = hub.submit_task(unlimited).await;
+    let mut limited = new_task("limited", &[]);
+    limited.run_timeout_ms = Some(30);
+    hub.submit_task(limited).await;
+    let mut first = hub.connect("first", &[]).await;
+    let mut second = hub.connect("second", &[]).await;
+    let a = first.frame().await;
+    let b = second.frame().await;
+    first.accept(&a).await;
+    second.accept(&b).await;
+    // The limited one is taken back; then the unlimited one is still held.
+    assert_eq!(second.frame().await["type"], "task_cancel");
+    assert_eq!(hub.stored(id).status, TaskStatus::Assigned);
+    assert_eq!(
+        first.complete(&a, generation(&a)).await["status"],
+        "complete"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_agent_loses_its_task_at_the_heartbeat_timeout_and_a_chatty_one_keeps_it() {
+    let hub = Fixture::with_defaults();
+    let mut silent_task = new_task("silent", &[]);
+    silent_task.heartbeat_timeout_ms = Some(60);
+    let silent_id = hub.submit_task(silent_task).await;
+    let mut chatty_task = new_task("chatty", &[]);
+    chatty_task.heartbeat_timeout_ms = Some(60);
+    let chatty_id = hub.submit_task(chatty_task).await;
+    let mut silent = hub.connect("silent", &[]).await;
+    let mut chatty = hub.connect("chatty", &[]).await;
+    let s = silent.frame().await;
+    let c = chatty.frame().await;
+    assert_eq!(s["task_id"], silent_id.to_string());
+    silent.accept(&s).await;
+    chatty.accept(&c).await;
+    // The chatty agent reports progress every 20 ms until the silent one has lost its task.
+    let cancel = loop {
+        chatty.send(ClientMessage::TaskProgress {
+            task_id: chatty_id.to_string(),
+        });
+        match tokio::time::timeout(Duration::from_millis(20), silent.next()).await {
+            Ok(outbound) => break outbound,
+            Err(_) => continue,
+        }
+    };
+    match cancel {
+        Outbound::Frame(text) => assert!(text.contains("task_cancel"), "{text}"),
+        other => panic!("expected task_cancel, got {other:?}"),
+    }
+    assert_eq!(
+        hub.engine.stats().reclaims(ReclaimReason::HeartbeatTimeout),
+        1
+    );
+    assert_eq!(hub.stored(chatty_id).status, TaskStatus::Assigned);
+    let done = chatty.complete(&c, generation(&c)).await;
+    assert_eq!(done["status"], "complete");
+}
+
+#[tokio::test]
+async fn an_admin_requeues_an_assigned_task_without_counting_it_against_the_task() {
+    let hub = Fixture::with_defaults();
+    let id = hub.submit("t", &[]).await;
+    let mut agent = hub.connect("worker", &[]).await;
+    let assign = agent.frame().await;
+    agent.accept(&assign).await;
+    hub.engine
+        .ask(|reply| Command::Requeue { task: id, reply })
+        .await
+        .unwrap();
+    assert_eq!(agent.frame().await["type"], "task_cancel");
+    let again = agent.frame().await;
+    assert_eq!(again["type"], "task_assign");
+    assert_eq!(generation(&again), generation(&assign) + 2);
+    let stored = hub.stored(id);
+    assert_eq!(stored.reclaim_count, 0);
+    assert_eq!(stored.count_events("requeued"), 1);
+    // Only an assigned task can be requeued.
+    let missing = TaskId(1);
+    assert_eq!(
+        hub.engine
+            .ask(|reply| Command::Requeue {
+                task: missing,
+                reply
+            })
+            .await,
+        Err(EngineError::TaskNotFound(missing))
+    );
+    agent.complete(&again, generation(&again)).await;
+    assert_eq!(
+        hub.engine
+            .ask(|reply| Command::Requeue { task: id, reply })
+            .await,
+        Err(EngineError::InvalidState("completed"))
+    );
+}
+
+#[tokio::test]
+async fn of_two_agents_waiting_for_work_the_first_to_connect_is_served_first() {
+    let hub = Fixture::with_defaults();
+    let mut tokens = Vec::new();
+    for agent in ["early", "late"] {
+        let token = hub
+            .engine
+            .ask(|reply| Command::CreateToken {
+                agent_id: agent.into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        tokens.push(token);
+    }
+    // Both sockets accepted in the same millisecond, "early" first (connection ids count up
+    // in order of acceptance); "late" identifies first.
+    let accepted_at = crate::wire::now_ms();
+    let mut late = hub
+        .identify_at("late", &tokens[1], 1_000_002, accepted_at)
+        .await;
+    let mut early = hub
+        .identify_at("early", &tokens[0], 1_000_001, accepted_at)
+        .await;
+    assert_eq!(late.frame().await["type"], "identified");
+    assert_eq!(early.frame().await["type"], "identified");
+    hub.submit("the only task", &[]).await;
+    assert_eq!(early.frame().await["type"], "task_assign");
+    assert!(
+        late.frames.try_recv().is_err(),
+        "the later connection waits"
+    );
+    // The next task goes to the other one.
+    hub.submit("the next task", &[]).await;
+    assert_eq!(late.frame().await["type"], "task_assign");
+}
+
+#[tokio::test]
+async fn a_replaced_connection_is_counted_on_the_agent_and_in_the_stats() {
+    let hub = Fixture::with_defaults();
+    let _first = hub.connect("twin", &[]).await;
+    let _second = hub.connect("twin", &[]).await;
+    let _third = hub.connect("twin", &[]).await;
+    assert_eq!(hub.engine.stats().replacements(), 2);
+    let agents = hub
+        .engine
+        .ask(|reply| Command::ListAgents { reply })
+        .await
+        .unwrap();
+    let twin = agents.iter().find(|a| a.agent_id == "twin").unwrap();
+    assert_eq!(twin.replacements, Some(2));
+    assert!(twin.last_replaced_at.is_some());
 }

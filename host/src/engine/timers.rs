@@ -12,6 +12,10 @@ pub enum Timer {
     Acceptance { task: TaskId, generation: u64 },
     /// The agent's reconnect grace after its `disconnects`-th disconnect ends.
     Grace { agent: String, disconnects: u64 },
+    /// The task, accepted at `generation`, must be finished by now (its run timeout).
+    Run { task: TaskId, generation: u64 },
+    /// The task, accepted at `generation`, must have reported progress since this was set.
+    Heartbeat { task: TaskId, generation: u64 },
     /// The task's `complete_by` passed.
     Deadline { task: TaskId },
     /// The agent's rejection cool-down ends.

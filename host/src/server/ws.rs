@@ -67,6 +67,10 @@ pub fn accept(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(socket_limit))
         .max_frame_size(Some(socket_limit));
+    // Numbered here, as the request is answered, so connection ids count up in the order the
+    // hub accepted the sockets (the order agents waiting for work are served in).
+    let conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let accepted_at = now_ms();
     match on_upgrade {
         Some(on_upgrade) => {
             tokio::spawn(async move {
@@ -75,7 +79,8 @@ pub fn accept(
                         let io = hyper_util::rt::TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve_connection(socket, engine, limits, shutdown).await;
+                        serve_connection(socket, (conn, accepted_at), engine, limits, shutdown)
+                            .await;
                     }
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
@@ -100,11 +105,11 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 /// Serves one upgraded connection until it closes. `shutdown` turning true closes it.
 pub async fn serve_connection(
     socket: AgentSocket,
+    (conn, accepted_at): (u64, u64),
     engine: Engine,
     limits: WsLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (outbox, mut inbox) = Outbox::channel();
     let (mut sink, mut stream) = socket.split();
     let mut agent: Option<String> = None;
@@ -163,7 +168,7 @@ pub async fn serve_connection(
                     Ok(ClientMessage::Identify(identify)) => {
                         let agent_id = identify.agent_id.clone();
                         let (done, outcome) = oneshot::channel();
-                        engine.send(Command::Identify { conn, outbox: outbox.clone(), identify, done });
+                        engine.send(Command::Identify { conn, accepted_at, peer: None, outbox: outbox.clone(), identify, done });
                         // Frames are not read until the engine has decided, so nothing the agent
                         // sends next can overtake its identification.
                         if outcome.await.unwrap_or(false) {
@@ -183,8 +188,6 @@ pub async fn serve_connection(
                     }
                     Ok(_) if agent.is_none() => Some(ServerMessage::error("not_identified")),
                     Ok(ClientMessage::Ping) => Some(ServerMessage::Pong { timestamp: now_ms() }),
-                    // The lease is the connection's liveness, refreshed above by any frame.
-                    Ok(ClientMessage::TaskProgress { .. }) => None,
                     Ok(message) => {
                         let agent = agent.clone().expect("identified");
                         engine.send(Command::Message { conn, agent, outbox: outbox.clone(), message });

@@ -16,8 +16,11 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-/// The first byte of a binary task record (never `{`).
-const FORMAT: u8 = 1;
+/// The first byte of a binary task record (never `{`): the form this build writes. Form 2
+/// adds the run and heartbeat timeouts after the history; form 1 records (schema 2) end with
+/// the history and are read with no timeouts.
+const FORMAT: u8 = 2;
+const FORMAT_WITHOUT_TIMEOUTS: u8 = 1;
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,8 @@ pub fn encode_task(task: &Task) -> Vec<u8> {
         out.varint(entry.timestamp);
         out.details(&entry.details);
     }
+    out.opt_varint(task.run_timeout_ms);
+    out.opt_varint(task.heartbeat_timeout_ms);
     out.0
 }
 
@@ -87,9 +92,9 @@ pub fn decode_task(bytes: &[u8]) -> Result<Task, DecodeError> {
             task.history.shrink_to_fit();
             Ok(task)
         }
-        Some(&FORMAT) => {
+        Some(&form @ (FORMAT | FORMAT_WITHOUT_TIMEOUTS)) => {
             let mut input = Decoder(&bytes[1..]);
-            let task = input.task()?;
+            let task = input.task(form == FORMAT)?;
             match input.0.len() {
                 0 => Ok(task),
                 left => Err(DecodeError::Trailing(left)),
@@ -111,7 +116,7 @@ fn status_code(status: TaskStatus) -> u8 {
 }
 
 /// History event names the hub writes, read back without an allocation each.
-const EVENTS: [&str; 11] = [
+const EVENTS: [&str; 12] = [
     "submitted",
     "assigned",
     "accepted",
@@ -123,6 +128,7 @@ const EVENTS: [&str; 11] = [
     "retried",
     "queued",
     "dead_letter",
+    "requeued",
 ];
 
 // Presence bits of a history entry's details, in field order.
@@ -293,7 +299,7 @@ impl<'a> Decoder<'a> {
         Ok(serde_json::from_slice(self.take(len as usize)?)?)
     }
 
-    fn task(&mut self) -> Result<Task, DecodeError> {
+    fn task(&mut self, with_timeouts: bool) -> Result<Task, DecodeError> {
         let id = TaskId(self.varint()?);
         let description = self.string()?;
         let metadata = self.json()?;
@@ -339,6 +345,11 @@ impl<'a> Decoder<'a> {
         for _ in 0..entries {
             history.push_back(self.history_entry()?);
         }
+        let (run_timeout_ms, heartbeat_timeout_ms) = if with_timeouts {
+            (self.opt_varint()?, self.opt_varint()?)
+        } else {
+            (None, None)
+        };
         Ok(Task {
             id,
             description,
@@ -357,6 +368,8 @@ impl<'a> Decoder<'a> {
             weight,
             last_error,
             complete_by,
+            run_timeout_ms,
+            heartbeat_timeout_ms,
             result,
             tokens_used,
             submitted_by,
@@ -411,6 +424,7 @@ impl<'a> Decoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::ReclaimReason;
     use crate::wire::http::NewTask;
     use serde_json::json;
 
@@ -424,6 +438,8 @@ mod tests {
             needed_capabilities: vec!["gpu".into(), "rust".into()],
             fairness_key: Some("team-a".into()),
             weight: 2.5,
+            run_timeout_ms: None,
+            heartbeat_timeout_ms: None,
         };
         Task::new(TaskId(0xdead_beef), new, "submitter", 1_700_000_000_000)
     }
@@ -437,7 +453,7 @@ mod tests {
         task.assign("agent-2", 13);
         task.reject(Some("busy"), 14);
         task.assign("agent-3", 15);
-        task.reclaim("disconnected", 5, 16);
+        task.reclaim(ReclaimReason::Disconnected, 5, 16);
         task.assign("agent-4", 17);
         task.complete(json!({"ok": true}), Some(1234), 18);
         task

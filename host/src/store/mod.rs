@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 ///
 /// 2: task records may be binary (`codec`). A version 1 folder is taken as it is (its JSON
 /// task records still decode) and marked 2, after which a version 1 build refuses it.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: binary records may carry run and heartbeat timeouts (`codec`'s form 2). Older folders
+/// are taken as they are and marked 3, after which older builds refuse them.
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -148,8 +150,8 @@ impl Store {
                 let found = u32::from_be_bytes(bytes.try_into().unwrap_or([0; 4]));
                 match found {
                     SCHEMA_VERSION => {}
-                    1 => {
-                        tracing::info!("data folder upgraded from schema version 1 to 2");
+                    1 | 2 => {
+                        tracing::info!(from = found, to = SCHEMA_VERSION, "data folder upgraded");
                         self.meta
                             .put(&mut wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                     }
@@ -157,8 +159,11 @@ impl Store {
                 }
             }
             None => {
+                // A new folder: its task ids start from its birth time, so they never repeat
+                // those of a folder it replaces (see `first_task_id`).
                 self.meta
                     .put(&mut wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                self.set_next_seq(&mut wtxn, first_task_id(crate::wire::now_ms()))?;
             }
         }
         wtxn.commit()?;
@@ -174,7 +179,8 @@ impl Store {
     }
 
     /// The sequence number the next submitted task gets (ids are never reused, even after
-    /// finished tasks are purged).
+    /// finished tasks are purged). A folder made before ids started from the folder's birth
+    /// time has none stored until its first task, and counts from 1.
     pub fn next_seq(&self, txn: &RoTxn) -> Result<u64> {
         Ok(match self.meta.get(txn, META_NEXT_SEQ)? {
             Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
@@ -222,6 +228,17 @@ fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what, source })
 }
 
+/// The first task id of a data folder created at `now` (ms): the time in the high bits (so
+/// `task-` and the first 11 hex digits read as the folder's birth), a random offset below
+/// 2^19 in the low 20. Ids then grow by one per task, so they sort by submission, and a folder
+/// created later (a wiped one, say) starts above every id an earlier one could have reached
+/// unless that one averaged over half a million tasks a millisecond. Sidecars keep files by
+/// task id across hub restarts; this keeps a new folder's ids from meeting an old folder's.
+/// Fits the 16 hex digits of the id's wire form until the year 2527.
+pub fn first_task_id(now: u64) -> u64 {
+    (now << 20) | rand::random_range(0..1 << 19)
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Store;
@@ -263,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_folder_is_read_as_it_is_and_marked_2() {
+    fn a_version_1_folder_is_read_as_it_is_and_marked_current() {
         let dir = test_support::temp_dir();
         let new = NewTask {
             description: "old".into(),
@@ -274,6 +291,8 @@ mod tests {
             needed_capabilities: vec![],
             fairness_key: None,
             weight: 1.0,
+            run_timeout_ms: None,
+            heartbeat_timeout_ms: None,
         };
         let task = Task::new(TaskId(1), new, "tester", 1_000);
         {
@@ -315,8 +334,36 @@ mod tests {
             matches!(refused, StoreError::SchemaMismatch { found } if found == SCHEMA_VERSION + 1)
         );
         assert!(
-            refused.to_string().contains("schema version 3"),
+            refused
+                .to_string()
+                .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_new_folder_numbers_tasks_from_its_birth_time_and_an_old_one_from_1() {
+        let before = crate::wire::now_ms();
+        let store = test_support::temp_store();
+        let txn = store.read_txn().unwrap();
+        let first = store.next_seq(&txn).unwrap();
+        assert!(first >= before << 20, "{first}");
+        assert!(first < (crate::wire::now_ms() + 1) << 20, "{first}");
+        assert_eq!(TaskId(first).to_string().len(), "task-".len() + 16);
+        drop(txn);
+
+        // A folder made before: a schema but no sequence stored yet.
+        let dir = test_support::temp_dir();
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        let mut txn = store.write_txn().unwrap();
+        store.meta.delete(&mut txn, META_NEXT_SEQ).unwrap();
+        store
+            .meta
+            .put(&mut txn, META_SCHEMA, &2u32.to_be_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        assert_eq!(store.next_seq(&store.read_txn().unwrap()).unwrap(), 1);
     }
 }

@@ -333,6 +333,8 @@ mod tests {
             needed_capabilities: vec![],
             fairness_key: None,
             weight: 1.0,
+            run_timeout_ms: None,
+            heartbeat_timeout_ms: None,
         };
         Task::new(TaskId(id), new, "tester", 1_000 + id)
     }

@@ -398,6 +398,11 @@ pub struct AgentSummary {
     pub fsm_state: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_task_id: Option<Option<String>>,
+    /// How often another connection with this agent id replaced this agent's (HTTP only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacements: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_replaced_at: Option<u64>,
 }
 
 #[cfg(test)]
@@ -771,6 +776,8 @@ mod tests {
                 connected_at: Some(3),
                 fsm_state: None,
                 current_task_id: None,
+                replacements: None,
+                last_replaced_at: None,
             }],
         };
         assert_eq!(

@@ -23,6 +23,10 @@ pub struct NewTask {
     pub needed_capabilities: Vec<String>,
     pub fairness_key: Option<String>,
     pub weight: f64,
+    /// How long an accepted run may take; `None`: the hub's default; 0: no limit.
+    pub run_timeout_ms: Option<u64>,
+    /// How long an accepted run may go without `task_progress`; `None` or 0: no heartbeat.
+    pub heartbeat_timeout_ms: Option<u64>,
 }
 
 /// A body that cannot be accepted; the message names what is wrong.
@@ -133,7 +137,25 @@ impl NewTask {
             needed_capabilities,
             fairness_key,
             weight,
+            run_timeout_ms: duration_ms(fields, "run_timeout_ms")?,
+            heartbeat_timeout_ms: duration_ms(fields, "heartbeat_timeout_ms")?,
         })
+    }
+
+    /// A new task with every optional field at its default.
+    pub fn with_description(description: impl Into<String>) -> NewTask {
+        NewTask {
+            description: description.into(),
+            priority: 2,
+            metadata: Value::Object(Map::new()),
+            max_retries: DEFAULT_MAX_RETRIES,
+            complete_by: None,
+            needed_capabilities: Vec::new(),
+            fairness_key: None,
+            weight: 1.0,
+            run_timeout_ms: None,
+            heartbeat_timeout_ms: None,
+        }
     }
 
     /// Validates the body of `POST /api/tasks/batch`: all tasks or none.
@@ -153,6 +175,22 @@ impl NewTask {
                 _ => Err(bad(format!("tasks[{index}] must be an object"))),
             })
             .collect()
+    }
+}
+
+/// The longest timeout a task may ask for: 30 days.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// An optional duration in milliseconds, 0 to [`MAX_TIMEOUT_MS`].
+fn duration_ms(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, BadBody> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_u64() {
+            Some(ms) if ms <= MAX_TIMEOUT_MS => Ok(Some(ms)),
+            _ => Err(bad(format!(
+                "{name} must be an integer number of milliseconds from 0 to {MAX_TIMEOUT_MS}"
+            ))),
+        },
     }
 }
 

@@ -61,6 +61,7 @@ pub struct HubOpts {
     pub reject_cooldown_ms: Option<u64>,
     pub max_reclaims: Option<u64>,
     pub max_frame_bytes: Option<u64>,
+    pub run_timeout_ms: Option<u64>,
     /// `--map-size-mib`: how large the store may grow.
     pub map_size_mib: Option<u64>,
     pub policy: PolicyArg,
@@ -85,6 +86,11 @@ impl HubOpts {
         self.max_reclaims = Some(n);
         self
     }
+    pub fn run_timeout_ms(mut self, ms: u64) -> Self {
+        self.run_timeout_ms = Some(ms);
+        self
+    }
+
     pub fn max_frame_bytes(mut self, n: u64) -> Self {
         self.max_frame_bytes = Some(n);
         self
@@ -115,6 +121,7 @@ impl HubOpts {
             ("--reject-cooldown-ms", self.reject_cooldown_ms),
             ("--max-reclaims", self.max_reclaims),
             ("--max-frame-bytes", self.max_frame_bytes),
+            ("--run-timeout-ms", self.run_timeout_ms),
             ("--map-size-mib", self.map_size_mib),
         ];
         let mut args = Vec::new();
