@@ -12,8 +12,8 @@ use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::{self, Outcome, PolicyHost};
 use crate::store::{self, AgentRecord, Role, Store, TaskWrite, TokenRecord};
 use crate::task::{Requeue, Task, TaskStatus};
-use crate::wire::agent::Refusal;
 use crate::wire::agent::{AckStatus, AgentSummary, ClientMessage, Identify, ServerMessage};
+use crate::wire::agent::{CloseReason, ErrorCode, Refusal, TaskReport};
 use crate::wire::http::{valid_agent_id, NewTask};
 use crate::wire::TaskId;
 use std::collections::{HashMap, HashSet};
@@ -23,11 +23,6 @@ use tokio::sync::oneshot;
 
 /// How often finished tasks past their retention are purged.
 const PURGE_INTERVAL_MS: u64 = 60_000;
-/// Close code and reason for a connection replaced by a newer one of the same agent.
-const SUPERSEDED: Outbound = Outbound::Close {
-    code: 4000,
-    reason: "superseded",
-};
 
 pub struct EngineState {
     store: Arc<Store>,
@@ -278,10 +273,9 @@ impl EngineState {
     fn drop_all_connections(&mut self) {
         for agent in self.agents.values_mut() {
             if let Some(connection) = agent.connection.take() {
-                connection.outbox.control(Outbound::Close {
-                    code: 1011,
-                    reason: "storage_unavailable",
-                });
+                connection
+                    .outbox
+                    .control(Outbound::Close(CloseReason::StorageUnavailable));
                 agent.disconnects += 1;
             }
             agent.ready = false;
@@ -478,7 +472,9 @@ impl EngineState {
             last_seen: now,
         };
         match superseded {
-            Some(old) if old.id != conn => self.pushes.push((old.outbox, SUPERSEDED)),
+            Some(old) if old.id != conn => self
+                .pushes
+                .push((old.outbox, Outbound::Close(CloseReason::Superseded))),
             Some(_) => {}
             None => {
                 self.connected.fetch_add(1, Ordering::Relaxed);
@@ -505,7 +501,7 @@ impl EngineState {
         }));
     }
 
-    fn authenticate(&self, identify: &Identify) -> Result<(), &'static str> {
+    fn authenticate(&self, identify: &Identify) -> Result<(), ErrorCode> {
         let found = self
             .store
             .read_txn()
@@ -513,14 +509,16 @@ impl EngineState {
         match found {
             Err(error) => {
                 tracing::error!(%error, "token lookup failed");
-                Err("storage_unavailable")
+                Err(ErrorCode::StorageUnavailable)
             }
-            Ok(None) => Err("invalid_token"),
+            Ok(None) => Err(ErrorCode::InvalidToken),
             Ok(Some(record)) => match record.role {
-                Role::Agent if self.revoking.contains(&record.agent_id) => Err("invalid_token"),
+                Role::Agent if self.revoking.contains(&record.agent_id) => {
+                    Err(ErrorCode::InvalidToken)
+                }
                 Role::Agent if record.agent_id == identify.agent_id => Ok(()),
                 Role::Admin if valid_agent_id(&identify.agent_id) => Ok(()),
-                _ => Err("token_agent_mismatch"),
+                _ => Err(ErrorCode::TokenAgentMismatch),
             },
         }
     }
@@ -567,13 +565,8 @@ impl EngineState {
             .and_then(|a| a.connection.as_ref())
         {
             let outbox = connection.outbox.clone();
-            self.pushes.push((
-                outbox,
-                Outbound::Close {
-                    code: 1008,
-                    reason: "token_revoked",
-                },
-            ));
+            self.pushes
+                .push((outbox, Outbound::Close(CloseReason::TokenRevoked)));
         }
         Ok(count)
     }
@@ -634,7 +627,7 @@ impl EngineState {
                             status: AckStatus::Accepted,
                         }
                     }
-                    Err(refusal) => ServerMessage::error(format!("task_accept_failed: {refusal}")),
+                    Err(refusal) => ServerMessage::report_refused(TaskReport::Accepted, refusal),
                 };
                 self.push(outbox, reply);
             }
@@ -653,9 +646,7 @@ impl EngineState {
                             status: AckStatus::Complete,
                         }
                     }
-                    Err(refusal) => {
-                        ServerMessage::error(format!("task_complete_failed: {refusal}"))
-                    }
+                    Err(refusal) => ServerMessage::report_refused(TaskReport::Complete, refusal),
                 };
                 self.push(outbox, reply);
             }
@@ -671,7 +662,7 @@ impl EngineState {
                         let status = self.after_return(id, requeue);
                         ServerMessage::TaskAck { task_id, status }
                     }
-                    Err(refusal) => ServerMessage::error(format!("task_fail_failed: {refusal}")),
+                    Err(refusal) => ServerMessage::report_refused(TaskReport::Failed, refusal),
                 };
                 self.push(outbox, reply);
             }
@@ -696,7 +687,7 @@ impl EngineState {
                             status: AckStatus::Rejected,
                         }
                     }
-                    Err(refusal) => ServerMessage::error(format!("task_reject_failed: {refusal}")),
+                    Err(refusal) => ServerMessage::report_refused(TaskReport::Rejected, refusal),
                 };
                 self.push(outbox, reply);
             }
