@@ -8,7 +8,8 @@
 //! The program gets a process group of its own, so a deadline or a stop kills everything it
 //! started. Its stdout is kept up to [`MAX_RESULT_BYTES`], and the end of its stderr for the
 //! error of a failure. Both kinds of worker run their programs here: a command worker
-//! ([`runner`](super::runner)) and the file contract's wake command ([`contract`](super::contract)).
+//! ([`runner`](super::runner)) and the file contract's wake command
+//! ([`contract`](super::contract)).
 
 use crate::sidecar::config::Program;
 use crate::sidecar::process::{self, ProcessMark};

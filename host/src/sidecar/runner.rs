@@ -1,5 +1,6 @@
 //! Running one task with the configured worker: a command per task, or AgentCom's file
-//! contract ([`contract`]). Either way the worker's programs are run by [`program`].
+//! contract ([`contract`]). Either way the worker's programs are run by
+//! [`program`](super::program).
 //!
 //! A run is a tokio task that reports through the sidecar's event channel: `Spawned` when the
 //! worker's process group exists (so it can be marked on disk), `Finished` with its verdict.

@@ -152,9 +152,9 @@ async fn stop(w: Worker) -> (Agent, WorkerReport) {
     }
 }
 
-/// Sleeps until `at`; with no deadline, never resolves. The same helper as the hub's
-/// `switchyard::wait::sleep_until`, kept apart on purpose: the harness drives the hub only as a
-/// client over its sockets and never links the hub's library, and it keeps std `Instant`s.
+/// Sleeps until `at`; with no deadline, never resolves. The same helper as
+/// `switchyard::wait::sleep_until`, kept apart on purpose: the harness treats the hub as a black
+/// box (a binary it talks to over sockets) and imports nothing from its library.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -197,26 +197,27 @@ impl<'de> Deserialize<'de> for ErrorCode {
     }
 }
 
+/// Every code the hub can send (for the round-trip tests here and in [`hub`](super::hub)).
+#[cfg(test)]
+pub(super) fn every_code() -> Vec<ErrorCode> {
+    let mut codes = vec![
+        ErrorCode::NotIdentified,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenAgentMismatch,
+        ErrorCode::StorageUnavailable,
+    ];
+    codes.extend(FrameError::ALL.map(ErrorCode::Frame));
+    for report in TaskReport::ALL {
+        for refusal in Refusal::ALL {
+            codes.push(ErrorCode::TaskReportRefused { report, refusal });
+        }
+    }
+    codes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every code the hub can send.
-    fn every_code() -> Vec<ErrorCode> {
-        let mut codes = vec![
-            ErrorCode::NotIdentified,
-            ErrorCode::InvalidToken,
-            ErrorCode::TokenAgentMismatch,
-            ErrorCode::StorageUnavailable,
-        ];
-        codes.extend(FrameError::ALL.map(ErrorCode::Frame));
-        for report in TaskReport::ALL {
-            for refusal in Refusal::ALL {
-                codes.push(ErrorCode::TaskReportRefused { report, refusal });
-            }
-        }
-        codes
-    }
 
     #[test]
     fn every_code_parses_back_to_itself() {

@@ -319,6 +319,17 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_reads_every_error_code_the_hub_writes() {
+        for code in crate::wire::agent::error::every_code() {
+            let sent = ServerMessage::error(code.clone());
+            assert_eq!(
+                HubMessage::parse(&sent.to_json()).unwrap(),
+                HubMessage::Error { error: code }
+            );
+        }
+    }
+
+    #[test]
     fn hub_messages_take_defaults_and_refuse_bad_ids() {
         let assign = HubMessage::parse(
             r#"{"type":"task_assign","task_id":"task-0000000000000001","generation":1,"extra":true}"#,
