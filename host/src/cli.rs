@@ -351,19 +351,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
     };
     let state = Arc::new(AppState { engine, store });
-    server::serve(listener, state, limits, shutdown_signal()).await;
+    server::serve(listener, state, limits, crate::wait::shutdown_signal()).await;
     tracing::info!("switchyard stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM can be handled");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
 }
 
 /// Makes sure an admin token exists: `SWITCHYARD_ADMIN_TOKEN` if set, else one made on first

@@ -12,6 +12,7 @@
 //! - [`sidecar`]: `switchyard agent`, the sidecar that runs tasks on an agent's machine.
 //! - [`cli`]: the `switchyard` command line.
 //! - [`bench`]: `switchyard bench`, a load generator for a running hub.
+//! - [`wait`]: the shutdown signal and optional deadlines, shared by hub and sidecar.
 
 pub mod bench;
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod server;
 pub mod sidecar;
 pub mod store;
 pub mod task;
+pub mod wait;
 pub mod wire;

@@ -2,7 +2,7 @@
 //! the same channel, so an agent sees them in the order the engine decided them (a `task_ack`
 //! always before the next `task_assign`).
 
-use crate::wire::agent::ServerMessage;
+use crate::wire::agent::{CloseReason, ServerMessage};
 use tokio::sync::mpsc;
 
 /// What the engine asks a connection to do.
@@ -12,8 +12,8 @@ pub enum Outbound {
     Frame(String),
     /// The agent missed an acceptance deadline; report the next frame it sends.
     Unresponsive,
-    /// Close the connection with this code and reason.
-    Close { code: u16, reason: &'static str },
+    /// Close the connection, saying why.
+    Close(CloseReason),
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::policy::Outcome;
 use crate::task::Requeue;
-use crate::wire::agent::{AckStatus, ClientMessage, Refusal, ServerMessage};
+use crate::wire::agent::{AckStatus, ClientMessage, Refusal, ServerMessage, TaskReport};
 use crate::wire::TaskId;
 
 impl EngineState {
@@ -41,7 +41,7 @@ impl EngineState {
                         status: AckStatus::Accepted,
                     }
                 }
-                Err(refusal) => ServerMessage::error(format!("task_accept_failed: {refusal}")),
+                Err(refusal) => ServerMessage::report_refused(TaskReport::Accepted, refusal),
             },
             ClientMessage::TaskComplete {
                 task_id,
@@ -57,7 +57,7 @@ impl EngineState {
                         status: AckStatus::Complete,
                     }
                 }
-                Err(refusal) => ServerMessage::error(format!("task_complete_failed: {refusal}")),
+                Err(refusal) => ServerMessage::report_refused(TaskReport::Complete, refusal),
             },
             ClientMessage::TaskFailed {
                 task_id,
@@ -70,7 +70,7 @@ impl EngineState {
                     let status = self.after_return(id, requeue);
                     ServerMessage::TaskAck { task_id, status }
                 }
-                Err(refusal) => ServerMessage::error(format!("task_fail_failed: {refusal}")),
+                Err(refusal) => ServerMessage::report_refused(TaskReport::Failed, refusal),
             },
             ClientMessage::TaskRejected { task_id, reason } => {
                 match self.holder_check(&task_id, agent_id, None) {
@@ -84,7 +84,7 @@ impl EngineState {
                             status: AckStatus::Rejected,
                         }
                     }
-                    Err(refusal) => ServerMessage::error(format!("task_reject_failed: {refusal}")),
+                    Err(refusal) => ServerMessage::report_refused(TaskReport::Rejected, refusal),
                 }
             }
             ClientMessage::TaskRecovering { task_id } => {

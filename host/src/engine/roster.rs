@@ -6,18 +6,12 @@ use crate::engine::outbox::Outbound;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::store::{self, AgentRecord, Role, TokenRecord};
-use crate::wire::agent::{AgentSummary, Identify, ServerMessage};
+use crate::wire::agent::{AgentSummary, CloseReason, ErrorCode, Identify, ServerMessage};
 use crate::wire::http::valid_agent_id;
 use tokio::sync::oneshot;
 
 /// Replacements of one agent's connection are logged at most this often.
 const REPLACEMENT_LOG_INTERVAL_MS: u64 = 60_000;
-
-/// Close code and reason for a connection replaced by a newer one of the same agent.
-const SUPERSEDED: Outbound = Outbound::Close {
-    code: 4000,
-    reason: "superseded",
-};
 
 impl EngineState {
     /// The agent's entry, made on first sight with the next policy handle.
@@ -102,7 +96,8 @@ impl EngineState {
         match superseded {
             Some(old) if old.id != conn => {
                 self.replaced(&agent_id, &old, now);
-                self.pushes.push((old.outbox, SUPERSEDED));
+                self.pushes
+                    .push((old.outbox, Outbound::Close(CloseReason::Superseded)));
             }
             Some(_) => {}
             None => {
@@ -159,7 +154,7 @@ impl EngineState {
         }
     }
 
-    fn authenticate(&self, identify: &Identify) -> Result<(), &'static str> {
+    fn authenticate(&self, identify: &Identify) -> Result<(), ErrorCode> {
         let found = self
             .store
             .read_txn()
@@ -167,14 +162,16 @@ impl EngineState {
         match found {
             Err(error) => {
                 tracing::error!(%error, "token lookup failed");
-                Err("storage_unavailable")
+                Err(ErrorCode::StorageUnavailable)
             }
-            Ok(None) => Err("invalid_token"),
+            Ok(None) => Err(ErrorCode::InvalidToken),
             Ok(Some(record)) => match record.role {
-                Role::Agent if self.revoking.contains(&record.agent_id) => Err("invalid_token"),
+                Role::Agent if self.revoking.contains(&record.agent_id) => {
+                    Err(ErrorCode::InvalidToken)
+                }
                 Role::Agent if record.agent_id == identify.agent_id => Ok(()),
                 Role::Admin if valid_agent_id(&identify.agent_id) => Ok(()),
-                _ => Err("token_agent_mismatch"),
+                _ => Err(ErrorCode::TokenAgentMismatch),
             },
         }
     }
@@ -230,13 +227,8 @@ impl EngineState {
         self.writes.revoked.push(agent_id.to_owned());
         self.revoking.insert(agent_id.to_owned());
         if let Some(outbox) = self.outbox_of(agent_id) {
-            self.pushes.push((
-                outbox,
-                Outbound::Close {
-                    code: 1008,
-                    reason: "token_revoked",
-                },
-            ));
+            self.pushes
+                .push((outbox, Outbound::Close(CloseReason::TokenRevoked)));
         }
         Ok(count)
     }

@@ -19,7 +19,7 @@ use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::PolicyHost;
 use crate::store::{self, Store, TaskWrite};
 use crate::task::{Task, TaskStatus};
-use crate::wire::agent::ServerMessage;
+use crate::wire::agent::{CloseReason, ServerMessage};
 use crate::wire::TaskId;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -285,10 +285,9 @@ impl EngineState {
     fn drop_all_connections(&mut self) {
         for agent in self.agents.values_mut() {
             if let Some(connection) = agent.connection.take() {
-                connection.outbox.control(Outbound::Close {
-                    code: 1011,
-                    reason: "storage_unavailable",
-                });
+                connection
+                    .outbox
+                    .control(Outbound::Close(CloseReason::StorageUnavailable));
                 agent.disconnects += 1;
             }
             agent.ready = false;

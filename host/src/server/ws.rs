@@ -7,7 +7,9 @@
 
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::{Command, Engine};
-use crate::wire::agent::{parse_frame, ClientMessage, FrameError, ServerMessage};
+use crate::wire::agent::{
+    parse_frame, ClientMessage, CloseReason, ErrorCode, FrameError, ServerMessage,
+};
 use crate::wire::now_ms;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +25,14 @@ use warp::http::StatusCode;
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::Reply;
 
-/// Failed `identify` attempts after which a connection is closed (policy violation).
+/// Failed `identify` attempts after which a connection is closed
+/// ([`CloseReason::TooManyFailedIdentifies`]).
 const MAX_FAILED_IDENTIFIES: u32 = 5;
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct WsLimits {
-    /// Frames larger than this get `frame_too_large` and a 1009 close.
+    /// Frames larger than this get `frame_too_large` and [`CloseReason::FrameTooLarge`].
     pub max_frame_bytes: usize,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
@@ -95,10 +98,10 @@ pub fn accept(
     warp::reply::with_header(reply, "sec-websocket-accept", accept_key).into_response()
 }
 
-fn close_message(code: u16, reason: &'static str) -> Message {
+fn close_message(close: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
+        code: CloseCode::from(close.code()),
+        reason: close.reason().into(),
     }))
 }
 
@@ -118,8 +121,8 @@ pub async fn serve_connection(
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
 
-    // The loop ends with the close code and reason to send, if the hub closes.
-    let close: Option<(u16, &'static str)> = loop {
+    // The loop ends with why the hub closes the connection, if it does.
+    let close: Option<CloseReason> = loop {
         tokio::select! {
             frame = stream.next() => {
                 let message = match frame {
@@ -127,9 +130,9 @@ pub async fn serve_connection(
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
                         if matches!(error, WsError::Capacity(_)) {
-                            let reply = ServerMessage::error(FrameError::FrameTooLarge.as_str());
+                            let reply = ServerMessage::error(FrameError::FrameTooLarge);
                             let _ = sink.send(Message::text(reply.to_json())).await;
-                            break Some((1009, "frame_too_large"));
+                            break Some(CloseReason::FrameTooLarge);
                         }
                         tracing::debug!(conn, %error, "connection error");
                         break None;
@@ -151,7 +154,7 @@ pub async fn serve_connection(
                 let text = match &message {
                     Message::Text(text) => text.as_str(),
                     _ => {
-                        let reply = ServerMessage::error(FrameError::InvalidJson.as_str());
+                        let reply = ServerMessage::error(FrameError::InvalidJson);
                         if sink.send(Message::text(reply.to_json())).await.is_err() {
                             break None;
                         }
@@ -159,12 +162,12 @@ pub async fn serve_connection(
                     }
                 };
                 if text.len() > limits.max_frame_bytes {
-                    let reply = ServerMessage::error(FrameError::FrameTooLarge.as_str());
+                    let reply = ServerMessage::error(FrameError::FrameTooLarge);
                     let _ = sink.send(Message::text(reply.to_json())).await;
-                    break Some((1009, "frame_too_large"));
+                    break Some(CloseReason::FrameTooLarge);
                 }
                 let direct = match parse_frame(text) {
-                    Err(error) => Some(ServerMessage::error(error.as_str())),
+                    Err(error) => Some(ServerMessage::error(error)),
                     Ok(ClientMessage::Identify(identify)) => {
                         let agent_id = identify.agent_id.clone();
                         let (done, outcome) = oneshot::channel();
@@ -181,12 +184,12 @@ pub async fn serve_connection(
                             failed_identifies += 1;
                             if failed_identifies >= MAX_FAILED_IDENTIFIES {
                                 flush(&mut sink, &mut inbox).await;
-                                break Some((1008, "too many failed identifies"));
+                                break Some(CloseReason::TooManyFailedIdentifies);
                             }
                         }
                         None
                     }
-                    Ok(_) if agent.is_none() => Some(ServerMessage::error("not_identified")),
+                    Ok(_) if agent.is_none() => Some(ServerMessage::error(ErrorCode::NotIdentified)),
                     Ok(ClientMessage::Ping) => Some(ServerMessage::Pong { timestamp: now_ms() }),
                     Ok(message) => {
                         let agent = agent.clone().expect("identified");
@@ -207,12 +210,12 @@ pub async fn serve_connection(
                     Err(()) => break None,
                 }
             }
-            _ = &mut idle => break Some((1000, "idle_timeout")),
-            _ = shutdown.changed() => break Some((1001, "hub shutting down")),
+            _ = &mut idle => break Some(CloseReason::IdleTimeout),
+            _ = shutdown.changed() => break Some(CloseReason::ShuttingDown),
         }
     };
-    if let Some((code, reason)) = close {
-        let _ = sink.send(close_message(code, reason)).await;
+    if let Some(close) = close {
+        let _ = sink.send(close_message(close)).await;
         let _ = sink.close().await;
     }
     if let Some(agent) = agent {
@@ -235,7 +238,7 @@ async fn send_waiting<S>(
     inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>,
     first: Outbound,
     report_alive: &mut bool,
-) -> Result<Option<(u16, &'static str)>, ()>
+) -> Result<Option<CloseReason>, ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -249,8 +252,8 @@ where
                 written += 1;
             }
             Outbound::Unresponsive => *report_alive = true,
-            Outbound::Close { code, reason } => {
-                close = Some((code, reason));
+            Outbound::Close(reason) => {
+                close = Some(reason);
                 break;
             }
         }

@@ -8,8 +8,8 @@
 //! (or finished) is not woken again.
 
 use crate::sidecar::config::FileWorker;
-use crate::sidecar::runner::{
-    exit_error, run_program, seconds, with_tail, Ended, RunCtx, TaskInput, MAX_RESULT_BYTES,
+use crate::sidecar::program::{
+    exit_error, run_program, seconds, with_tail, Ended, RunControl, TaskInput, MAX_RESULT_BYTES,
 };
 use crate::sidecar::state::Verdict;
 use crate::wire::TaskId;
@@ -40,7 +40,7 @@ impl ContractFiles {
         }
     }
 
-    /// Removes both files: once the outcome is on disk, or when the task is taken away.
+    /// Removes both files: once the verdict is on disk, or when the task is taken away.
     pub fn remove(&self) {
         for path in [&self.started, &self.result] {
             if let Err(error) = std::fs::remove_file(path) {
@@ -59,7 +59,7 @@ pub(super) async fn run_files(
     worker: &FileWorker,
     input: &TaskInput,
     resume: bool,
-    ctx: &mut RunCtx,
+    control: &mut RunControl,
 ) -> Option<Verdict> {
     let files = ContractFiles::new(worker, input.task_id);
     let begun = Instant::now();
@@ -88,7 +88,7 @@ pub(super) async fn run_files(
             input,
             &env,
             Some(worker.confirmation_timeout),
-            ctx,
+            control,
         )
         .await
         {
@@ -130,7 +130,7 @@ pub(super) async fn run_files(
                 });
             }
             match serde_json::from_slice::<Value>(&bytes) {
-                Ok(value) => return Some(file_outcome(value)),
+                Ok(value) => return Some(file_verdict(value)),
                 Err(error) => match &unsettled {
                     Some((previous, since))
                         if *previous == bytes && since.elapsed() >= RESULT_SETTLE =>
@@ -165,7 +165,7 @@ pub(super) async fn run_files(
         }
         tokio::select! {
             _ = tokio::time::sleep(FILE_POLL) => {}
-            _ = &mut ctx.stop => return None,
+            _ = &mut control.stop => return None,
         }
     }
 }
@@ -187,7 +187,7 @@ fn read_capped(path: &Path) -> Option<Vec<u8>> {
 
 /// `{"status":"success", ...}` is the result, whole; anything else a failure with its `reason`
 /// (or `error`).
-fn file_outcome(value: Value) -> Verdict {
+fn file_verdict(value: Value) -> Verdict {
     if value.get("status").and_then(Value::as_str) == Some("success") {
         return Verdict::Success { result: value };
     }
@@ -208,25 +208,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn result_files_map_to_outcomes() {
+    fn result_files_map_to_verdicts() {
         assert_eq!(
-            file_outcome(json!({"status": "success", "output": "x"})),
+            file_verdict(json!({"status": "success", "output": "x"})),
             Verdict::Success {
                 result: json!({"status": "success", "output": "x"})
             }
         );
         assert_eq!(
-            file_outcome(json!({"status": "failed", "reason": "oom"})),
+            file_verdict(json!({"status": "failed", "reason": "oom"})),
             Verdict::Failure {
                 error: "oom".into()
             }
         );
         assert_eq!(
-            file_outcome(json!({"status": "failed", "error": "e"})),
+            file_verdict(json!({"status": "failed", "error": "e"})),
             Verdict::Failure { error: "e".into() }
         );
         assert_eq!(
-            file_outcome(json!({})),
+            file_verdict(json!({})),
             Verdict::Failure {
                 error: "unknown".into()
             }

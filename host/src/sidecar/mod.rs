@@ -1,24 +1,30 @@
 //! `switchyard agent`: the sidecar that runs tasks on an agent's machine.
 //!
 //! It holds the connection to the hub, takes tasks one at a time, runs the real worker for
-//! each (a command, or AgentCom's file contract) and reports the outcome, and it survives a
+//! each (a command, or AgentCom's file contract) and reports how it ended, and it survives a
 //! crash or restart of either side without losing work: the task in flight and an unreported
 //! result live in a state folder, written before anything is acknowledged to the hub.
 //!
 //! - [`config`]: the TOML file and the flags, checked at start-up.
 //! - [`state`]: the durable state folder.
-//! - [`process`]: workers as process groups, and what a crashed sidecar left running.
-//! - [`runner`]: running one task, and mapping its end to an outcome.
-//! - [`contract`]: AgentCom's file contract.
+//! - [`connection`]: the loop that connects, serves and reconnects.
+//! - [`link`]: one WebSocket connection to the hub, and why it was lost.
 //! - [`backoff`]: reconnect delays.
-//! - [`connection`]: the protocol, the reconnect loop and the task slot.
+//! - [`slot`]: the one task held, settled with the hub after every reconnect.
+//! - [`runner`]: running one task with the configured worker, and its verdict.
+//! - [`contract`]: AgentCom's file contract.
+//! - [`program`]: running one worker program, as a process group.
+//! - [`process`]: workers as process groups, and what a crashed sidecar left running.
 
 pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod contract;
+pub mod link;
 pub mod process;
+pub mod program;
 pub mod runner;
+pub mod slot;
 pub mod state;
 
 pub use config::{AgentArgs, AgentConfig};
@@ -55,23 +61,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         "switchyard agent starting"
     );
     connection::Sidecar::new(config, state, record)
-        .run(shutdown_signal())
+        .run(crate::wait::shutdown_signal())
         .await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutting down");
 }

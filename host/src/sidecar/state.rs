@@ -35,9 +35,10 @@ pub struct TaskRecord {
     /// crashed one left running.
     #[serde(default)]
     pub worker: Option<ProcessMark>,
-    /// The finished result, kept until the hub acknowledges it.
-    #[serde(default)]
-    pub outcome: Option<Verdict>,
+    /// How the task ended here, kept until the hub acknowledges the report of it. (Named
+    /// `outcome` in the file, as state folders written before the rename have it.)
+    #[serde(default, rename = "outcome")]
+    pub verdict: Option<Verdict>,
 }
 
 /// How a task ended on this machine.
@@ -187,7 +188,7 @@ mod tests {
             assigned_at: 11,
             attempt: 1,
             worker: None,
-            outcome: None,
+            verdict: None,
         }
     }
 
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(found, None);
         let mut saved = record();
         state.save(&saved).unwrap();
-        saved.outcome = Some(Verdict::Failure {
+        saved.verdict = Some(Verdict::Failure {
             error: "exit code 1: no".into(),
         });
         state.save(&saved).unwrap();
@@ -244,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_have_a_stable_shape() {
+    fn verdicts_have_a_stable_shape() {
         let success = Verdict::Success {
             result: json!({"n": 1}),
         };
@@ -256,6 +257,19 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&rejected).unwrap(),
             json!({"status": "rejected", "reason": "r"})
+        );
+        let failed = TaskRecord {
+            verdict: Some(Verdict::Failure { error: "e".into() }),
+            ..record()
+        };
+        let on_disk = serde_json::to_value(&failed).unwrap();
+        assert_eq!(
+            on_disk["outcome"],
+            json!({"status": "failure", "error": "e"})
+        );
+        assert_eq!(
+            serde_json::from_value::<TaskRecord>(on_disk).unwrap(),
+            failed
         );
     }
 }

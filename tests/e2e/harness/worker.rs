@@ -152,7 +152,10 @@ async fn stop(w: Worker) -> (Agent, WorkerReport) {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+/// Sleeps until `at`; with no deadline, never resolves. The same helper as
+/// `switchyard::wait::sleep_until`, kept apart on purpose: the harness treats the hub as a black
+/// box (a binary it talks to over sockets) and imports nothing from its library.
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
@@ -189,7 +192,7 @@ async fn run(
         tokio::select! {
             _ = &mut stop => break,
             _ = keepalive.tick() => agent.send(json!({"type": "ping"})).await,
-            _ = sleep_until_opt(due) => st.send_complete(&mut agent).await,
+            _ = sleep_until(due) => st.send_complete(&mut agent).await,
             incoming = agent.next_incoming(Duration::from_secs(3600)) => match incoming {
                 Some(Incoming::Json(v)) => st.handle(&mut agent, v, Instant::now(), &done).await,
                 other => {
