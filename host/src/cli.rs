@@ -60,9 +60,13 @@ pub enum Commands {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show one task.
+    /// Show one task (`task ID`), or act on it (`task requeue ID`).
+    #[command(args_conflicts_with_subcommands = true)]
     Task {
-        id: String,
+        /// The task to show.
+        id: Option<String>,
+        #[command(subcommand)]
+        command: Option<TaskCommand>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -77,6 +81,17 @@ pub enum Commands {
     Bench(crate::bench::BenchArgs),
     /// Run the agent sidecar: hold the hub connection, run each task with a local worker.
     Agent(crate::sidecar::AgentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Put an assigned task back in the queue (admin): its agent gets `task_cancel`, and the
+    /// take-back does not count against the task.
+    Requeue {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,11 +247,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             print(client.call("GET", &path, None).await?)
         }
-        Commands::Task { id, client } => print(
-            client
-                .call("GET", &format!("/api/tasks/{}", encode(&id)), None)
-                .await?,
-        ),
+        Commands::Task {
+            id,
+            command,
+            client,
+        } => match (id, command) {
+            (Some(id), None) => print(
+                client
+                    .call("GET", &format!("/api/tasks/{}", encode(&id)), None)
+                    .await?,
+            ),
+            (_, Some(TaskCommand::Requeue { id, client })) => print(
+                client
+                    .call("POST", &format!("/api/tasks/{}/requeue", encode(&id)), None)
+                    .await?,
+            ),
+            (None, None) => bail!("name a task: `switchyard task ID` or `task requeue ID`"),
+        },
         Commands::Policy { command } => match command {
             PolicyCommand::Show { client } => print(client.call("GET", "/api/policy", None).await?),
             PolicyCommand::Load {
