@@ -1,22 +1,31 @@
 //! The network side: WebSocket for agents and the HTTP API, on warp.
+//!
+//! `serve` holds the warp filters; the WebSocket connection is `ws`'s, and the API is `http`'s
+//! (routing and dispatch) with its handlers grouped by concept in the modules below it.
 
-pub mod http;
+mod agents;
+mod auth;
+mod body;
+mod http;
+mod metrics;
+mod policy;
+mod public;
+mod reply;
+mod routes;
+mod tasks;
 pub mod ws;
 
 use crate::engine::Engine;
-use crate::store::Store;
-use futures_util::StreamExt;
+use crate::store::{self, Store};
+use body::LazyBody;
+use reply::ApiError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use warp::http::StatusCode;
-use warp::{Buf, Filter};
+use warp::{Filter, Reply};
 
 pub use ws::WsLimits;
-
-/// Largest HTTP body accepted: a batch of tasks or an uploaded policy component.
-const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// What request handlers share.
 pub struct AppState {
@@ -24,42 +33,21 @@ pub struct AppState {
     pub store: Arc<Store>,
 }
 
-/// A request body that is read only when the handler asks, after authentication.
-pub struct LazyBody(
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, warp::Error>> + Send>>,
-);
-
-impl LazyBody {
-    /// Reads the whole body, refusing one over the size limit.
-    pub async fn read(mut self) -> Result<Vec<u8>, http::ApiError> {
-        let mut body = Vec::new();
-        while let Some(chunk) = self.0.next().await {
-            let chunk = chunk.map_err(|e| {
-                http::ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("body could not be read: {e}"),
-                )
-            })?;
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY_BYTES {
-                return Err(http::ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body is larger than {MAX_BODY_BYTES} bytes"),
-                ));
-            }
-        }
-        Ok(body)
+impl AppState {
+    /// Runs `read` in a read transaction of the store. A failed read is logged and refused with
+    /// 503 `storage_unavailable`: the request may succeed later.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Store, &heed::RoTxn) -> store::Result<T>,
+    ) -> Result<T, ApiError> {
+        self.store
+            .read_txn()
+            .and_then(|txn| read(&self.store, &txn))
+            .map_err(|error| {
+                tracing::error!(%error, "read failed");
+                ApiError::storage_unavailable()
+            })
     }
-}
-
-fn lazy_body<S, B>(stream: S) -> LazyBody
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
-    B: Buf,
-{
-    LazyBody(Box::pin(stream.map(|chunk| {
-        chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining()).to_vec())
-    })))
 }
 
 /// Serves until `shutdown` resolves; then asks every WebSocket to close and returns.
@@ -90,36 +78,25 @@ pub async fn serve(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::body::stream().map(lazy_body))
+        .and(warp::body::stream().map(LazyBody::new))
         .then(
-            move |method,
-                  path: warp::path::FullPath,
-                  authorization,
-                  content_type,
-                  query,
-                  body: LazyBody| {
+            move |method, path: warp::path::FullPath, authorization, content_type, query, body| {
                 let state = state.clone();
-                async move {
-                    match http::Route::resolve(&method, path.as_str()) {
-                        Some(route) => {
-                            let request = http::Request {
-                                route,
-                                authorization,
-                                query,
-                                content_type,
-                                body,
-                            };
-                            http::handle(state, request).await
-                        }
-                        None => http::not_found(),
-                    }
-                }
+                let request = http::Request {
+                    method,
+                    path: path.as_str().to_owned(),
+                    authorization,
+                    query,
+                    content_type,
+                    body,
+                };
+                async move { http::handle(&state, request).await }
             },
         );
     let routes = websocket
         .or(api)
         .recover(|_rejection: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(http::not_found())
+            Ok::<_, std::convert::Infallible>(ApiError::not_found().into_response())
         });
     warp::serve(routes)
         .incoming(listener)

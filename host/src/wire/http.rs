@@ -1,5 +1,11 @@
-//! Bodies of the HTTP API (`spec/http-api.md`) that the hub reads, validated into typed values.
-//! Every refusal names the field that is wrong.
+//! What the hub reads from HTTP requests (`spec/http-api.md`): bodies and query strings,
+//! validated into typed values. Every refusal names the field or parameter that is wrong.
+
+mod policy;
+mod query;
+
+pub use policy::{PolicyChange, PolicyComponent};
+pub use query::TaskQuery;
 
 use serde_json::{Map, Value};
 
@@ -29,17 +35,18 @@ pub struct NewTask {
     pub heartbeat_timeout_ms: Option<u64>,
 }
 
-/// A body that cannot be accepted; the message names what is wrong.
+/// A body or query string that cannot be accepted; the message names what is wrong. The API
+/// answers it with 400 and the message as `error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct BadBody(pub String);
+pub struct BadRequest(pub String);
 
-fn bad(message: impl Into<String>) -> BadBody {
-    BadBody(message.into())
+fn bad(message: impl Into<String>) -> BadRequest {
+    BadRequest(message.into())
 }
 
 /// Parses a request body as a JSON object.
-pub fn object(body: &[u8]) -> Result<Map<String, Value>, BadBody> {
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, BadRequest> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(_) => Err(bad("body must be a JSON object")),
@@ -51,7 +58,7 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, BadBody> {
 pub const PRIORITY_NAMES: [&str; 4] = ["urgent", "high", "normal", "low"];
 
 /// Parses a priority given as a name or a number 0-3.
-pub fn priority(value: &Value) -> Result<u8, BadBody> {
+pub fn priority(value: &Value) -> Result<u8, BadRequest> {
     let refusal = || {
         bad(format!(
             "priority must be one of urgent, high, normal, low or 0-3, not {value}"
@@ -73,7 +80,7 @@ pub fn priority(value: &Value) -> Result<u8, BadBody> {
 
 impl NewTask {
     /// Validates one task object of `POST /api/tasks` or of a batch.
-    pub fn parse(fields: &Map<String, Value>) -> Result<NewTask, BadBody> {
+    pub fn parse(fields: &Map<String, Value>) -> Result<NewTask, BadRequest> {
         let description = match fields.get("description") {
             Some(Value::String(text)) => text.clone(),
             Some(_) => return Err(bad("description must be a string")),
@@ -159,7 +166,7 @@ impl NewTask {
     }
 
     /// Validates the body of `POST /api/tasks/batch`: all tasks or none.
-    pub fn parse_batch(fields: &Map<String, Value>) -> Result<Vec<NewTask>, BadBody> {
+    pub fn parse_batch(fields: &Map<String, Value>) -> Result<Vec<NewTask>, BadRequest> {
         let Some(Value::Array(items)) = fields.get("tasks") else {
             return Err(bad("tasks is required and must be a list of task objects"));
         };
@@ -171,7 +178,7 @@ impl NewTask {
             .enumerate()
             .map(|(index, item)| match item {
                 Value::Object(task) => NewTask::parse(task)
-                    .map_err(|BadBody(why)| bad(format!("tasks[{index}]: {why}"))),
+                    .map_err(|BadRequest(why)| bad(format!("tasks[{index}]: {why}"))),
                 _ => Err(bad(format!("tasks[{index}] must be an object"))),
             })
             .collect()
@@ -195,7 +202,7 @@ fn duration_ms(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, B
 }
 
 /// The body of `POST /admin/tokens`.
-pub fn token_request(fields: &Map<String, Value>) -> Result<String, BadBody> {
+pub fn token_request(fields: &Map<String, Value>) -> Result<String, BadRequest> {
     match fields.get("agent_id") {
         Some(Value::String(id)) if valid_agent_id(id) => Ok(id.clone()),
         Some(Value::String(_)) => Err(bad(
@@ -215,7 +222,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(value: Value) -> Result<NewTask, BadBody> {
+    fn parse(value: Value) -> Result<NewTask, BadRequest> {
         NewTask::parse(value.as_object().unwrap())
     }
 

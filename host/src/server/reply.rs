@@ -1,0 +1,146 @@
+//! What a handler answers: a response, or an [`ApiError`] that becomes a JSON one. Handlers
+//! return [`ApiResult`], so a refusal anywhere in one flows out with `?`.
+
+use crate::engine::EngineError;
+use crate::wire::http::BadRequest;
+use serde_json::{json, Value};
+use std::fmt::Display;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+/// What every handler returns.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// A JSON answer with its status.
+pub fn json(status: StatusCode, body: Value) -> Response {
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// A refusal: the status and the JSON body to answer with. Small, so `Result`s carrying it stay
+/// cheap to move around (a whole `Response` is not).
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {body}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ApiError {
+    /// The usual refusal: `{"error": message}`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// No route has this method and path.
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found")
+    }
+
+    /// No task has this id; `task_id` is the id as the request gave it.
+    pub fn task_not_found(task_id: impl Display) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": "task_not_found", "task_id": task_id.to_string()}),
+        }
+    }
+
+    /// The agent has no token to revoke.
+    pub fn token_not_found(agent_id: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": "token_not_found", "agent_id": agent_id}),
+        }
+    }
+
+    /// The store could not be read or written; the request may succeed later.
+    pub fn storage_unavailable() -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        json(self.status, self.body)
+    }
+}
+
+/// A body or query string that cannot be accepted: 400, naming what is wrong.
+impl From<BadRequest> for ApiError {
+    fn from(BadRequest(why): BadRequest) -> ApiError {
+        ApiError::bad_request(why)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        match error {
+            EngineError::TaskNotFound(id) => ApiError::task_not_found(id),
+            EngineError::InvalidState(status) => {
+                ApiError::new(StatusCode::CONFLICT, format!("task is {status}"))
+            }
+            EngineError::PolicyRejected(why) => ApiError::bad_request(why),
+            EngineError::Unavailable => ApiError::storage_unavailable(),
+            EngineError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TaskId;
+
+    #[test]
+    fn engine_errors_keep_their_statuses_and_bodies() {
+        let cases = [
+            (
+                EngineError::TaskNotFound(TaskId(1)),
+                StatusCode::NOT_FOUND,
+                json!({"error": "task_not_found", "task_id": "task-0000000000000001"}),
+            ),
+            (
+                EngineError::InvalidState("completed"),
+                StatusCode::CONFLICT,
+                json!({"error": "task is completed"}),
+            ),
+            (
+                EngineError::PolicyRejected("bad config".into()),
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad config"}),
+            ),
+            (
+                EngineError::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "storage_unavailable"}),
+            ),
+            (
+                EngineError::Stopped,
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "shutting_down"}),
+            ),
+        ];
+        for (error, status, body) in cases {
+            let api_error = ApiError::from(error.clone());
+            assert_eq!(
+                (api_error.status, api_error.body),
+                (status, body),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_request_is_400_with_its_message() {
+        let api_error = ApiError::from(BadRequest("limit must be ...".into()));
+        assert_eq!(api_error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(api_error.body, json!({"error": "limit must be ..."}));
+    }
+}

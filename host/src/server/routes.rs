@@ -1,0 +1,153 @@
+//! The routing table: every method and path the API answers, and the role each one needs.
+
+use crate::store::Role;
+use percent_encoding::percent_decode_str;
+use warp::http::Method;
+
+/// Every route of the API. Path parameters are percent-decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Health,
+    Metrics,
+    Dashboard,
+    SubmitTask,
+    SubmitBatch,
+    ListTasks,
+    DeadLetter,
+    Stats,
+    GetTask(String),
+    RetryTask(String),
+    CancelTask(String),
+    ListAgents,
+    CreateToken,
+    ListTokens,
+    RevokeTokens(String),
+    GetPolicy,
+    PutPolicy,
+    /// `GET /ws` without the WebSocket upgrade.
+    WsWithoutUpgrade,
+}
+
+impl Route {
+    /// The route for a method and a path as the request line gave it (still percent-encoded);
+    /// `None` when there is none.
+    pub fn resolve(method: &Method, path: &str) -> Option<Route> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let route = match (method, segments.as_slice()) {
+            (&Method::GET, ["health"]) => Route::Health,
+            (&Method::GET, ["metrics"]) => Route::Metrics,
+            (&Method::GET, ["dashboard"]) => Route::Dashboard,
+            (&Method::GET, ["ws"]) => Route::WsWithoutUpgrade,
+            (&Method::POST, ["api", "tasks"]) => Route::SubmitTask,
+            (&Method::GET, ["api", "tasks"]) => Route::ListTasks,
+            (&Method::POST, ["api", "tasks", "batch"]) => Route::SubmitBatch,
+            (&Method::GET, ["api", "tasks", "dead-letter"]) => Route::DeadLetter,
+            (&Method::GET, ["api", "tasks", "stats"]) => Route::Stats,
+            (&Method::GET, ["api", "tasks", id]) => Route::GetTask(decode(id)),
+            (&Method::POST, ["api", "tasks", id, "retry"]) => Route::RetryTask(decode(id)),
+            (&Method::POST, ["api", "tasks", id, "cancel"]) => Route::CancelTask(decode(id)),
+            (&Method::GET, ["api", "agents"]) => Route::ListAgents,
+            (&Method::POST, ["admin", "tokens"]) => Route::CreateToken,
+            (&Method::GET, ["admin", "tokens"]) => Route::ListTokens,
+            (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
+            (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
+            (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// The role a caller needs; `None` for public routes.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Route::Health | Route::Metrics | Route::Dashboard | Route::WsWithoutUpgrade => None,
+            Route::SubmitTask
+            | Route::SubmitBatch
+            | Route::ListTasks
+            | Route::DeadLetter
+            | Route::Stats
+            | Route::GetTask(_)
+            | Route::ListAgents
+            | Route::GetPolicy => Some(Role::Agent),
+            Route::RetryTask(_)
+            | Route::CancelTask(_)
+            | Route::CreateToken
+            | Route::ListTokens
+            | Route::RevokeTokens(_)
+            | Route::PutPolicy => Some(Role::Admin),
+        }
+    }
+}
+
+/// Percent-decodes a path segment. An invalid escape is kept as written, and bytes that are not
+/// UTF-8 once decoded become U+FFFD: a segment always decodes to some text, which then names
+/// nothing if it is wrong.
+fn decode(segment: &str) -> String {
+    percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve_with_their_roles() {
+        let cases = [
+            (Method::GET, "/health", Some(Route::Health), None),
+            (
+                Method::POST,
+                "/api/tasks",
+                Some(Route::SubmitTask),
+                Some(Role::Agent),
+            ),
+            (
+                Method::GET,
+                "/api/tasks/dead-letter",
+                Some(Route::DeadLetter),
+                Some(Role::Agent),
+            ),
+            (
+                Method::GET,
+                "/api/tasks/task-1",
+                Some(Route::GetTask("task-1".into())),
+                Some(Role::Agent),
+            ),
+            (
+                Method::POST,
+                "/api/tasks/x/retry",
+                Some(Route::RetryTask("x".into())),
+                Some(Role::Admin),
+            ),
+            (
+                Method::DELETE,
+                "/admin/tokens/a%20b",
+                Some(Route::RevokeTokens("a b".into())),
+                Some(Role::Admin),
+            ),
+            (
+                Method::PUT,
+                "/api/policy",
+                Some(Route::PutPolicy),
+                Some(Role::Admin),
+            ),
+            (Method::GET, "/nope", None, None),
+            (Method::DELETE, "/api/tasks", None, None),
+        ];
+        for (method, path, route, role) in cases {
+            let resolved = Route::resolve(&method, path);
+            assert_eq!(resolved, route, "{method} {path}");
+            assert_eq!(resolved.and_then(|r| r.role()), role, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bad_escapes() {
+        assert_eq!(decode("a%2Fb"), "a/b");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%%41"), "%A");
+        assert_eq!(decode("%C3%A9"), "é");
+        assert_eq!(decode("%FF"), "\u{FFFD}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The task routes under `/api/tasks`: submitting, listing and reading tasks (from the store),
+//! and the admin's retry and cancel (through the engine).
+
+use super::body::LazyBody;
+use super::reply::{json, ApiError, ApiResult};
+use super::AppState;
+use crate::engine::{Command, EngineError, Submitted};
+use crate::store::TaskFilter;
+use crate::wire::http::{NewTask, TaskQuery, PRIORITY_NAMES};
+use crate::wire::TaskId;
+use serde_json::{json, Map, Value};
+use warp::http::StatusCode;
+
+/// Dead-lettered tasks `GET /api/tasks/dead-letter` lists at most: as many as one page of
+/// `GET /api/tasks` may hold (the answer's `count` still counts them all).
+const DEAD_LETTER_LIMIT: usize = TaskQuery::MAX_LIMIT;
+
+/// The task a path names. Text that cannot be a task id names no task, so it gets the same 404
+/// as an id no task has.
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(text).ok_or_else(|| ApiError::task_not_found(text))
+}
+
+/// `POST /api/tasks`: one task.
+pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
+    let task = NewTask::parse(&body.read_object().await?)?;
+    let submitted = submit_all(state, vec![task], submitted_by).await?;
+    // The engine answers one entry per task submitted.
+    let Submitted {
+        task_id,
+        priority,
+        created_at,
+    } = &submitted[0];
+    Ok(json(
+        StatusCode::CREATED,
+        json!({"status": "queued", "task_id": task_id, "priority": priority, "created_at": created_at}),
+    ))
+}
+
+/// `POST /api/tasks/batch`: all the tasks or none.
+pub async fn submit_batch(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
+    let tasks = NewTask::parse_batch(&body.read_object().await?)?;
+    let submitted = submit_all(state, tasks, submitted_by).await?;
+    let task_ids: Vec<TaskId> = submitted.iter().map(|s| s.task_id).collect();
+    Ok(json(StatusCode::CREATED, json!({ "task_ids": task_ids })))
+}
+
+async fn submit_all(
+    state: &AppState,
+    tasks: Vec<NewTask>,
+    submitted_by: String,
+) -> Result<Vec<Submitted>, EngineError> {
+    state
+        .engine
+        .ask(|reply| Command::Submit {
+            tasks,
+            submitted_by,
+            reply,
+        })
+        .await
+}
+
+/// `GET /api/tasks`: one page of tasks in submission order, filtered by the query.
+pub async fn list(state: &AppState, query: &str) -> ApiResult {
+    let filter = task_filter(TaskQuery::parse(query)?);
+    let page = state.read(|store, txn| store.list_tasks(txn, &filter))?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"tasks": page.tasks, "count": page.tasks.len(), "next_cursor": page.next_cursor}),
+    ))
+}
+
+/// The store's filter for what a query asks.
+fn task_filter(query: TaskQuery) -> TaskFilter {
+    TaskFilter {
+        status: query.status,
+        priority: query.priority,
+        assigned_to: query.assigned_to,
+        fairness_key: query.fairness_key,
+        after: query.cursor,
+        limit: query.limit,
+    }
+}
+
+/// `GET /api/tasks/dead-letter`.
+pub async fn dead_letter(state: &AppState) -> ApiResult {
+    let (tasks, count) = state.read(|store, txn| store.dead_letter(txn, DEAD_LETTER_LIMIT))?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"tasks": tasks, "count": count}),
+    ))
+}
+
+/// `GET /api/tasks/stats`: tasks by status, queued tasks by priority name, the dead letter.
+pub async fn stats(state: &AppState) -> ApiResult {
+    let stats = state.read(|store, txn| store.stats(txn))?;
+    let by_priority: Map<String, Value> = PRIORITY_NAMES
+        .iter()
+        .zip(stats.by_priority)
+        .map(|(name, count)| (name.to_string(), json!(count)))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        json!({"by_status": stats.by_status, "by_priority": by_priority, "dead_letter": stats.dead_letter}),
+    ))
+}
+
+/// `GET /api/tasks/:id`.
+pub async fn get(state: &AppState, id: &str) -> ApiResult {
+    let task_id = task_id(id)?;
+    let task = state
+        .read(|store, txn| store.task(txn, task_id))?
+        .ok_or_else(|| ApiError::task_not_found(id))?;
+    Ok(json(StatusCode::OK, json!(task)))
+}
+
+/// `POST /api/tasks/:id/retry`: a dead-lettered task goes back to the queue.
+pub async fn retry(state: &AppState, id: &str) -> ApiResult {
+    let task = task_id(id)?;
+    let priority = state
+        .engine
+        .ask(|reply| Command::RetryDeadLetter { task, reply })
+        .await
+        .map_err(|error| match error {
+            EngineError::InvalidState(status) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("task is {status}; only dead_letter tasks can be retried"),
+            ),
+            other => other.into(),
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"status": "requeued", "task_id": task, "priority": priority}),
+    ))
+}
+
+/// `POST /api/tasks/:id/cancel`: the assignee, if any, is told to stop.
+pub async fn cancel(state: &AppState, id: &str) -> ApiResult {
+    let task = task_id(id)?;
+    state
+        .engine
+        .ask(|reply| Command::Cancel { task, reply })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"status": "cancelled", "task_id": task}),
+    ))
+}

@@ -1,0 +1,126 @@
+//! The request of `PUT /api/policy`: a component, named in a JSON body or uploaded as the body,
+//! and the configuration to create it with.
+
+use super::query::pairs;
+use super::{bad, object, BadRequest};
+use serde_json::{Map, Value};
+
+/// The content type of an uploaded component; any other body is read as JSON.
+const WASM_CONTENT_TYPE: &str = "application/wasm";
+
+/// The policy a `PUT /api/policy` asks to switch to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyChange {
+    pub component: PolicyComponent,
+    /// What the policy is created with; `null` when the request gives none.
+    pub config: Value,
+}
+
+/// Where the new policy's component comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyComponent {
+    /// A policy bundled into the hub, by name (`{"builtin": NAME}`).
+    Builtin(String),
+    /// A component file on the hub's machine (`{"path": FILE}`).
+    Path(String),
+    /// The component's bytes, sent as the body with the `application/wasm` content type.
+    Upload(Vec<u8>),
+}
+
+impl PolicyChange {
+    /// Reads the request: an upload takes its configuration from the `config` query parameter
+    /// (URL-encoded JSON), a JSON body from its `config` field.
+    pub fn parse(
+        content_type: Option<&str>,
+        query: &str,
+        body: Vec<u8>,
+    ) -> Result<PolicyChange, BadRequest> {
+        if content_type.is_some_and(|c| c.starts_with(WASM_CONTENT_TYPE)) {
+            PolicyChange::upload(query, body)
+        } else {
+            PolicyChange::reference(&object(&body)?)
+        }
+    }
+
+    fn upload(query: &str, component: Vec<u8>) -> Result<PolicyChange, BadRequest> {
+        let config = match pairs(query)?.into_iter().find(|(name, _)| name == "config") {
+            Some((_, text)) => serde_json::from_str(&text)
+                .map_err(|e| bad(format!("config must be URL-encoded JSON: {e}")))?,
+            None => Value::Null,
+        };
+        Ok(PolicyChange {
+            component: PolicyComponent::Upload(component),
+            config,
+        })
+    }
+
+    fn reference(body: &Map<String, Value>) -> Result<PolicyChange, BadRequest> {
+        let component = match (body.get("path"), body.get("builtin")) {
+            (Some(Value::String(path)), None) => PolicyComponent::Path(path.clone()),
+            (None, Some(Value::String(name))) => PolicyComponent::Builtin(name.clone()),
+            _ => {
+                return Err(bad(
+                    "give exactly one of path (a component file on the hub) or builtin (a bundled policy's name)",
+                ))
+            }
+        };
+        Ok(PolicyChange {
+            component,
+            config: body.get("config").cloned().unwrap_or(Value::Null),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_body(body: Value) -> Result<PolicyChange, BadRequest> {
+        PolicyChange::parse(Some("application/json"), "", body.to_string().into_bytes())
+    }
+
+    #[test]
+    fn a_json_body_names_a_builtin_or_a_path() {
+        assert_eq!(
+            json_body(json!({"builtin": "fair", "config": {"a": 1}})).unwrap(),
+            PolicyChange {
+                component: PolicyComponent::Builtin("fair".into()),
+                config: json!({"a": 1}),
+            }
+        );
+        assert_eq!(
+            json_body(json!({"path": "/p.wasm"})).unwrap(),
+            PolicyChange {
+                component: PolicyComponent::Path("/p.wasm".into()),
+                config: Value::Null,
+            }
+        );
+        for body in [
+            json!({}),
+            json!({"path": "/p.wasm", "builtin": "fair"}),
+            json!({"builtin": 3}),
+        ] {
+            let BadRequest(why) = json_body(body.clone()).unwrap_err();
+            assert!(why.starts_with("give exactly one of path"), "{body}: {why}");
+        }
+        let BadRequest(why) = PolicyChange::parse(None, "", b"[]".to_vec()).unwrap_err();
+        assert!(why.contains("JSON object"), "{why}");
+    }
+
+    #[test]
+    fn an_upload_takes_its_config_from_the_query() {
+        let upload =
+            |query: &str| PolicyChange::parse(Some("application/wasm"), query, b"\0asm".to_vec());
+        assert_eq!(
+            upload("config=%7B%22a%22%3A1%7D").unwrap(),
+            PolicyChange {
+                component: PolicyComponent::Upload(b"\0asm".to_vec()),
+                config: json!({"a": 1}),
+            }
+        );
+        assert_eq!(upload("").unwrap().config, Value::Null);
+        let BadRequest(why) = upload("config=%7B").unwrap_err();
+        assert!(why.starts_with("config must be URL-encoded JSON"), "{why}");
+    }
+}
