@@ -1,37 +1,16 @@
 use super::*;
 use switchyard_policy_sdk::serde_json::json;
+use switchyard_policy_sdk::testing::{agent, confirm_all, pairs, task, MiniHost, XorShift};
 use switchyard_policy_sdk::{satisfies, Outcome};
 
-fn task(id: TaskId, key: &str, priority: Priority, needs: &[Capability]) -> Task {
-    Task {
-        id,
-        priority,
-        needed_capabilities: needs.to_vec(),
-        fairness_key: key.into(),
-        weight: 1.0,
-        retry_count: 0,
-        queued_at: 0,
-    }
+/// A task of fairness key `key`: every task of these tests names its key.
+fn keyed(id: TaskId, key: &str, priority: Priority, needs: &[Capability]) -> Task {
+    task(id, priority, needs).with_key(key)
 }
 
+/// A normal-priority task of `key` carrying its own weight.
 fn weighted(id: TaskId, key: &str, weight: f64) -> Task {
-    Task {
-        weight,
-        ..task(id, key, 2, &[])
-    }
-}
-
-fn at(mut task: Task, queued_at: u64) -> Task {
-    task.queued_at = queued_at;
-    task
-}
-
-fn agent(id: AgentId, caps: &[Capability]) -> Agent {
-    Agent {
-        id,
-        capabilities: caps.to_vec(),
-        idle_since: 0,
-    }
+    keyed(id, key, 2, &[]).with_weight(weight)
 }
 
 fn fair() -> Fair {
@@ -42,60 +21,46 @@ fn fair_with(config: Value) -> Fair {
     Fair::new(&config).unwrap()
 }
 
-fn pairs(proposals: &[Assignment]) -> Vec<(TaskId, AgentId)> {
-    proposals.iter().map(|a| (a.task, a.agent)).collect()
-}
-
 fn tasks_of(proposals: &[Assignment]) -> Vec<TaskId> {
     proposals.iter().map(|a| a.task).collect()
-}
-
-/// Confirms every proposal, as the host does when it accepts them all.
-fn accept(policy: &mut Fair, proposals: &[Assignment]) {
-    for a in proposals {
-        policy.assigned(a.task, a.agent);
-    }
 }
 
 /// A hub in miniature: agents that finish instantly and are ready again at the next round, a
 /// record of which key every confirmed assignment went to.
 struct Sim {
-    policy: Fair,
-    key_of: BTreeMap<TaskId, String>,
-    agents: Vec<AgentId>,
+    host: MiniHost<Fair>,
     log: Vec<String>,
 }
 
 impl Sim {
     fn new(policy: Fair, agents: u32) -> Self {
-        let mut sim = Sim {
-            policy,
-            key_of: BTreeMap::new(),
-            agents: (0..agents).collect(),
-            log: Vec::new(),
-        };
-        for &a in &sim.agents {
-            sim.policy.agent_ready(agent(a, &[]));
+        let mut host = MiniHost::new(policy);
+        for a in 0..agents {
+            host.agent_ready(agent(a, &[]));
         }
-        sim
+        Sim {
+            host,
+            log: Vec::new(),
+        }
     }
 
     fn queue(&mut self, task: Task) {
-        self.key_of.insert(task.id, task.fairness_key.clone());
-        self.policy.task_queued(task);
+        self.host.task_queued(task);
     }
 
     /// One batch: decide, confirm everything, agents finish and become ready again.
     fn round(&mut self, now: u64) -> Vec<Assignment> {
-        let proposals = self.policy.decide(now);
-        for a in &proposals {
-            self.policy.assigned(a.task, a.agent);
-            self.log.push(self.key_of[&a.task].clone());
+        let proposals = self.host.decide(now);
+        for &a in &proposals {
+            let key = self.host.queued_tasks()[&a.task].fairness_key.clone();
+            assert!(self.host.confirm(a), "the hub refuses {a:?}");
+            self.log.push(key);
         }
         for a in &proposals {
-            self.policy
+            self.host
+                .policy
                 .task_finished(a.task, a.agent, Outcome::Completed);
-            self.policy.agent_ready(agent(a.agent, &[]));
+            self.host.agent_ready(agent(a.agent, &[]));
         }
         proposals
     }
@@ -204,7 +169,7 @@ fn refusals_quote_what_was_given() {
 fn nothing_to_decide_without_agents_or_tasks() {
     let mut p = fair();
     assert!(p.decide(0).is_empty());
-    p.task_queued(task(1, "a", 2, &[]));
+    p.task_queued(keyed(1, "a", 2, &[]));
     assert!(p.decide(0).is_empty());
     let mut p = fair();
     p.agent_ready(agent(1, &[]));
@@ -215,10 +180,10 @@ fn nothing_to_decide_without_agents_or_tasks() {
 fn equal_keys_alternate_in_one_decision() {
     let mut p = fair();
     for id in 0..4 {
-        p.task_queued(task(id, "a", 2, &[]));
+        p.task_queued(keyed(id, "a", 2, &[]));
     }
     for id in 10..14 {
-        p.task_queued(task(id, "b", 2, &[]));
+        p.task_queued(keyed(id, "b", 2, &[]));
     }
     for id in 0..6 {
         p.agent_ready(agent(id, &[]));
@@ -234,7 +199,7 @@ fn equal_keys_alternate_in_one_decision() {
 fn a_light_key_is_not_starved_behind_a_flood() {
     let mut sim = Sim::new(fair(), 4);
     for id in 0..1_000 {
-        sim.queue(task(id, "heavy", 2, &[]));
+        sim.queue(keyed(id, "heavy", 2, &[]));
     }
     // The flood has the hub to itself for a while.
     for round in 0..25 {
@@ -242,7 +207,7 @@ fn a_light_key_is_not_starved_behind_a_flood() {
     }
     assert_eq!(sim.count(0..100, "heavy"), 100);
     for id in 0..20 {
-        sim.queue(task(10_000 + id, "light", 2, &[]));
+        sim.queue(keyed(10_000 + id, "light", 2, &[]));
     }
     let before = sim.log.len();
     // Its first task goes in the very next decision.
@@ -285,7 +250,7 @@ fn configured_weights_5_3_2_give_50_30_20_percent() {
     let mut sim = Sim::new(fair_with(json!({"weights": {"a": 5, "b": 3, "c": 2}})), 4);
     for (offset, key) in [(0, "a"), (100_000, "b"), (200_000, "c")] {
         for id in 0..2_000 {
-            sim.queue(task(offset + id, key, 2, &[]));
+            sim.queue(keyed(offset + id, key, 2, &[]));
         }
     }
     for round in 0..250 {
@@ -353,10 +318,10 @@ fn extreme_task_weights_are_clamped_not_trusted() {
 fn idleness_earns_no_credit() {
     let mut sim = Sim::new(fair(), 1);
     for id in 0..10 {
-        sim.queue(task(id, "early", 2, &[]));
+        sim.queue(keyed(id, "early", 2, &[]));
     }
     for id in 100..400 {
-        sim.queue(task(id, "busy", 2, &[]));
+        sim.queue(keyed(id, "busy", 2, &[]));
     }
     for round in 0..100 {
         sim.round(round);
@@ -364,7 +329,7 @@ fn idleness_earns_no_credit() {
     // "early" drained long ago and has been idle while "busy" ran on.
     assert_eq!(sim.count(0..100, "early"), 10);
     for id in 1_000..1_020 {
-        sim.queue(task(id, "early", 2, &[]));
+        sim.queue(keyed(id, "early", 2, &[]));
     }
     let before = sim.log.len();
     for round in 100..120 {
@@ -382,15 +347,15 @@ fn emptying_the_queue_does_not_reset_a_keys_debt() {
     // time, drip would win every tie and take two turns in three.
     let mut sim = Sim::new(fair(), 1);
     for id in 0..1_000 {
-        sim.queue(task(id, "flood", 2, &[]));
+        sim.queue(keyed(id, "flood", 2, &[]));
     }
     let mut next = 10_000;
-    sim.queue(task(next, "drip", 2, &[]));
+    sim.queue(keyed(next, "drip", 2, &[]));
     for round in 0..400 {
         let proposals = sim.round(round);
         if proposals.iter().any(|a| a.task == next) {
             next += 1;
-            sim.queue(task(next, "drip", 2, &[]));
+            sim.queue(keyed(next, "drip", 2, &[]));
         }
     }
     assert_shares(
@@ -403,11 +368,11 @@ fn emptying_the_queue_does_not_reset_a_keys_debt() {
 #[test]
 fn priority_orders_work_within_a_key() {
     let mut p = fair();
-    p.task_queued(task(1, "a", 3, &[]));
-    p.task_queued(task(2, "a", 2, &[]));
-    p.task_queued(task(3, "a", 0, &[]));
-    p.task_queued(task(4, "a", 1, &[]));
-    p.task_queued(task(5, "a", 0, &[]));
+    p.task_queued(keyed(1, "a", 3, &[]));
+    p.task_queued(keyed(2, "a", 2, &[]));
+    p.task_queued(keyed(3, "a", 0, &[]));
+    p.task_queued(keyed(4, "a", 1, &[]));
+    p.task_queued(keyed(5, "a", 0, &[]));
     for id in 0..5 {
         p.agent_ready(agent(id, &[]));
     }
@@ -419,10 +384,10 @@ fn across_keys_fair_share_decides_not_priority() {
     // "loud" marks everything urgent; "quiet" still gets every other turn.
     let mut p = fair();
     for id in 0..10 {
-        p.task_queued(task(id, "loud", 0, &[]));
+        p.task_queued(keyed(id, "loud", 0, &[]));
     }
     for id in 100..110 {
-        p.task_queued(task(id, "quiet", 3, &[]));
+        p.task_queued(keyed(id, "quiet", 3, &[]));
     }
     for id in 0..4 {
         p.agent_ready(agent(id, &[]));
@@ -434,12 +399,12 @@ fn across_keys_fair_share_decides_not_priority() {
 fn an_urgent_task_of_a_key_within_its_share_goes_at_once() {
     let mut sim = Sim::new(fair(), 2);
     for id in 0..100 {
-        sim.queue(task(id, "batch", 2, &[]));
+        sim.queue(keyed(id, "batch", 2, &[]));
     }
     for round in 0..10 {
         sim.round(round);
     }
-    sim.queue(task(500, "ops", 0, &[]));
+    sim.queue(keyed(500, "ops", 0, &[]));
     assert_eq!(sim.round(10)[0].task, 500);
 }
 
@@ -452,18 +417,18 @@ fn aging_bounds_the_wait_under_a_stream_of_urgent_work_of_the_same_key() {
     let tick = 100;
     let mut p = fair_with(json!({"aging_ms": aging}));
     p.agent_ready(agent(1, &[]));
-    p.task_queued(at(task(1, "k", 3, &[]), 0));
+    p.task_queued(keyed(1, "k", 3, &[]).with_queued_at(0));
     let mut next = 2;
     let mut assigned_at = None;
     for step in 0..100 {
         let now = step * tick;
         // Two urgent tasks per tick, one agent assignment per tick: the queue only grows.
         for _ in 0..2 {
-            p.task_queued(at(task(next, "k", 0, &[]), now));
+            p.task_queued(keyed(next, "k", 0, &[]).with_queued_at(now));
             next += 1;
         }
         let proposals = p.decide(now);
-        accept(&mut p, &proposals);
+        confirm_all(&mut p, &proposals);
         p.agent_ready(agent(1, &[]));
         if proposals.iter().any(|a| a.task == 1) {
             assigned_at = Some(now);
@@ -479,8 +444,8 @@ fn aging_bounds_the_wait_under_a_stream_of_urgent_work_of_the_same_key() {
 fn aging_goes_class_by_class() {
     let aging = 1_000;
     let mut p = fair_with(json!({"aging_ms": aging}));
-    p.task_queued(at(task(1, "k", 3, &[]), 0)); // low, waiting since 0
-    p.task_queued(at(task(2, "k", 1, &[]), 1_500)); // high, fresh
+    p.task_queued(keyed(1, "k", 3, &[]).with_queued_at(0)); // low, waiting since 0
+    p.task_queued(keyed(2, "k", 1, &[]).with_queued_at(1_500)); // high, fresh
     p.agent_ready(agent(1, &[]));
     // At 1 999 the low task is effectively normal (3 - 1): high goes first.
     assert_eq!(tasks_of(&p.decide(1_999)), [2]);
@@ -495,12 +460,12 @@ fn urgent_work_of_other_keys_does_not_delay_a_low_task_beyond_its_share() {
     let mut p = fair();
     p.agent_ready(agent(1, &[]));
     for id in 0..50 {
-        p.task_queued(task(id, "urgent-flood", 0, &[]));
+        p.task_queued(keyed(id, "urgent-flood", 0, &[]));
     }
     let first = p.decide(0);
-    accept(&mut p, &first);
+    confirm_all(&mut p, &first);
     p.agent_ready(agent(1, &[]));
-    p.task_queued(task(1_000, "patient", 3, &[]));
+    p.task_queued(keyed(1_000, "patient", 3, &[]));
     // It arrives at the current virtual time: its key's next turn is the next assignment.
     assert_eq!(tasks_of(&p.decide(0)), [1_000]);
 }
@@ -508,10 +473,10 @@ fn urgent_work_of_other_keys_does_not_delay_a_low_task_beyond_its_share() {
 #[test]
 fn a_task_no_agent_can_take_does_not_block_its_key_or_others() {
     let mut p = fair();
-    p.task_queued(task(1, "a", 0, &[9])); // nobody has 9
-    p.task_queued(task(2, "a", 2, &[]));
-    p.task_queued(task(3, "b", 0, &[9]));
-    p.task_queued(task(4, "b", 2, &[1]));
+    p.task_queued(keyed(1, "a", 0, &[9])); // nobody has 9
+    p.task_queued(keyed(2, "a", 2, &[]));
+    p.task_queued(keyed(3, "b", 0, &[9]));
+    p.task_queued(keyed(4, "b", 2, &[1]));
     p.agent_ready(agent(10, &[1]));
     p.agent_ready(agent(11, &[]));
     p.agent_ready(agent(12, &[1, 2]));
@@ -526,7 +491,7 @@ fn capability_matching_is_a_subset_test_and_longest_ready_wins() {
     p.agent_ready(agent(30, &[1]));
     p.agent_ready(agent(10, &[0, 1, 3]));
     p.agent_ready(agent(20, &[1, 3]));
-    p.task_queued(task(1, "a", 2, &[1, 3]));
+    p.task_queued(keyed(1, "a", 2, &[1, 3]));
     assert_eq!(pairs(&p.decide(0)), [(1, 10)]);
     p.agent_unready(10);
     p.agent_ready(agent(10, &[0, 1, 3]));
@@ -540,9 +505,9 @@ fn capability_matching_is_a_subset_test_and_longest_ready_wins() {
 #[test]
 fn decide_does_not_change_state_until_assigned_confirms() {
     let mut p = fair();
-    p.task_queued(task(1, "a", 2, &[]));
-    p.task_queued(task(2, "a", 2, &[]));
-    p.task_queued(task(3, "b", 2, &[]));
+    p.task_queued(keyed(1, "a", 2, &[]));
+    p.task_queued(keyed(2, "a", 2, &[]));
+    p.task_queued(keyed(3, "b", 2, &[]));
     p.agent_ready(agent(10, &[]));
     let tag = p.key_tag("a");
     assert_eq!(pairs(&p.decide(0)), [(1, 10)]);
@@ -561,13 +526,13 @@ fn decide_does_not_change_state_until_assigned_confirms() {
 fn a_returned_task_keeps_its_place() {
     let mut p = fair();
     for id in 1..=3 {
-        p.task_queued(task(id, "a", 2, &[]));
+        p.task_queued(keyed(id, "a", 2, &[]));
     }
     p.agent_ready(agent(10, &[]));
     let first = p.decide(0);
-    accept(&mut p, &first);
+    confirm_all(&mut p, &first);
     p.task_finished(1, 10, Outcome::Returned);
-    p.task_queued(at(task(1, "a", 2, &[]), 5_000));
+    p.task_queued(keyed(1, "a", 2, &[]).with_queued_at(5_000));
     p.agent_ready(agent(10, &[]));
     assert_eq!(tasks_of(&p.decide(5_000)), [1]);
 }
@@ -575,12 +540,12 @@ fn a_returned_task_keeps_its_place() {
 #[test]
 fn task_queued_twice_replaces_the_task() {
     let mut p = fair();
-    p.task_queued(task(1, "a", 3, &[]));
-    p.task_queued(task(1, "a", 3, &[]));
+    p.task_queued(keyed(1, "a", 3, &[]));
+    p.task_queued(keyed(1, "a", 3, &[]));
     assert_eq!((p.queued_len(), p.active_keys()), (1, 1));
-    p.task_queued(task(2, "a", 2, &[]));
-    p.task_queued(task(1, "a", 0, &[5])); // moves lines
-    p.task_queued(task(2, "b", 2, &[])); // moves keys
+    p.task_queued(keyed(2, "a", 2, &[]));
+    p.task_queued(keyed(1, "a", 0, &[5])); // moves lines
+    p.task_queued(keyed(2, "b", 2, &[])); // moves keys
     assert_eq!((p.queued_len(), p.active_keys()), (2, 2));
     check_invariants(&p);
     p.agent_ready(agent(10, &[5]));
@@ -591,9 +556,9 @@ fn task_queued_twice_replaces_the_task() {
 #[test]
 fn dequeued_tasks_and_unready_agents_are_forgotten() {
     let mut p = fair();
-    p.task_queued(task(1, "a", 0, &[]));
-    p.task_queued(task(2, "b", 1, &[7]));
-    p.task_queued(task(3, "c", 2, &[]));
+    p.task_queued(keyed(1, "a", 0, &[]));
+    p.task_queued(keyed(2, "b", 1, &[7]));
+    p.task_queued(keyed(3, "c", 2, &[]));
     p.agent_ready(agent(10, &[]));
     p.agent_ready(agent(11, &[7]));
     p.task_dequeued(1);
@@ -615,17 +580,22 @@ fn dequeued_tasks_and_unready_agents_are_forgotten() {
 fn idle_keys_are_forgotten_once_virtual_time_passes_them() {
     let mut sim = Sim::new(fair(), 1);
     for k in 0..100 {
-        sim.queue(task(k, &format!("once-{k}"), 2, &[]));
+        sim.queue(keyed(k, &format!("once-{k}"), 2, &[]));
     }
     for id in 1_000..1_500 {
-        sim.queue(task(id, "steady", 2, &[]));
+        sim.queue(keyed(id, "steady", 2, &[]));
     }
     for round in 0..300 {
         sim.round(round);
     }
     // The hundred one-off keys were each served once and then fell behind virtual time.
-    assert_eq!(sim.policy.keys.len(), 1, "{:?}", sim.policy.keys.keys());
-    check_invariants(&sim.policy);
+    assert_eq!(
+        sim.host.policy.keys.len(),
+        1,
+        "{:?}",
+        sim.host.policy.keys.keys()
+    );
+    check_invariants(&sim.host.policy);
 }
 
 #[test]
@@ -634,7 +604,7 @@ fn no_duplicates_in_a_big_decision_and_one_turn_per_key_at_equal_tags() {
     // 100 000 tasks over 1 000 keys, 1 000 agents.
     for id in 0..100_000 {
         let priority = (3 - (id / 1_000) % 4) as u8; // every key has every priority
-        p.task_queued(task(id, &format!("key-{}", id % 1_000), priority, &[]));
+        p.task_queued(keyed(id, &format!("key-{}", id % 1_000), priority, &[]));
     }
     for id in 0..1_000 {
         p.agent_ready(agent(id, &[]));
@@ -660,28 +630,14 @@ fn a_deep_queue_is_not_walked() {
     // and finds the one task somebody can take.
     let mut p = fair();
     for id in 0..100_000 {
-        p.task_queued(task(id, "blocked", 0, &[1]));
+        p.task_queued(keyed(id, "blocked", 0, &[1]));
     }
     for id in 100_000..110_000 {
-        p.task_queued(task(id, &format!("k{id}"), 0, &[1]));
+        p.task_queued(keyed(id, &format!("k{id}"), 0, &[1]));
     }
-    p.task_queued(task(200_000, "runnable", 3, &[]));
+    p.task_queued(keyed(200_000, "runnable", 3, &[]));
     p.agent_ready(agent(1, &[2]));
     assert_eq!(pairs(&p.decide(0)), [(200_000, 1)]);
-}
-
-/// A tiny deterministic generator, so the tests need no extra dependency.
-struct XorShift(u64);
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-    fn caps(&mut self) -> Vec<Capability> {
-        (0..4).filter(|_| self.below(3) == 0).collect()
-    }
 }
 
 /// The decision rules stated naively, O(everything) per step, reading the policy's stored tags:
@@ -732,79 +688,73 @@ fn reference(p: &Fair, now: u64) -> Vec<(TaskId, AgentId)> {
 
 #[test]
 fn matches_a_naive_reference_and_keeps_its_invariants_under_random_events() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
     let keys = ["a", "b", "c", "d", "e"];
     for round in 0..300 {
-        let mut p = fair_with(json!({"aging_ms": 50, "weights": {"e": 2.5}}));
-        let mut queued: BTreeMap<TaskId, Task> = BTreeMap::new();
-        let mut ready: BTreeMap<AgentId, Agent> = BTreeMap::new();
+        let mut host = MiniHost::new(fair_with(json!({"aging_ms": 50, "weights": {"e": 2.5}})));
         let mut now = 0;
         for _step in 0..80 {
             now += rng.below(40);
             match rng.below(12) {
                 0..=3 => {
                     let id = rng.below(60);
-                    let mut t = task(
+                    let t = keyed(
                         id,
                         keys[rng.below(keys.len() as u64) as usize],
                         rng.below(4) as u8,
-                        &rng.caps(),
-                    );
-                    t.queued_at = now;
-                    t.weight = [0.5, 1.0, 3.0][rng.below(3) as usize];
-                    queued.insert(id, t.clone());
-                    p.task_queued(t);
+                        &rng.capabilities(),
+                    )
+                    .with_queued_at(now)
+                    .with_weight([0.5, 1.0, 3.0][rng.below(3) as usize]);
+                    host.task_queued(t);
                 }
-                4 => {
-                    let id = rng.below(60);
-                    queued.remove(&id);
-                    p.task_dequeued(id);
-                }
-                5 | 6 => {
-                    let a = agent(rng.below(12) as AgentId, &rng.caps());
-                    ready.entry(a.id).or_insert(a.clone()).capabilities = a.capabilities.clone();
-                    p.agent_ready(a);
-                }
-                7 => {
-                    let id = rng.below(12) as AgentId;
-                    ready.remove(&id);
-                    p.agent_unready(id);
-                }
+                4 => host.task_dequeued(rng.below(60)),
+                5 | 6 => host.agent_ready(agent(rng.below(12) as AgentId, &rng.capabilities())),
+                7 => host.agent_unready(rng.below(12) as AgentId),
                 _ => {
-                    let proposals = p.decide(now);
-                    assert_eq!(pairs(&proposals), reference(&p, now), "round {round}");
+                    let proposals = host.decide(now);
+                    assert_eq!(
+                        pairs(&proposals),
+                        reference(&host.policy, now),
+                        "round {round}"
+                    );
                     let mut tasks = BTreeSet::new();
                     let mut agents = BTreeSet::new();
                     for a in &proposals {
                         assert!(tasks.insert(a.task) && agents.insert(a.agent), "duplicate");
-                        let t = &queued[&a.task];
-                        let ag = &ready[&a.agent];
+                        let t = &host.queued_tasks()[&a.task];
+                        let ag = host.ready_agent(a.agent).expect("a ready agent");
                         assert!(satisfies(&ag.capabilities, &t.needed_capabilities));
                     }
                     // Maximal: no task left that a remaining agent could take.
-                    for t in queued.values().filter(|t| !tasks.contains(&t.id)) {
-                        assert!(!ready.values().any(|a| !agents.contains(&a.id)
+                    for t in host
+                        .queued_tasks()
+                        .values()
+                        .filter(|t| !tasks.contains(&t.id))
+                    {
+                        assert!(!host.ready_agents().iter().any(|a| !agents.contains(&a.id)
                             && satisfies(&a.capabilities, &t.needed_capabilities)));
                     }
                     // The host accepts some and refuses the rest.
                     for a in proposals {
                         if rng.below(3) != 0 {
-                            p.assigned(a.task, a.agent);
-                            queued.remove(&a.task);
-                            ready.remove(&a.agent);
+                            assert!(host.confirm(a), "{a:?}");
                         }
                     }
                 }
             }
-            check_invariants(&p);
-            assert_eq!((p.queued_len(), p.ready_len()), (queued.len(), ready.len()));
+            check_invariants(&host.policy);
+            assert_eq!(
+                (host.policy.queued_len(), host.policy.ready_len()),
+                (host.queued_tasks().len(), host.ready_agents().len())
+            );
         }
     }
 }
 
 #[test]
 fn two_instances_fed_the_same_events_decide_the_same() {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift::new(0x2545_f491_4f6c_dd1d);
     let mut first = fair_with(json!({"weights": {"k1": 4}}));
     let mut second = fair_with(json!({"weights": {"k1": 4}}));
     let mut decisions = 0;
@@ -812,18 +762,18 @@ fn two_instances_fed_the_same_events_decide_the_same() {
         let now = step * 7;
         match rng.below(8) {
             0..=3 => {
-                let mut t = task(
+                let t = keyed(
                     rng.below(400),
                     &format!("k{}", rng.below(6)),
                     rng.below(4) as u8,
-                    &rng.caps(),
-                );
-                t.queued_at = now;
+                    &rng.capabilities(),
+                )
+                .with_queued_at(now);
                 first.task_queued(t.clone());
                 second.task_queued(t);
             }
             4 => {
-                let a = agent(rng.below(20) as AgentId, &rng.caps());
+                let a = agent(rng.below(20) as AgentId, &rng.capabilities());
                 first.agent_ready(a.clone());
                 second.agent_ready(a);
             }
