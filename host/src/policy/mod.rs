@@ -1,9 +1,9 @@
 //! The policy host: loads a scheduling policy component, feeds it events, asks it for
 //! decisions, and survives it failing.
 //!
-//! The engine thread owns one [`PolicyHost`]. It calls the event methods as the live state changes
-//! and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the policy
-//! proposes, the host disposes).
+//! The engine thread owns one [`PolicyHost`]. It calls the event methods as the live state
+//! changes and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the
+//! policy proposes, the host disposes).
 //!
 //! # Failure model
 //!

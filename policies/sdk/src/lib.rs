@@ -23,9 +23,9 @@
 //!
 //! # Testing a policy
 //!
-//! With the `testing` feature (turn it on in `[dev-dependencies]` only), [`testing`] has the
-//! fixtures the policies in this repository share: one-line tasks and agents, a seeded generator,
-//! and a host in miniature that checks proposals as the hub does.
+//! With the `testing` feature (turn it on in `[dev-dependencies]` only), the `testing` module has
+//! the fixtures the policies in this repository share: one-line tasks and agents, a seeded
+//! generator, and a host in miniature that checks proposals as the hub does.
 
 /// The JSON library configurations arrive in, re-exported so a policy names
 /// [`serde_json::Value`] in [`Policy::new`] without pinning its own (possibly different) version.
