@@ -1,4 +1,4 @@
-//! What a scheduling policy costs the core, as WebAssembly and as native code.
+//! What a scheduling policy costs the engine, as WebAssembly and as native code.
 //!
 //! For each policy (greedy, fair) and each live-state size (1,000 or 100,000 queued tasks; 10
 //! or 1,000 ready agents) it measures, on the same state:
@@ -9,7 +9,7 @@
 //!   confirms with `assigned`), so every iteration proposes the same assignments: one per ready
 //!   agent, or fewer if the queue is shorter.
 //!
-//! The wasm build runs through [`PolicyHost`], the same path the core uses (epoch deadline,
+//! The wasm build runs through [`PolicyHost`], the same path the engine uses (epoch deadline,
 //! latency accounting, the component loaded from the binary's built-in copy); the native build
 //! calls the policy crate directly. Native and wasm of one configuration are measured one after
 //! the other, so their ratio is taken under the same machine load; the summary printed at the
@@ -24,9 +24,10 @@ use serde_json::Value;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchyard::policy::{Agent, PolicyHost, PolicySource, Task};
+use switchyard::policy::{AgentView, PolicyHost, PolicySource, TaskView};
 use switchyard_fair::Fair;
 use switchyard_greedy::Greedy;
+use switchyard_policy_sdk::testing::{agent, task};
 use switchyard_policy_sdk::Policy;
 
 /// `now` given to every call: an hour after the tasks were queued, so fair's aging is in play.
@@ -34,21 +35,21 @@ const NOW: u64 = 1_800_000_000_000;
 
 /// A policy under measurement, whichever build.
 trait Subject {
-    fn task_queued(&mut self, task: &Task);
+    fn task_queued(&mut self, task: &TaskView);
     fn task_dequeued(&mut self, task: u64);
-    fn agent_ready(&mut self, agent: &Agent);
+    fn agent_ready(&mut self, agent: &AgentView);
     /// Returns the number of proposals, so the pass cannot be optimised away.
     fn decide(&mut self, now: u64) -> usize;
 }
 
 impl Subject for PolicyHost {
-    fn task_queued(&mut self, task: &Task) {
+    fn task_queued(&mut self, task: &TaskView) {
         PolicyHost::task_queued(self, task);
     }
     fn task_dequeued(&mut self, task: u64) {
         PolicyHost::task_dequeued(self, task);
     }
-    fn agent_ready(&mut self, agent: &Agent) {
+    fn agent_ready(&mut self, agent: &AgentView) {
         PolicyHost::agent_ready(self, agent);
     }
     fn decide(&mut self, now: u64) -> usize {
@@ -61,13 +62,13 @@ impl Subject for PolicyHost {
 struct Native<P>(P);
 
 impl<P: Policy> Subject for Native<P> {
-    fn task_queued(&mut self, task: &Task) {
+    fn task_queued(&mut self, task: &TaskView) {
         self.0.task_queued(task.clone());
     }
     fn task_dequeued(&mut self, task: u64) {
         self.0.task_dequeued(task);
     }
-    fn agent_ready(&mut self, agent: &Agent) {
+    fn agent_ready(&mut self, agent: &AgentView) {
         self.0.agent_ready(agent.clone());
     }
     fn decide(&mut self, now: u64) -> usize {
@@ -79,33 +80,27 @@ impl<P: Policy> Subject for Native<P> {
 const NEEDS: [&[u32]; 4] = [&[], &[1], &[2], &[1, 2]];
 
 /// The `i`th queued task: priorities and capability groups in turn, ten fairness keys.
-fn task(i: u64) -> Task {
-    Task {
-        id: i,
-        priority: (i % 4) as u8,
-        needed_capabilities: NEEDS[(i / 4 % 4) as usize].to_vec(),
-        fairness_key: format!("team-{}", i % 10),
-        weight: 1.0,
-        retry_count: 0,
-        queued_at: NOW - 3_600_000 + i / 1_000,
-    }
+fn queued_task(i: u64) -> TaskView {
+    task(i, (i % 4) as u8, NEEDS[(i / 4 % 4) as usize])
+        .with_key(&format!("team-{}", i % 10))
+        .with_queued_at(NOW - 3_600_000 + i / 1_000)
 }
 
-fn agent(i: u32) -> Agent {
-    Agent {
-        id: i,
-        capabilities: vec![1, 2, 3],
+/// The `i`th ready agent: every capability the tasks ask for, and one more.
+fn ready_agent(i: u32) -> AgentView {
+    AgentView {
         idle_since: NOW - 1_000,
+        ..agent(i, &[1, 2, 3])
     }
 }
 
 /// Feeds a fresh subject `queued` tasks and `ready` agents.
 fn fill(subject: &mut dyn Subject, queued: u64, ready: u32) {
     for i in 1..=queued {
-        subject.task_queued(&task(i));
+        subject.task_queued(&queued_task(i));
     }
     for i in 0..ready {
-        subject.agent_ready(&agent(i));
+        subject.agent_ready(&ready_agent(i));
     }
 }
 
@@ -134,7 +129,7 @@ fn benches(c: &mut Criterion, sizes: &[(u64, u32)]) {
                     (ready as u64).min(queued) as usize,
                     "{policy} {build_name} proposes one task per ready agent"
                 );
-                let extra = task(queued + 1);
+                let extra = queued_task(queued + 1);
                 group.bench_function(format!("event/{build_name}"), |b| {
                     b.iter(|| {
                         subject.task_queued(black_box(&extra));

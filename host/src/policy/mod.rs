@@ -1,9 +1,9 @@
 //! The policy host: loads a scheduling policy component, feeds it events, asks it for
 //! decisions, and survives it failing.
 //!
-//! The engine task owns one [`PolicyHost`]. It calls the event methods as the live state changes
-//! and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the policy
-//! proposes, the host disposes).
+//! The engine thread owns one [`PolicyHost`]. It calls the event methods as the live state
+//! changes and [`PolicyHost::decide`] once per batch, and validates every proposal itself (the
+//! policy proposes, the host disposes).
 //!
 //! # Failure model
 //!
@@ -32,14 +32,26 @@ mod tests;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use switchyard_greedy::Greedy;
 use tracing::{error, info, warn};
 
-pub use switchyard_policy_sdk::{Agent, AgentId, Assignment, Capability, Outcome, Task, TaskId};
+pub use switchyard_policy_sdk::{AgentId, Assignment, Capability, Outcome, TaskId};
+
+/// What a policy is told of a queued task: its handle (the submission sequence number) and what
+/// scheduling needs, with capabilities interned. Not the hub's task, [`crate::task::Task`].
+pub type TaskView = switchyard_policy_sdk::Task;
+
+/// What a policy is told of a ready agent: its handle, its interned capabilities and since when
+/// it is idle. Not the engine's record of an agent.
+pub type AgentView = switchyard_policy_sdk::Agent;
+
+// The same types under the SDK's names, for the engine until it says `TaskView` and
+// `AgentView`; then these go, and `Task` means the hub's task everywhere in the crate.
+pub use switchyard_policy_sdk::{Agent, Task};
 
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
@@ -166,9 +178,9 @@ pub(crate) enum CallError {
 /// One running policy instance, whichever kind. Object safe so the host can switch between a
 /// component and the native fallback at runtime.
 pub(crate) trait Backend: Send {
-    fn task_queued(&mut self, task: &Task) -> Result<(), CallError>;
+    fn task_queued(&mut self, task: &TaskView) -> Result<(), CallError>;
     fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError>;
-    fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError>;
+    fn agent_ready(&mut self, agent: &AgentView) -> Result<(), CallError>;
     fn agent_unready(&mut self, agent: AgentId) -> Result<(), CallError>;
     fn assigned(&mut self, task: TaskId, agent: AgentId) -> Result<(), CallError>;
     fn task_finished(
@@ -325,7 +337,7 @@ impl PolicyHost {
             digest: format!("sha256:{}", hex::encode(digest)),
             source: label,
             config,
-            loaded_at: unix_millis(),
+            loaded_at: crate::wire::now_ms(),
             fallback_active: false,
             counters: PolicyCounters::default(),
         };
@@ -350,7 +362,7 @@ impl PolicyHost {
     }
 
     /// A task entered the queue.
-    pub fn task_queued(&mut self, task: &Task) {
+    pub fn task_queued(&mut self, task: &TaskView) {
         self.event("task-queued", |b| b.task_queued(task));
     }
 
@@ -360,7 +372,7 @@ impl PolicyHost {
     }
 
     /// An agent became ready. Call in the order agents became ready.
-    pub fn agent_ready(&mut self, agent: &Agent) {
+    pub fn agent_ready(&mut self, agent: &AgentView) {
         self.event("agent-ready", |b| b.agent_ready(agent));
     }
 
@@ -527,11 +539,4 @@ fn check_about(name: &str, version: &str) -> Result<(), PolicyError> {
         }
     }
     Ok(())
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -2,14 +2,14 @@
 
 use switchyard_policy_sdk::Policy;
 
-use super::{Agent, AgentId, Assignment, Backend, CallError, Outcome, Task, TaskId};
+use super::{AgentId, AgentView, Assignment, Backend, CallError, Outcome, TaskId, TaskView};
 
 /// Runs a native [`Policy`] behind the same interface as a component. Native calls cannot trap
 /// or time out, so every call succeeds.
 pub(crate) struct Native<P>(pub(crate) P);
 
 impl<P: Policy + Send> Backend for Native<P> {
-    fn task_queued(&mut self, task: &Task) -> Result<(), CallError> {
+    fn task_queued(&mut self, task: &TaskView) -> Result<(), CallError> {
         self.0.task_queued(task.clone());
         Ok(())
     }
@@ -19,7 +19,7 @@ impl<P: Policy + Send> Backend for Native<P> {
         Ok(())
     }
 
-    fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError> {
+    fn agent_ready(&mut self, agent: &AgentView) -> Result<(), CallError> {
         self.0.agent_ready(agent.clone());
         Ok(())
     }

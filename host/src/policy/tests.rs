@@ -1,11 +1,11 @@
 //! Tests of the policy host against the real built-in greedy component and against hostile
 //! components assembled here from WAT.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::json;
 use switchyard_greedy::Greedy;
+use switchyard_policy_sdk::testing::{agent, pairs, task, MiniHost, XorShift};
 use switchyard_policy_sdk::Policy;
 
 use super::*;
@@ -16,30 +16,6 @@ fn greedy_wasm() -> PolicyHost {
         serde_json::Value::Null,
     )
     .expect("the built-in greedy policy loads")
-}
-
-fn task(id: TaskId, priority: u8, needs: &[Capability]) -> Task {
-    Task {
-        id,
-        priority,
-        needed_capabilities: needs.to_vec(),
-        fairness_key: format!("key-{}", id % 3),
-        weight: 1.0,
-        retry_count: 0,
-        queued_at: 1_700_000_000_000 + id,
-    }
-}
-
-fn agent(id: AgentId, caps: &[Capability]) -> Agent {
-    Agent {
-        id,
-        capabilities: caps.to_vec(),
-        idle_since: 1_700_000_000_000,
-    }
-}
-
-fn pairs(proposals: &[Assignment]) -> Vec<(TaskId, AgentId)> {
-    proposals.iter().map(|a| (a.task, a.agent)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,31 +374,13 @@ fn an_unreadable_about_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // Behaviour
 
-/// A tiny deterministic generator, so the test needs no extra dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn caps(&mut self) -> Vec<Capability> {
-        (0..4).filter(|_| self.below(3) == 0).collect()
-    }
-}
-
 /// Drives the wasm greedy through the host and the native greedy directly with the same
 /// scripted events, and requires the same decisions every time.
 #[test]
 fn wasm_greedy_and_native_greedy_decide_identically() {
     let mut wasm = greedy_wasm();
-    let mut native = Greedy::new(&serde_json::Value::Null).unwrap();
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-    let mut ready: Vec<AgentId> = Vec::new();
-    let mut queued: BTreeMap<TaskId, ()> = BTreeMap::new();
+    let mut native = MiniHost::new(Greedy::new(&serde_json::Value::Null).unwrap());
+    let mut rng = XorShift::new(0x2545_f491_4f6c_dd1d);
     let mut next_task = 0;
     let mut next_agent = 0;
     let mut decisions = 0;
@@ -430,30 +388,29 @@ fn wasm_greedy_and_native_greedy_decide_identically() {
     for step in 0..3_000 {
         match rng.below(12) {
             0..=3 => {
-                let t = task(next_task, rng.below(4) as u8, &rng.caps());
+                let t = task(next_task, rng.below(4) as u8, &rng.capabilities());
                 next_task += 1;
-                queued.insert(t.id, ());
                 wasm.task_queued(&t);
                 native.task_queued(t);
             }
-            4 if !queued.is_empty() => {
+            4 if !native.queued_tasks().is_empty() => {
+                let queued = native.queued_tasks();
                 let id = *queued
                     .keys()
                     .nth(rng.below(queued.len() as u64) as usize)
                     .unwrap();
-                queued.remove(&id);
                 wasm.task_dequeued(id);
                 native.task_dequeued(id);
             }
             5..=6 => {
-                let a = agent(next_agent, &rng.caps());
+                let a = agent(next_agent, &rng.capabilities());
                 next_agent += 1;
-                ready.push(a.id);
                 wasm.agent_ready(&a);
                 native.agent_ready(a);
             }
-            7 if !ready.is_empty() => {
-                let id = ready.remove(rng.below(ready.len() as u64) as usize);
+            7 if !native.ready_agents().is_empty() => {
+                let ready = native.ready_agents();
+                let id = ready[rng.below(ready.len() as u64) as usize].id;
                 wasm.agent_unready(id);
                 native.agent_unready(id);
             }
@@ -468,12 +425,10 @@ fn wasm_greedy_and_native_greedy_decide_identically() {
                 for a in from_wasm {
                     if rng.below(3) != 0 {
                         wasm.assigned(a.task, a.agent);
-                        native.assigned(a.task, a.agent);
-                        queued.remove(&a.task);
-                        ready.retain(|&r| r != a.agent);
+                        assert!(native.confirm(a), "{a:?}");
                         let outcome = [Outcome::Completed, Outcome::Failed][rng.below(2) as usize];
                         wasm.task_finished(a.task, a.agent, outcome);
-                        native.task_finished(a.task, a.agent, outcome);
+                        native.policy.task_finished(a.task, a.agent, outcome);
                     } else {
                         wasm.record_rejected(1);
                     }
@@ -616,7 +571,7 @@ fn timeouts_feed_the_breaker_too() {
 }
 
 #[test]
-fn the_host_is_send_so_the_core_can_own_it_on_any_thread() {
+fn the_host_is_send_so_the_engine_can_own_it_on_any_thread() {
     fn is_send<T: Send>() {}
     is_send::<PolicyHost>();
     is_send::<PolicyError>();

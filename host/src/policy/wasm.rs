@@ -10,7 +10,9 @@ use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::artifacts::{self, ArtifactKey, Provenance};
-use super::{Agent, AgentId, Assignment, Backend, CallError, Outcome, PolicyError, Task, TaskId};
+use super::{
+    AgentId, AgentView, Assignment, Backend, CallError, Outcome, PolicyError, TaskId, TaskView,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -340,7 +342,7 @@ fn classify(error: wasmtime::Error) -> CallError {
 }
 
 impl Backend for WasmInstance {
-    fn task_queued(&mut self, task: &Task) -> Result<(), CallError> {
+    fn task_queued(&mut self, task: &TaskView) -> Result<(), CallError> {
         let task = wit::Task {
             id: task.id,
             priority: task.priority,
@@ -357,7 +359,7 @@ impl Backend for WasmInstance {
         self.call(|p, store, me| p.call_task_dequeued(store, me, task))
     }
 
-    fn agent_ready(&mut self, agent: &Agent) -> Result<(), CallError> {
+    fn agent_ready(&mut self, agent: &AgentView) -> Result<(), CallError> {
         let agent = wit::Agent {
             id: agent.id,
             capabilities: &agent.capabilities,

@@ -1,9 +1,9 @@
 //! Durable state in LMDB (through heed): tasks, their status indices, hashed tokens, agents,
 //! and meta (schema version, the next task sequence number, the policy in force).
 //!
-//! One environment per process, opened once. Only the engine's writer thread writes, one
-//! transaction per batch (group commit); HTTP handlers and the engine read through their own
-//! read transactions, which see exactly what has been committed.
+//! One environment per process, opened once. Once it is open, only the engine's writer thread
+//! writes, one transaction per batch (group commit); HTTP handlers and the engine read through
+//! their own read transactions, which see exactly what has been committed.
 
 mod codec;
 mod tasks;
@@ -64,7 +64,8 @@ pub struct PersistedPolicy {
 
 pub struct Store {
     env: Env<WithoutTls>,
-    /// id (u64 BE) → task JSON.
+    /// id (u64 BE) → task record: binary (`codec`), or JSON if schema version 1 wrote it and
+    /// the task has not changed since.
     tasks: Db,
     /// priority (u8) ++ id → ().
     queued: Db,

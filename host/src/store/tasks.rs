@@ -196,7 +196,7 @@ impl Store {
     }
 
     /// Every queued and assigned task: the live state, read once at start, boxed as the engine
-    /// keeps them. With a million tasks queued a restart is mostly JSON decoding, so the
+    /// keeps them. With a million tasks queued a restart is mostly decoding records, so the
     /// records are found first (borrowed from the map, no copy) and decoded on every core.
     pub fn active_tasks(&self, txn: &RoTxn) -> Result<Vec<Box<Task>>> {
         let mut records = Vec::new();

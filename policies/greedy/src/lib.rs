@@ -198,41 +198,11 @@ switchyard_policy_sdk::export_policy!(Greedy);
 mod tests {
     use super::*;
     use switchyard_policy_sdk::serde_json::json;
-    use switchyard_policy_sdk::Outcome;
-
-    fn task(id: TaskId, priority: Priority, needs: &[Capability]) -> Task {
-        Task {
-            id,
-            priority,
-            needed_capabilities: needs.to_vec(),
-            fairness_key: "k".into(),
-            weight: 1.0,
-            retry_count: 0,
-            queued_at: 1_000 + id,
-        }
-    }
-
-    fn agent(id: AgentId, caps: &[Capability]) -> Agent {
-        Agent {
-            id,
-            capabilities: caps.to_vec(),
-            idle_since: 5_000,
-        }
-    }
+    use switchyard_policy_sdk::testing::{agent, confirm_all, pairs, task, MiniHost, XorShift};
+    use switchyard_policy_sdk::{satisfies, Outcome};
 
     fn greedy() -> Greedy {
         Greedy::new(&Value::Null).unwrap()
-    }
-
-    fn pairs(proposals: &[Assignment]) -> Vec<(TaskId, AgentId)> {
-        proposals.iter().map(|a| (a.task, a.agent)).collect()
-    }
-
-    /// Confirms every proposal, as the host does when it accepts them all.
-    fn accept(policy: &mut Greedy, proposals: &[Assignment]) {
-        for a in proposals {
-            policy.assigned(a.task, a.agent);
-        }
     }
 
     #[test]
@@ -349,7 +319,7 @@ mod tests {
         p.agent_ready(agent(10, &[]));
         let first = p.decide(0);
         assert_eq!(pairs(&first), [(1, 10)]);
-        accept(&mut p, &first);
+        confirm_all(&mut p, &first);
         // Task 1 fails and returns to the queue with its id: it goes before 2 and 3 again.
         p.task_finished(1, 10, Outcome::Returned);
         p.task_queued(task(1, 2, &[]));
@@ -435,75 +405,57 @@ mod tests {
         let mut free: Vec<&Agent> = agents.iter().collect();
         let mut out = Vec::new();
         for t in order {
-            if let Some(i) = free.iter().position(|a| {
-                switchyard_policy_sdk::satisfies(&a.capabilities, &t.needed_capabilities)
-            }) {
+            if let Some(i) = free
+                .iter()
+                .position(|a| satisfies(&a.capabilities, &t.needed_capabilities))
+            {
                 out.push((t.id, free.remove(i).id));
             }
         }
         out
     }
 
-    /// A tiny deterministic generator, so the test needs no extra dependency.
-    struct XorShift(u64);
-    impl XorShift {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-        fn caps(&mut self) -> Vec<Capability> {
-            (0..4).filter(|_| self.below(3) == 0).collect()
-        }
-    }
-
     #[test]
     fn matches_a_naive_reference_under_random_events() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
         for _round in 0..200 {
-            let mut p = greedy();
-            let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
-            let mut agents: Vec<Agent> = Vec::new();
+            let mut host = MiniHost::new(greedy());
             let mut next_agent = 0;
             for _step in 0..60 {
                 match rng.below(10) {
                     0..=3 => {
                         let id = rng.below(40);
-                        let t = task(id, rng.below(4) as u8, &rng.caps());
-                        tasks.insert(id, t.clone());
-                        p.task_queued(t);
+                        host.task_queued(task(id, rng.below(4) as u8, &rng.capabilities()));
                     }
-                    4 => {
-                        let id = rng.below(40);
-                        tasks.remove(&id);
-                        p.task_dequeued(id);
-                    }
+                    4 => host.task_dequeued(rng.below(40)),
                     5 | 6 => {
-                        let a = agent(next_agent, &rng.caps());
+                        host.agent_ready(agent(next_agent, &rng.capabilities()));
                         next_agent += 1;
-                        agents.push(a.clone());
-                        p.agent_ready(a);
                     }
-                    7 if !agents.is_empty() => {
-                        let a = agents.remove(rng.below(agents.len() as u64) as usize);
-                        p.agent_unready(a.id);
+                    7 if !host.ready_agents().is_empty() => {
+                        let ready = host.ready_agents();
+                        let id = ready[rng.below(ready.len() as u64) as usize].id;
+                        host.agent_unready(id);
                     }
                     _ => {
-                        let proposals = pairs(&p.decide(0));
-                        assert_eq!(proposals, reference(&tasks, &agents));
+                        let proposals = host.decide(0);
+                        assert_eq!(
+                            pairs(&proposals),
+                            reference(host.queued_tasks(), host.ready_agents())
+                        );
                         // Accept some of them, as a host that refuses a few would.
-                        for (t, a) in proposals {
+                        for proposal in proposals {
                             if rng.below(2) == 0 {
-                                p.assigned(t, a);
-                                tasks.remove(&t);
-                                agents.retain(|x| x.id != a);
+                                assert!(host.confirm(proposal), "{proposal:?}");
                             }
                         }
                     }
                 }
             }
-            assert_eq!(pairs(&p.decide(0)), reference(&tasks, &agents));
+            assert_eq!(
+                pairs(&host.decide(0)),
+                reference(host.queued_tasks(), host.ready_agents())
+            );
         }
     }
 

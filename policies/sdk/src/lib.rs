@@ -20,6 +20,12 @@
 //! are unaffected; on `wasm32` it exports `MyPolicy` as the `policy-component` world. The
 //! policy crate never depends on `wit-bindgen` itself: the generated glue lives here, so every
 //! policy speaks exactly the contract this SDK was built against.
+//!
+//! # Testing a policy
+//!
+//! With the `testing` feature (turn it on in `[dev-dependencies]` only), the `testing` module has
+//! the fixtures the policies in this repository share: one-line tasks and agents, a seeded
+//! generator, and a host in miniature that checks proposals as the hub does.
 
 /// The JSON library configurations arrive in, re-exported so a policy names
 /// [`serde_json::Value`] in [`Policy::new`] without pinning its own (possibly different) version.
@@ -27,6 +33,9 @@ pub use serde_json;
 
 mod ready;
 pub use ready::{Position, ReadyAgents};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// A task's handle: its submission sequence number, so lower means submitted earlier.
 pub type TaskId = u64;

@@ -71,14 +71,7 @@ impl ReadyAgents {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn agent(id: AgentId, capabilities: &[Capability]) -> Agent {
-        Agent {
-            id,
-            capabilities: capabilities.to_vec(),
-            idle_since: 0,
-        }
-    }
+    use crate::testing::agent;
 
     #[test]
     fn longest_idle_capable_untaken_agent_first() {

@@ -350,49 +350,10 @@ switchyard_policy_sdk::export_policy!(Hostile);
 mod tests {
     use super::*;
     use switchyard_policy_sdk::serde_json::json;
-
-    fn task(id: TaskId, needs: &[Capability]) -> Task {
-        Task {
-            id,
-            priority: 2,
-            needed_capabilities: needs.to_vec(),
-            fairness_key: "k".into(),
-            weight: 1.0,
-            retry_count: 0,
-            queued_at: 1_000 + id,
-        }
-    }
-
-    fn agent(id: AgentId, caps: &[Capability]) -> Agent {
-        Agent {
-            id,
-            capabilities: caps.to_vec(),
-            idle_since: 5_000,
-        }
-    }
+    use switchyard_policy_sdk::testing::{agent, task, MiniHost};
 
     fn hostile(config: Value) -> Hostile {
         Hostile::new(&config).expect("config accepted")
-    }
-
-    /// The host's checks, on a model of its state: which proposals it would accept, in order.
-    struct Model {
-        queued: BTreeMap<TaskId, Vec<Capability>>,
-        ready: BTreeMap<AgentId, Vec<Capability>>,
-    }
-
-    impl Model {
-        fn accept(&mut self, p: Assignment) -> bool {
-            let ok = match (self.queued.get(&p.task), self.ready.get(&p.agent)) {
-                (Some(needs), Some(caps)) => satisfies(caps, needs),
-                _ => false,
-            };
-            if ok {
-                self.queued.remove(&p.task);
-                self.ready.remove(&p.agent);
-            }
-            ok
-        }
     }
 
     #[test]
@@ -415,9 +376,9 @@ mod tests {
     #[test]
     fn well_behaved_is_fifo_with_capabilities_and_longest_ready_first() {
         let mut h = hostile(Value::Null);
-        h.task_queued(task(3, &[]));
-        h.task_queued(task(1, &[7]));
-        h.task_queued(task(2, &[]));
+        h.task_queued(task(3, 2, &[]));
+        h.task_queued(task(1, 2, &[7]));
+        h.task_queued(task(2, 2, &[]));
         h.agent_ready(agent(10, &[]));
         h.agent_ready(agent(11, &[7]));
         let proposals = h.decide(0);
@@ -437,8 +398,8 @@ mod tests {
     #[test]
     fn trap_in_decide_waits_for_its_good_assignments() {
         let mut h = hostile(json!({"mode": "trap_in_decide", "after": 1}));
-        h.task_queued(task(1, &[]));
-        h.task_queued(task(2, &[]));
+        h.task_queued(task(1, 2, &[]));
+        h.task_queued(task(2, 2, &[]));
         h.agent_ready(agent(0, &[]));
         assert_eq!(h.decide(0), [Assignment { task: 1, agent: 0 }]);
         h.assigned(1, 0);
@@ -451,7 +412,7 @@ mod tests {
     fn trap_after_decisions_traps_in_the_confirmation() {
         let mut h = hostile(json!({"mode": "trap_after_decisions", "after": 2}));
         for id in 1..=3 {
-            h.task_queued(task(id, &[]));
+            h.task_queued(task(id, 2, &[]));
         }
         h.agent_ready(agent(0, &[]));
         for id in 1..=2 {
@@ -468,21 +429,21 @@ mod tests {
     /// checks refuse exactly those, and the valid ones all go through.
     #[test]
     fn bad_proposals_are_exactly_the_refused_ones() {
-        let mut h = hostile(json!({"mode": "bad_proposals"}));
+        let mut host = MiniHost::new(hostile(json!({"mode": "bad_proposals"})));
         // Agent 5 was assigned task 9 earlier: busy, and 9 is no longer queued.
-        h.task_queued(task(9, &[]));
-        h.agent_ready(agent(5, &[]));
-        h.assigned(9, 5);
+        host.task_queued(task(9, 2, &[]));
+        host.agent_ready(agent(5, &[]));
+        assert!(host.confirm(Assignment { task: 9, agent: 5 }));
         // Tasks 1 and 2 need capability 1, task 3 needs nothing. Agent 0 has capability 1;
         // agent 1 has none, so it can take task 3 only; agent 2 has none either.
-        h.task_queued(task(1, &[1]));
-        h.task_queued(task(2, &[1]));
-        h.task_queued(task(3, &[]));
-        h.agent_ready(agent(0, &[1]));
-        h.agent_ready(agent(1, &[]));
-        h.agent_ready(agent(2, &[]));
+        host.task_queued(task(1, 2, &[1]));
+        host.task_queued(task(2, 2, &[1]));
+        host.task_queued(task(3, 2, &[]));
+        host.agent_ready(agent(0, &[1]));
+        host.agent_ready(agent(1, &[]));
+        host.agent_ready(agent(2, &[]));
 
-        let proposals = h.decide(0);
+        let proposals = host.decide(0);
         let valid = [
             Assignment { task: 1, agent: 0 },
             Assignment { task: 3, agent: 1 },
@@ -515,11 +476,8 @@ mod tests {
             ]
         );
 
-        let mut host = Model {
-            queued: h.queued.clone(),
-            ready: h.ready.iter().cloned().collect(),
-        };
-        let accepted: Vec<bool> = proposals.iter().map(|&p| host.accept(p)).collect();
+        // The host confirms the proposals in order, as the hub does.
+        let accepted: Vec<bool> = proposals.iter().map(|&p| host.confirm(p)).collect();
         let expected: Vec<bool> = (0..proposals.len()).map(|i| i < valid.len()).collect();
         assert_eq!(accepted, expected);
     }
@@ -528,14 +486,10 @@ mod tests {
     /// still exactly [`BAD_PROPOSALS_PER_DECISION`] of them.
     #[test]
     fn bad_proposals_keep_their_count_in_an_empty_state() {
-        let mut h = hostile(json!({"mode": "bad_proposals"}));
-        h.agent_ready(agent(0, &[]));
-        let proposals = h.decide(0);
+        let mut host = MiniHost::new(hostile(json!({"mode": "bad_proposals"})));
+        host.agent_ready(agent(0, &[]));
+        let proposals = host.decide(0);
         assert_eq!(proposals.len() as u64, BAD_PROPOSALS_PER_DECISION);
-        let mut host = Model {
-            queued: BTreeMap::new(),
-            ready: [(0, vec![])].into_iter().collect(),
-        };
-        assert!(proposals.iter().all(|&p| !host.accept(p)));
+        assert!(proposals.iter().all(|&p| !host.confirm(p)));
     }
 }
