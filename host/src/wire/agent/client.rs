@@ -209,8 +209,8 @@ fn task_id(fields: &Map<String, Value>) -> Option<String> {
 /// required, is read as naming this one.
 pub const UNASSIGNED_GENERATION: u64 = 0;
 
-/// A report's `generation`: `None` when it is absent (or `null`, which AgentCom's sidecars
-/// cannot tell apart from absent). A value that is not a JSON integer from 0 to 2^64 - 1
+/// A report's `generation`: `None` when it is absent, or `null` (how many JSON encoders write
+/// an optional field that is not set). A value that is not a JSON integer from 0 to 2^64 - 1
 /// (`-1`, `"1"`, `1.5`, `2^64`) cannot be the task's generation, so it is read as
 /// [`UNASSIGNED_GENERATION`], never as "no generation given": the report is refused just as a
 /// well-formed wrong number is, and in the same order of checks.
