@@ -98,6 +98,22 @@ pub fn accept(
     warp::reply::with_header(reply, "sec-websocket-accept", accept_key).into_response()
 }
 
+/// The error frame that answers a message the socket layer refused, and the close that
+/// follows it; `None` for a failure of the connection itself, which gets neither.
+///
+/// Both refusals end the connection, because the socket reads nothing after an error. For a
+/// text message that is not UTF-8 there is no choice: tungstenite checks the bytes before it
+/// hands a message over and reports only an error, so the hub never sees the frame to answer
+/// it and read on as it does for other bad frames. It answers `invalid_json`, then fails the
+/// connection as RFC 6455 asks for invalid UTF-8 (close 1007).
+fn refusal_of_unreadable(error: &WsError) -> Option<(FrameError, CloseReason)> {
+    match error {
+        WsError::Capacity(_) => Some((FrameError::FrameTooLarge, CloseReason::FrameTooLarge)),
+        WsError::Utf8(_) => Some((FrameError::InvalidJson, CloseReason::InvalidUtf8)),
+        _ => None,
+    }
+}
+
 fn close_message(close: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(close.code()),
@@ -129,13 +145,14 @@ pub async fn serve_connection(
                     None => break None,
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
-                        if matches!(error, WsError::Capacity(_)) {
-                            let reply = ServerMessage::error(FrameError::FrameTooLarge);
-                            let _ = sink.send(Message::text(reply.to_json())).await;
-                            break Some(CloseReason::FrameTooLarge);
-                        }
-                        tracing::debug!(conn, %error, "connection error");
-                        break None;
+                        let Some((reply, close)) = refusal_of_unreadable(&error) else {
+                            tracing::debug!(conn, %error, "connection error");
+                            break None;
+                        };
+                        tracing::debug!(conn, %error, %close, "unreadable frame; closing");
+                        let reply = ServerMessage::error(reply);
+                        let _ = sink.send(Message::text(reply.to_json())).await;
+                        break Some(close);
                     }
                 };
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);

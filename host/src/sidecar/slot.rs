@@ -310,8 +310,8 @@ impl TaskSlot {
     }
 
     /// Every [`Refusal`](crate::wire::agent::Refusal) means the hub will never take that report:
-    /// the task is finished, gone, or someone else's now (`spec/agent-protocol.md`, "Failure
-    /// reasons"). So a refused report ends the task here.
+    /// the task is finished, gone, or someone else's now (`docs/protocol.md`, "Generations and
+    /// fencing"). So a refused report ends the task here.
     async fn on_error(&mut self, code: ErrorCode) {
         match code {
             ErrorCode::TaskReportRefused {

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 pub enum ClientMessage {
     Identify(Identify),
     Ping,
-    /// `generation` is optional here; when given it must match.
+    /// `generation` is optional here; when given it must match (a malformed one never does).
     TaskAccepted {
         task_id: String,
         generation: Option<u64>,
@@ -23,13 +23,14 @@ pub enum ClientMessage {
     },
     TaskComplete {
         task_id: String,
-        /// A missing generation counts as 0, which never matches an assigned task.
+        /// A missing or malformed generation is [`UNASSIGNED_GENERATION`], which never matches.
         generation: u64,
         result: Value,
         tokens_used: Option<u64>,
     },
     TaskFailed {
         task_id: String,
+        /// As in `TaskComplete`.
         generation: u64,
         error: String,
     },
@@ -165,14 +166,14 @@ fn parse_message(fields: &Map<String, Value>) -> Option<ClientMessage> {
                 .or_else(|| result.get("tokens_used").and_then(Value::as_u64));
             ClientMessage::TaskComplete {
                 task_id: task_id(fields)?,
-                generation: generation(fields).unwrap_or(0),
+                generation: generation(fields).unwrap_or(UNASSIGNED_GENERATION),
                 result,
                 tokens_used,
             }
         }
         "task_failed" => ClientMessage::TaskFailed {
             task_id: task_id(fields)?,
-            generation: generation(fields).unwrap_or(0),
+            generation: generation(fields).unwrap_or(UNASSIGNED_GENERATION),
             error: str_field(fields, "error")
                 .or_else(|| str_field(fields, "reason"))
                 .unwrap_or("unknown")
@@ -202,8 +203,22 @@ fn task_id(fields: &Map<String, Value>) -> Option<String> {
     str_field(fields, "task_id").map(str::to_owned)
 }
 
+/// A task's generation before its first assignment. No assignment has it (assigning makes a
+/// task's generation at least 1), so a report that names it is always refused with
+/// `stale_generation`: a report whose generation is malformed, or missing where it is
+/// required, is read as naming this one.
+pub const UNASSIGNED_GENERATION: u64 = 0;
+
+/// A report's `generation`: `None` when it is absent, or `null` (how many JSON encoders write
+/// an optional field that is not set). A value that is not a JSON integer from 0 to 2^64 - 1
+/// (`-1`, `"1"`, `1.5`, `2^64`) cannot be the task's generation, so it is read as
+/// [`UNASSIGNED_GENERATION`], never as "no generation given": the report is refused just as a
+/// well-formed wrong number is, and in the same order of checks.
 fn generation(fields: &Map<String, Value>) -> Option<u64> {
-    fields.get("generation")?.as_u64()
+    match fields.get("generation")? {
+        Value::Null => None,
+        given => Some(given.as_u64().unwrap_or(UNASSIGNED_GENERATION)),
+    }
 }
 
 /// `capabilities` is a list of names or of objects with a `name`; other entries are ignored.
@@ -307,6 +322,42 @@ mod tests {
             panic!("not a task_complete");
         };
         assert_eq!((generation, tokens_used), (4, Some(12)));
+    }
+
+    /// A malformed generation is refused like a wrong one (issue 11, item 12): it reads as
+    /// the generation no assignment has, never as "none given".
+    #[test]
+    fn malformed_generations_never_match() {
+        let generation_of = |text: &str| match parse_frame(text).unwrap() {
+            ClientMessage::TaskAccepted { generation, .. } => generation,
+            ClientMessage::TaskComplete { generation, .. }
+            | ClientMessage::TaskFailed { generation, .. } => Some(generation),
+            other => panic!("{other:?}"),
+        };
+        for malformed in [
+            "-1",
+            "\"1\"",
+            "1.5",
+            "1.0",
+            "18446744073709551616",
+            "[1]",
+            "true",
+        ] {
+            for kind in ["task_accepted", "task_complete", "task_failed"] {
+                let text = format!(r#"{{"type":"{kind}","task_id":"t","generation":{malformed}}}"#);
+                assert_eq!(generation_of(&text), Some(UNASSIGNED_GENERATION), "{text}");
+            }
+        }
+        let largest = r#"{"type":"task_accepted","task_id":"t","generation":18446744073709551615}"#;
+        assert_eq!(generation_of(largest), Some(u64::MAX));
+        for absent in [
+            r#"{"type":"task_accepted","task_id":"t"}"#,
+            r#"{"type":"task_accepted","task_id":"t","generation":null}"#,
+        ] {
+            assert_eq!(generation_of(absent), None, "{absent}");
+        }
+        let complete = r#"{"type":"task_complete","task_id":"t","generation":null}"#;
+        assert_eq!(generation_of(complete), Some(UNASSIGNED_GENERATION));
     }
 
     #[test]

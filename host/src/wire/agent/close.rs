@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Every close the hub initiates. Codes and reasons are part of the wire contract
-/// (`spec/agent-protocol.md`): agents, and AgentCom's sidecars, may act on them.
+/// (`docs/protocol.md`): agents, and AgentCom's sidecars, may act on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The connection sent nothing for the idle timeout.
@@ -16,6 +16,10 @@ pub enum CloseReason {
     TokenRevoked,
     /// A frame over the size limit (after a `frame_too_large` error frame).
     FrameTooLarge,
+    /// A text frame that is not UTF-8 (after an `invalid_json` error frame). RFC 6455 makes
+    /// the receiver fail the connection, and the socket layer reads no further frames after
+    /// one, so unlike other bad frames this one cannot be answered and forgotten.
+    InvalidUtf8,
     /// A commit failed: every connection is closed and the hub reloads what is on disk.
     StorageUnavailable,
     /// A newer connection identified as the same agent.
@@ -23,12 +27,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 8] = [
         CloseReason::IdleTimeout,
         CloseReason::ShuttingDown,
         CloseReason::TooManyFailedIdentifies,
         CloseReason::TokenRevoked,
         CloseReason::FrameTooLarge,
+        CloseReason::InvalidUtf8,
         CloseReason::StorageUnavailable,
         CloseReason::Superseded,
     ];
@@ -39,6 +44,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => 1000,
             CloseReason::ShuttingDown => 1001,
             CloseReason::TooManyFailedIdentifies | CloseReason::TokenRevoked => 1008,
+            CloseReason::InvalidUtf8 => 1007,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::StorageUnavailable => 1011,
             CloseReason::Superseded => 4000,
@@ -53,6 +59,7 @@ impl CloseReason {
             CloseReason::TooManyFailedIdentifies => "too many failed identifies",
             CloseReason::TokenRevoked => "token_revoked",
             CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::StorageUnavailable => "storage_unavailable",
             CloseReason::Superseded => "superseded",
         }
@@ -90,6 +97,7 @@ mod tests {
             ),
             (CloseReason::TokenRevoked, 1008, "token_revoked"),
             (CloseReason::FrameTooLarge, 1009, "frame_too_large"),
+            (CloseReason::InvalidUtf8, 1007, "invalid_utf8"),
             (CloseReason::StorageUnavailable, 1011, "storage_unavailable"),
             (CloseReason::Superseded, 4000, "superseded"),
         ];

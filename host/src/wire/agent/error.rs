@@ -2,7 +2,7 @@
 //!
 //! The hub writes these codes and the sidecar reads them back; both go through [`ErrorCode`], so
 //! neither side spells a code by hand. The texts are AgentCom's wire contract
-//! (`spec/agent-protocol.md`) and must not change: [`ErrorCode::parse`] reads back exactly what
+//! (`docs/protocol.md`) and must not change: [`ErrorCode::parse`] reads back exactly what
 //! `Display` writes.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -1,4 +1,4 @@
-//! The agent protocol (`spec/agent-protocol.md`): one JSON object per text frame.
+//! The agent protocol (`docs/protocol.md`): one JSON object per text frame.
 //!
 //! Both ends of it live here, the hub's and the agent sidecar's (`switchyard agent`), so they
 //! cannot drift apart: every frame, error code and close reason either side speaks is a type in
