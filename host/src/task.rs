@@ -8,6 +8,7 @@
 use crate::wire::agent::{Refusal, ServerMessage};
 use crate::wire::http::NewTask;
 use crate::wire::TaskId;
+pub use crate::wire::TaskStatus;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -15,45 +16,6 @@ use std::collections::VecDeque;
 
 /// History entries kept per task, newest first.
 pub const HISTORY_LIMIT: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    Queued,
-    Assigned,
-    Completed,
-    DeadLetter,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [
-        TaskStatus::Queued,
-        TaskStatus::Assigned,
-        TaskStatus::Completed,
-        TaskStatus::DeadLetter,
-        TaskStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Queued => "queued",
-            TaskStatus::Assigned => "assigned",
-            TaskStatus::Completed => "completed",
-            TaskStatus::DeadLetter => "dead_letter",
-            TaskStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TaskStatus> {
-        TaskStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Queued or assigned: the task still has work ahead of it.
-    pub fn is_active(self) -> bool {
-        matches!(self, TaskStatus::Queued | TaskStatus::Assigned)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {

@@ -2,7 +2,7 @@
 //! import only from layers below its own (or from its own module), and no two files import each
 //! other. The layers, lowest first:
 //!
-//! 0. `wire`: what crosses a socket (and the one clock).
+//! 0. `wire`: what crosses a socket (and the one clock); `wait`: waiting for signals and times.
 //! 1. `task`: the task model and its state machine.
 //! 2. `store` (LMDB) and `policy` (the WebAssembly host): side by side, neither knows the other.
 //! 3. `engine`: the thread that owns the live state, and its writer.
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
+    ("wait", 0),
     ("task", 1),
     ("store", 2),
     ("policy", 2),

@@ -163,3 +163,72 @@ async fn of_two_waiting_agents_the_first_to_connect_gets_the_task() {
         second.close().await;
     }
 }
+
+/// An operator unsticks a task by hand: `POST /api/tasks/:id/requeue` (admin only) takes it from
+/// its agent (`task_cancel`) and queues it again, not counted against it. A duplicate agent id
+/// shows in `/metrics` and in `GET /api/agents`, and the run-timeout take-back in the reclaims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_requeues_by_hand_and_sees_reclaims_and_duplicate_ids() {
+    let hub = Hub::start(old_fleet_hub()).await;
+    let api = hub.api();
+    let agent_token = api.create_token("worker").await;
+    let mut agent = Agent::connect(&hub.ws_url(), "worker", &agent_token).await;
+    let id = api.submit(json!({"description": "requeued by hand"})).await;
+    let first = agent.expect_assign().await;
+    agent.accept(&first).await;
+
+    let path = format!("/api/tasks/{id}/requeue");
+    let refused = api
+        .request(reqwest::Method::POST, &path, Some(&agent_token), None)
+        .await;
+    assert_eq!(
+        refused.status, 403,
+        "an agent token may not requeue: {}",
+        refused.text
+    );
+    let body = api.post(&path, &json!({})).await.expect(200, "requeue");
+    assert_eq!(body["status"], "queued");
+    let cancel = agent.expect_type("task_cancel").await;
+    assert_eq!(cancel["generation"], first.generation);
+    let again = agent.expect_assign().await;
+    assert_eq!(again.generation, first.generation + 2);
+    let task = api.get_task(&id).await;
+    assert_eq!(task["reclaim_count"], 0, "{task}");
+    // Requeueing a task that is not assigned is refused with its state.
+    agent.accept(&again).await;
+    agent.complete(&again.task_id, again.generation).await;
+    assert_eq!(api.post(&path, &json!({})).await.status, 409);
+
+    // A second process with the same id replaces the first: counted and shown.
+    let mut twin = Agent::connect(&hub.ws_url(), "worker", &agent_token).await;
+    let (code, _, _) = agent.expect_close(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(4000));
+    let agents = api.get("/api/agents").await.expect(200, "agents");
+    let worker = agents
+        .as_array()
+        .or_else(|| agents["agents"].as_array())
+        .expect("a list of agents")
+        .iter()
+        .find(|a| a["agent_id"] == "worker")
+        .cloned()
+        .expect("worker listed");
+    assert_eq!(worker["replacements"], 1, "{worker}");
+
+    // The run timeout's take-back is counted by reason.
+    api.submit(json!({"description": "lost"})).await;
+    let lost = twin.expect_assign().await;
+    twin.accept(&lost).await;
+    twin.expect_type("task_cancel").await;
+    let metrics = api
+        .request(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text;
+    assert!(
+        metrics.contains("switchyard_agent_replacements_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_reclaims_total{reason=\"run_timeout\"} 1"),
+        "{metrics}"
+    );
+}

@@ -57,6 +57,7 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         Route::GetTask(id) => tasks::get(state, &id).await,
         Route::RetryTask(id) => tasks::retry(state, &id).await,
         Route::CancelTask(id) => tasks::cancel(state, &id).await,
+        Route::RequeueTask(id) => tasks::requeue(state, &id).await,
         Route::ListAgents => agents::list(state).await,
         Route::CreateToken => agents::create_token(state, body).await,
         Route::ListTokens => agents::list_tokens(state).await,

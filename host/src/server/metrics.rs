@@ -3,6 +3,7 @@
 use super::reply::ApiResult;
 use super::AppState;
 use crate::engine::Command;
+use crate::task::ReclaimReason;
 use warp::Reply;
 
 /// The content type of the Prometheus text format.
@@ -59,6 +60,22 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         "switchyard_commit_seconds_total",
         "Time spent writing and committing transactions, disk flushes included.",
         commits.seconds(),
+    );
+    let engine = state.engine.stats();
+    let reclaims = ReclaimReason::ALL
+        .iter()
+        .map(|r| (format!("{{reason=\"{r}\"}}"), engine.reclaims(*r) as f64))
+        .collect();
+    out.family(
+        "switchyard_reclaims_total",
+        "counter",
+        "Tasks taken back from their agents, by reason (each counts toward poison).",
+        reclaims,
+    );
+    out.counter(
+        "switchyard_agent_replacements_total",
+        "Connections replaced by a newer one with the same agent id (two processes, one id).",
+        engine.replacements() as f64,
     );
     if let Ok(stats) = state
         .store

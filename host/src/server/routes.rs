@@ -18,6 +18,7 @@ pub enum Route {
     GetTask(String),
     RetryTask(String),
     CancelTask(String),
+    RequeueTask(String),
     ListAgents,
     CreateToken,
     ListTokens,
@@ -46,6 +47,7 @@ impl Route {
             (&Method::GET, ["api", "tasks", id]) => Route::GetTask(decode(id)),
             (&Method::POST, ["api", "tasks", id, "retry"]) => Route::RetryTask(decode(id)),
             (&Method::POST, ["api", "tasks", id, "cancel"]) => Route::CancelTask(decode(id)),
+            (&Method::POST, ["api", "tasks", id, "requeue"]) => Route::RequeueTask(decode(id)),
             (&Method::GET, ["api", "agents"]) => Route::ListAgents,
             (&Method::POST, ["admin", "tokens"]) => Route::CreateToken,
             (&Method::GET, ["admin", "tokens"]) => Route::ListTokens,
@@ -71,6 +73,7 @@ impl Route {
             | Route::GetPolicy => Some(Role::Agent),
             Route::RetryTask(_)
             | Route::CancelTask(_)
+            | Route::RequeueTask(_)
             | Route::CreateToken
             | Route::ListTokens
             | Route::RevokeTokens(_)

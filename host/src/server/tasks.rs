@@ -135,6 +135,20 @@ pub async fn retry(state: &AppState, id: &str) -> ApiResult {
 }
 
 /// `POST /api/tasks/:id/cancel`: the assignee, if any, is told to stop.
+/// `POST /api/tasks/:id/requeue` (admin): an assigned task back to the queue; its agent is
+/// told with `task_cancel`.
+pub async fn requeue(state: &AppState, id: &str) -> ApiResult {
+    let task = task_id(id)?;
+    state
+        .engine
+        .ask(|reply| Command::Requeue { task, reply })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"status": "queued", "task_id": task}),
+    ))
+}
+
 pub async fn cancel(state: &AppState, id: &str) -> ApiResult {
     let task = task_id(id)?;
     state

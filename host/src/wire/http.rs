@@ -189,7 +189,7 @@ impl NewTask {
 pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// An optional duration in milliseconds, 0 to [`MAX_TIMEOUT_MS`].
-fn duration_ms(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, BadBody> {
+fn duration_ms(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, BadRequest> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => match value.as_u64() {

@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod http;
 mod task_id;
+mod task_status;
 
 pub use task_id::TaskId;
+pub use task_status::TaskStatus;
 
 /// Milliseconds since the Unix epoch: the one clock of the wire protocol.
 pub fn now_ms() -> u64 {

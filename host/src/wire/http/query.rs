@@ -2,8 +2,8 @@
 //! as first.
 
 use super::{bad, priority, BadRequest};
-use crate::task::TaskStatus;
 use crate::wire::TaskId;
+use crate::wire::TaskStatus;
 use serde_json::Value;
 
 /// A query string as its decoded name/value pairs, in order. Names the API does not know are
