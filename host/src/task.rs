@@ -420,16 +420,8 @@ mod tests {
 
     fn task(max_retries: u32) -> Task {
         let new = NewTask {
-            description: "d".into(),
-            priority: 2,
-            metadata: json!({}),
             max_retries,
-            complete_by: None,
-            needed_capabilities: vec![],
-            fairness_key: None,
-            weight: 1.0,
-            run_timeout_ms: None,
-            heartbeat_timeout_ms: None,
+            ..NewTask::with_description("d")
         };
         Task::new(TaskId(1), new, "alice", 100)
     }

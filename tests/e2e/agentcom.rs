@@ -232,3 +232,26 @@ async fn an_operator_requeues_by_hand_and_sees_reclaims_and_duplicate_ids() {
         "{metrics}"
     );
 }
+
+/// Task ids never repeat across data folders: a hub started on a fresh folder (a wiped one, a
+/// new machine) numbers its tasks after every id an earlier folder gave out, so a sidecar's
+/// files from the old folder never meet a new task with the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_ids_do_not_repeat_across_a_wiped_data_folder() {
+    let old = Hub::start(HubOpts::default()).await;
+    let old_ids = old
+        .api()
+        .submit_batch(vec![
+            json!({"description": "a"}),
+            json!({"description": "b"}),
+        ])
+        .await;
+    drop(old);
+    let new = Hub::start(HubOpts::default()).await;
+    let new_id = new.api().submit(json!({"description": "c"})).await;
+    for old_id in &old_ids {
+        assert_ne!(&new_id, old_id);
+        // Same width, so the text order is the number order: the new folder counts on.
+        assert!(new_id > *old_id, "{new_id} after {old_id}");
+    }
+}

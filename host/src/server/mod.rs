@@ -69,10 +69,13 @@ pub async fn serve(
         >())
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
-        .map(move |on_upgrade, _checked: warp::ws::Ws, key: String| {
-            let engine = ws_state.engine.clone();
-            ws::accept(on_upgrade, &key, engine, limits, closed.clone())
-        });
+        .and(warp::addr::remote())
+        .map(
+            move |on_upgrade, _checked: warp::ws::Ws, key: String, peer: Option<SocketAddr>| {
+                let engine = ws_state.engine.clone();
+                ws::accept(on_upgrade, &key, peer, engine, limits, closed.clone())
+            },
+        );
     let api = warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))

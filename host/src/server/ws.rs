@@ -12,6 +12,7 @@ use crate::wire::agent::{
 };
 use crate::wire::now_ms;
 use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -59,6 +60,7 @@ const READ_BUFFER_BYTES: usize = 4 << 10;
 pub fn accept(
     on_upgrade: Option<OnUpgrade>,
     key: &str,
+    peer: Option<SocketAddr>,
     engine: Engine,
     limits: WsLimits,
     shutdown: watch::Receiver<bool>,
@@ -82,8 +84,14 @@ pub fn accept(
                         let io = hyper_util::rt::TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve_connection(socket, (conn, accepted_at), engine, limits, shutdown)
-                            .await;
+                        serve_connection(
+                            socket,
+                            (conn, accepted_at, peer),
+                            engine,
+                            limits,
+                            shutdown,
+                        )
+                        .await;
                     }
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
@@ -124,7 +132,7 @@ fn close_message(close: CloseReason) -> Message {
 /// Serves one upgraded connection until it closes. `shutdown` turning true closes it.
 pub async fn serve_connection(
     socket: AgentSocket,
-    (conn, accepted_at): (u64, u64),
+    (conn, accepted_at, peer): (u64, u64, Option<SocketAddr>),
     engine: Engine,
     limits: WsLimits,
     mut shutdown: watch::Receiver<bool>,
@@ -188,7 +196,7 @@ pub async fn serve_connection(
                     Ok(ClientMessage::Identify(identify)) => {
                         let agent_id = identify.agent_id.clone();
                         let (done, outcome) = oneshot::channel();
-                        engine.send(Command::Identify { conn, accepted_at, peer: None, outbox: outbox.clone(), identify, done });
+                        engine.send(Command::Identify { conn, accepted_at, peer, outbox: outbox.clone(), identify, done });
                         // Frames are not read until the engine has decided, so nothing the agent
                         // sends next can overtake its identification.
                         if outcome.await.unwrap_or(false) {

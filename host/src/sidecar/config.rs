@@ -3,6 +3,10 @@
 //! Everything is checked once, at start-up, and every refusal names the field it is about, so a
 //! bad config stops the sidecar with a message instead of a sidecar that connects and then never
 //! runs anything (AgentCom's hung forever when no worker was configured).
+//!
+//! Longer than most files (about 600 lines of code, the rest its tests) and kept whole on
+//! purpose: it is one idea, the table of keys, each with its flag, its default and its check,
+//! and the file and the flags must be read side by side to see what a key does.
 
 use clap::Args;
 use serde::Deserialize;

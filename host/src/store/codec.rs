@@ -438,8 +438,8 @@ mod tests {
             needed_capabilities: vec!["gpu".into(), "rust".into()],
             fairness_key: Some("team-a".into()),
             weight: 2.5,
-            run_timeout_ms: None,
-            heartbeat_timeout_ms: None,
+            run_timeout_ms: Some(1_800_000),
+            heartbeat_timeout_ms: Some(60_000),
         };
         Task::new(TaskId(0xdead_beef), new, "submitter", 1_700_000_000_000)
     }
@@ -466,6 +466,18 @@ mod tests {
             assert_eq!(bytes[0], FORMAT);
             assert_eq!(decode_task(&bytes).unwrap(), task);
         }
+    }
+
+    #[test]
+    fn records_of_the_form_before_timeouts_decode_with_none() {
+        let mut task = eventful_task();
+        task.run_timeout_ms = None;
+        task.heartbeat_timeout_ms = None;
+        // Form 1 is form 2 without the two trailing absent options.
+        let mut bytes = encode_task(&task);
+        assert_eq!(bytes.split_off(bytes.len() - 2), vec![0, 0]);
+        bytes[0] = FORMAT_WITHOUT_TIMEOUTS;
+        assert_eq!(decode_task(&bytes).unwrap(), task);
     }
 
     #[test]

@@ -283,18 +283,7 @@ mod tests {
     #[test]
     fn a_version_1_folder_is_read_as_it_is_and_marked_current() {
         let dir = test_support::temp_dir();
-        let new = NewTask {
-            description: "old".into(),
-            priority: 2,
-            metadata: serde_json::json!({}),
-            max_retries: 3,
-            complete_by: None,
-            needed_capabilities: vec![],
-            fairness_key: None,
-            weight: 1.0,
-            run_timeout_ms: None,
-            heartbeat_timeout_ms: None,
-        };
+        let new = NewTask::with_description("old");
         let task = Task::new(TaskId(1), new, "tester", 1_000);
         {
             // What schema version 1 wrote: the task as JSON, and its queued index entry.

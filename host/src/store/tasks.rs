@@ -325,16 +325,8 @@ mod tests {
 
     fn new_task(id: u64, priority: u8) -> Task {
         let new = NewTask {
-            description: format!("task {id}"),
             priority,
-            metadata: json!({}),
-            max_retries: 3,
-            complete_by: None,
-            needed_capabilities: vec![],
-            fairness_key: None,
-            weight: 1.0,
-            run_timeout_ms: None,
-            heartbeat_timeout_ms: None,
+            ..NewTask::with_description(format!("task {id}"))
         };
         Task::new(TaskId(id), new, "tester", 1_000 + id)
     }
