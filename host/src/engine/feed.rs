@@ -48,7 +48,7 @@ pub struct PolicyFeed {
     /// Tasks the policy has been told are queued.
     queued: usize,
     /// The agents the policy has been told are ready, in line, with what it was told of each.
-    line: BTreeMap<Place, policy::Agent>,
+    line: BTreeMap<Place, policy::AgentView>,
     /// Each ready agent's place, by handle.
     places: HashMap<u32, Place>,
     /// Orders agents that join at the back.
@@ -255,8 +255,8 @@ impl PolicyFeed {
         }
     }
 
-    fn view_of_task(&mut self, task: &Task) -> policy::Task {
-        policy::Task {
+    fn view_of_task(&mut self, task: &Task) -> policy::TaskView {
+        policy::TaskView {
             id: task.id.0,
             priority: task.priority,
             needed_capabilities: self.intern(&task.needed_capabilities),
@@ -269,8 +269,8 @@ impl PolicyFeed {
 }
 
 /// What the policy sees of an agent.
-fn view_of_agent(agent: &Agent) -> policy::Agent {
-    policy::Agent {
+fn view_of_agent(agent: &Agent) -> policy::AgentView {
+    policy::AgentView {
         id: agent.handle,
         capabilities: agent.capability_handles.clone(),
         idle_since: agent.idle_since,

@@ -49,10 +49,6 @@ pub type TaskView = switchyard_policy_sdk::Task;
 /// it is idle. Not the engine's record of an agent.
 pub type AgentView = switchyard_policy_sdk::Agent;
 
-// The same types under the SDK's names, for the engine until it says `TaskView` and
-// `AgentView`; then these go, and `Task` means the hub's task everywhere in the crate.
-pub use switchyard_policy_sdk::{Agent, Task};
-
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
 mod builtin {
