@@ -1,0 +1,232 @@
+//! The `switchyard` command line: `serve` runs the hub; the other commands are clients of its
+//! HTTP API.
+
+mod client;
+mod serve;
+
+pub use client::ClientArgs;
+pub use serve::ServeArgs;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use client::{encode, print};
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A hub that hands tasks to agents, scheduled by a WebAssembly policy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Manage agent tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Submit a task.
+    Submit {
+        description: String,
+        /// urgent, high, normal, low (or 0-3).
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// A capability the agent must have; repeat for several.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Metadata, a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks.
+    Tasks {
+        /// queued, assigned, completed, dead_letter or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one task (`task ID`), or act on it (`task requeue ID`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Task {
+        /// The task to show.
+        id: Option<String>,
+        #[command(subcommand)]
+        command: Option<TaskCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the built-in policies (the NAMEs of `--policy builtin:NAME`), one a line.
+    Policies,
+    /// Show or change the policy in force.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Load-test a running hub with simulated agents (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+    /// Run the agent sidecar: hold the hub connection, run each task with a local worker.
+    Agent(crate::sidecar::AgentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Put an assigned task back in the queue (admin): its agent gets `task_cancel`, and the
+    /// take-back does not count against the task.
+    Requeue {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an agent (shown once).
+    Create {
+        agent_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List agent tokens (prefixes only).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke every token of an agent and close its connection.
+    Revoke {
+        agent_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the policy in force and its counters.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Load a policy into the running hub: a component file (read by the hub) or builtin:NAME.
+    Load {
+        policy: String,
+        /// The policy's configuration, JSON.
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Commands::Serve(args) => serve::serve(args).await,
+        Commands::Agent(args) => crate::sidecar::run(args).await,
+        Commands::Policies => {
+            crate::policy::builtin_names().for_each(|name| println!("{name}"));
+            Ok(())
+        }
+        Commands::Bench(args) => crate::bench::run(args).await,
+        Commands::Token { command } => match command {
+            TokenCommand::Create { agent_id, client } => print(
+                client
+                    .call(
+                        "POST",
+                        "/admin/tokens",
+                        Some(json!({ "agent_id": agent_id })),
+                    )
+                    .await?,
+            ),
+            TokenCommand::List { client } => {
+                print(client.call("GET", "/admin/tokens", None).await?)
+            }
+            TokenCommand::Revoke { agent_id, client } => {
+                let path = format!("/admin/tokens/{}", encode(&agent_id));
+                print(client.call("DELETE", &path, None).await?)
+            }
+        },
+        Commands::Submit {
+            description,
+            priority,
+            capabilities,
+            metadata,
+            client,
+        } => {
+            let metadata: Value = match metadata {
+                Some(text) => serde_json::from_str(&text).context("--metadata must be JSON")?,
+                None => json!({}),
+            };
+            let priority = priority
+                .parse::<u8>()
+                .map(Value::from)
+                .unwrap_or(Value::String(priority));
+            let body = json!({
+                "description": description, "priority": priority,
+                "needed_capabilities": capabilities, "metadata": metadata,
+            });
+            print(client.call("POST", "/api/tasks", Some(body)).await?)
+        }
+        Commands::Tasks {
+            status,
+            limit,
+            client,
+        } => {
+            let mut path = format!("/api/tasks?limit={limit}");
+            if let Some(status) = status {
+                path.push_str(&format!("&status={}", encode(&status)));
+            }
+            print(client.call("GET", &path, None).await?)
+        }
+        Commands::Task {
+            id,
+            command,
+            client,
+        } => match (id, command) {
+            (Some(id), None) => print(
+                client
+                    .call("GET", &format!("/api/tasks/{}", encode(&id)), None)
+                    .await?,
+            ),
+            (_, Some(TaskCommand::Requeue { id, client })) => print(
+                client
+                    .call("POST", &format!("/api/tasks/{}/requeue", encode(&id)), None)
+                    .await?,
+            ),
+            (None, None) => bail!("name a task: `switchyard task ID` or `task requeue ID`"),
+        },
+        Commands::Policy { command } => match command {
+            PolicyCommand::Show { client } => print(client.call("GET", "/api/policy", None).await?),
+            PolicyCommand::Load {
+                policy,
+                config,
+                client,
+            } => {
+                let config: Value = match config {
+                    Some(text) => serde_json::from_str(&text).context("--config must be JSON")?,
+                    None => Value::Null,
+                };
+                let body = match policy.strip_prefix("builtin:") {
+                    Some(name) => json!({"builtin": name, "config": config}),
+                    None => {
+                        let path = std::fs::canonicalize(&policy)
+                            .with_context(|| format!("cannot find policy file {policy}"))?;
+                        json!({"path": path, "config": config})
+                    }
+                };
+                print(client.call("PUT", "/api/policy", Some(body)).await?)
+            }
+        },
+    }
+}

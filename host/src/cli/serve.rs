@@ -1,0 +1,179 @@
+//! `switchyard serve`: opens the data folder, makes sure an admin token exists, loads the
+//! policy, and runs the engine and the server until a shutdown signal.
+
+use crate::engine::{new_token, Engine, EngineConfig};
+use crate::policy::{PolicyHost, PolicySource};
+use crate::server::{self, AppState, WsLimits};
+use crate::store::{Role, Store, TokenRecord, PREFIX_LEN};
+use crate::wire::now_ms;
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::Value;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    pub listen: SocketAddr,
+    /// Folder for the LMDB data and the admin token.
+    #[arg(long, default_value = "switchyard-data")]
+    pub data_dir: PathBuf,
+    /// The policy: a component file, or builtin:NAME. Default: the policy in force when the hub
+    /// last stopped, else builtin:greedy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The policy's configuration, JSON.
+    #[arg(long)]
+    pub policy_config: Option<String>,
+    /// An assigned task not accepted within this is taken back.
+    #[arg(long, default_value_t = 60_000)]
+    pub acceptance_timeout_ms: u64,
+    /// A disconnected agent keeps its task this long.
+    #[arg(long, default_value_t = 10_000)]
+    pub reconnect_grace_ms: u64,
+    /// A connection silent this long is closed.
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// An agent that rejected a task is offered none for this long.
+    #[arg(long, default_value_t = 30_000)]
+    pub reject_cooldown_ms: u64,
+    /// Take-backs after which a task is dead-lettered as poison.
+    #[arg(long, default_value_t = 3)]
+    pub max_reclaims: u32,
+    /// How long an accepted task may run before it is taken back, for tasks that name no
+    /// `run_timeout_ms` (milliseconds; 0: no limit). Default 30 minutes.
+    #[arg(long = "run-timeout-ms", default_value_t = 1_800_000)]
+    pub run_timeout_ms: u64,
+    /// Largest WebSocket frame accepted.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+    /// Completed and cancelled tasks are purged this many hours after they finish.
+    #[arg(long, default_value_t = 168)]
+    pub retention_hours: u64,
+    /// The most the data may grow to, in MiB (address space, not memory).
+    #[arg(long, default_value_t = 16 << 10)]
+    pub map_size_mib: usize,
+}
+
+pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Arc::new(
+        Store::open(&args.data_dir, args.map_size_mib << 20)
+            .with_context(|| format!("cannot open the data folder {}", args.data_dir.display()))?,
+    );
+    ensure_admin_token(&store, &args.data_dir)?;
+    crate::policy::set_artifact_cache(args.data_dir.join("policy-cache"));
+    let policy = load_policy(
+        &store,
+        args.policy.as_deref(),
+        args.policy_config.as_deref(),
+    )?;
+    let config = EngineConfig {
+        acceptance_timeout_ms: args.acceptance_timeout_ms,
+        reconnect_grace_ms: args.reconnect_grace_ms,
+        reject_cooldown_ms: args.reject_cooldown_ms,
+        max_reclaims: args.max_reclaims.max(1),
+        retention_ms: args.retention_hours.saturating_mul(3_600_000),
+        run_timeout_ms: args.run_timeout_ms,
+    };
+    let (engine, _thread) =
+        Engine::start(store.clone(), policy, config).context("cannot load the live state")?;
+    let listener = server::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "switchyard listening");
+    // Scripts and tests wait for this line.
+    println!("switchyard listening on {addr}");
+    std::io::stdout().flush()?;
+    let limits = WsLimits {
+        max_frame_bytes: args.max_frame_bytes,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+    };
+    let state = Arc::new(AppState { engine, store });
+    server::serve(listener, state, limits, crate::wait::shutdown_signal()).await;
+    tracing::info!("switchyard stopped");
+    Ok(())
+}
+
+/// Makes sure an admin token exists: `SWITCHYARD_ADMIN_TOKEN` if set, else one made on first
+/// start and written to `DIR/admin.token` (mode 0600).
+fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    let record = |token: &str| TokenRecord {
+        agent_id: "admin".into(),
+        role: Role::Admin,
+        token_prefix: token.chars().take(PREFIX_LEN).collect(),
+        created_at: now_ms(),
+    };
+    if let Ok(token) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
+        if token.trim().is_empty() {
+            bail!("SWITCHYARD_ADMIN_TOKEN is set but empty");
+        }
+        let mut txn = store.write_txn()?;
+        store.put_token(&mut txn, token.trim(), &record(token.trim()))?;
+        txn.commit().map_err(crate::store::StoreError::from)?;
+        tracing::info!("admin token taken from SWITCHYARD_ADMIN_TOKEN");
+        return Ok(());
+    }
+    let path = data_dir.join("admin.token");
+    let txn = store.read_txn()?;
+    let exists = store.has_admin_token(&txn)?;
+    drop(txn);
+    if exists {
+        tracing::info!(path = %path.display(), "admin token exists (written at first start)");
+        return Ok(());
+    }
+    let token = new_token();
+    write_secret(&path, &token)?;
+    let mut txn = store.write_txn()?;
+    store.put_token(&mut txn, &token, &record(&token))?;
+    txn.commit().map_err(crate::store::StoreError::from)?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The policy to start with: the one named on the command line, else the one in force when the
+/// hub stopped, else the bundled greedy.
+fn load_policy(
+    store: &Store,
+    named: Option<&str>,
+    config: Option<&str>,
+) -> anyhow::Result<PolicyHost> {
+    let config: Value = match config {
+        Some(text) => serde_json::from_str(text).context("--policy-config must be JSON")?,
+        None => Value::Null,
+    };
+    let txn = store.read_txn()?;
+    let persisted = store.policy(&txn)?;
+    drop(txn);
+    let (source, config) = match named {
+        Some(name) => (PolicySource::parse(name), config),
+        None => match persisted {
+            Some((persisted, Some(bytes))) if persisted.source == "upload" => {
+                (PolicySource::Bytes(bytes), persisted.config)
+            }
+            Some((persisted, _)) => {
+                tracing::info!(source = %persisted.source, "loading the policy in force when the hub stopped");
+                (PolicySource::parse(&persisted.source), persisted.config)
+            }
+            None => (PolicySource::Builtin("greedy".into()), config),
+        },
+    };
+    PolicyHost::load(source, config).context("cannot load the policy")
+}
