@@ -43,24 +43,30 @@ impl EngineState {
         }
     }
 
-    /// Applies one proposal if the live state allows it: the task queued, the agent ready and
-    /// able to take work, its capabilities a superset of the task's.
+    /// Applies one proposal if [`policy::check_proposal`] allows it against the live state.
     fn try_assign(&mut self, proposal: Assignment, now: u64) -> bool {
         let id = TaskId(proposal.task);
-        let Some(agent_id) = self.agent_ids.get(proposal.agent as usize).cloned() else {
-            return false;
+        let agent_id = self.agent_ids.get(proposal.agent as usize).cloned();
+        let needs = match self.tasks.get(&id) {
+            Some(task) => self.feed.intern(&task.needed_capabilities),
+            None => Vec::new(),
         };
-        let Some(task) = self.tasks.get(&id) else {
-            return false;
-        };
-        let agent = &self.agents[&agent_id];
-        if task.status != TaskStatus::Queued || !agent.ready || !agent.can_take_work(now) {
+        let task = self.tasks.get(&id).map(|task| policy::ProposedTask {
+            queued: task.status == TaskStatus::Queued,
+            needs: &needs,
+        });
+        let agent = agent_id.as_ref().map(|agent_id| {
+            let agent = &self.agents[agent_id];
+            policy::ProposedAgent {
+                ready: agent.ready && agent.can_take_work(now),
+                capabilities: &agent.capability_handles,
+            }
+        });
+        if let Err(refusal) = policy::check_proposal(task, agent) {
+            tracing::trace!(%refusal, task = %id, "refused a proposal");
             return false;
         }
-        let needs = self.feed.intern(&task.needed_capabilities);
-        if !switchyard_policy_sdk::satisfies(&agent.capability_handles, &needs) {
-            return false;
-        }
+        let agent_id = agent_id.expect("checked above");
         let task = self.task_mut(id);
         task.assign(&agent_id, now);
         let message = task.assign_message();

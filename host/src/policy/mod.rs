@@ -24,6 +24,7 @@
 
 mod artifacts;
 mod native;
+mod proposal;
 mod wasm;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub type TaskView = switchyard_policy_sdk::Task;
 /// it is idle. Not the engine's record of an agent.
 pub type AgentView = switchyard_policy_sdk::Agent;
 
+pub use proposal::{check_proposal, ProposalRefusal, ProposedAgent, ProposedTask};
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
 mod builtin {
