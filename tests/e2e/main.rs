@@ -1,6 +1,6 @@
 //! End-to-end suite: starts the real `switchyard` binary (one per test, each with its own data
 //! folder and port) and drives it over loopback WebSocket and HTTP, checking the behaviour
-//! written in shared/spec/agent-protocol.md and shared/spec/http-api.md.
+//! written in docs/protocol.md and docs/http-api.md.
 //!
 //! `SWITCHYARD_TEST_POLICY=<policy>` runs every test against another scheduling policy
 //! (passed as `--policy`); `scripts/test.sh` does so for every bundled policy. Tests that only
