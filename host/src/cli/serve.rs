@@ -8,11 +8,11 @@ use crate::store::{
     write_admin_token, PersistedPolicy, Role, Store, TokenRecord, ADMIN_AGENT_ID, ADMIN_TOKEN_FILE,
     PREFIX_LEN,
 };
-use sha2::Digest as _;
 use crate::wire::now_ms;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
+use sha2::Digest as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,7 +194,11 @@ fn parse_retain(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3_600,
         "d" => 86_400,
-        _ => return Err(format!("`{text}` needs a unit: s, m, h or d (e.g. 7d, 12h), or 0")),
+        _ => {
+            return Err(format!(
+                "`{text}` needs a unit: s, m, h or d (e.g. 7d, 12h), or 0"
+            ))
+        }
     };
     let n: u64 = number
         .parse()
@@ -252,7 +256,10 @@ fn load_policy(
 
 /// Loads a persisted policy: a built-in by name, else its kept component (checked against its
 /// digest), else, for a record from before components were kept, its file.
-fn load_persisted(persisted: &PersistedPolicy, kept: Option<Vec<u8>>) -> Result<PolicyHost, String> {
+fn load_persisted(
+    persisted: &PersistedPolicy,
+    kept: Option<Vec<u8>>,
+) -> Result<PolicyHost, String> {
     let config = persisted.config.clone();
     if persisted.source.starts_with("builtin:") {
         return PolicyHost::load(PolicySource::parse(&persisted.source), config)
@@ -261,7 +268,11 @@ fn load_persisted(persisted: &PersistedPolicy, kept: Option<Vec<u8>>) -> Result<
     let mut policy = match kept {
         Some(bytes) => {
             let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-            if persisted.digest.as_ref().is_some_and(|want| *want != digest) {
+            if persisted
+                .digest
+                .as_ref()
+                .is_some_and(|want| *want != digest)
+            {
                 return Err(format!(
                     "the component kept in the data folder does not match its digest {} \
                      (it is damaged)",
@@ -276,6 +287,10 @@ fn load_persisted(persisted: &PersistedPolicy, kept: Option<Vec<u8>>) -> Result<
         None => PolicyHost::load(PolicySource::parse(&persisted.source), config)
             .map_err(|e| e.to_string())?,
     };
-    policy.set_source_label(persisted.source.clone());
+    // Reported as it was before the restart: an upload as `bytes`, a file by its path.
+    policy.set_source_label(match persisted.source.as_str() {
+        "upload" => "bytes".to_string(),
+        path => path.to_string(),
+    });
     Ok(policy)
 }

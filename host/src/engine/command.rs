@@ -28,7 +28,9 @@ pub enum EngineError {
     #[error("hub is shutting down")]
     Stopped,
     /// Revoking these tokens would leave no admin token: nobody could administer the hub.
-    #[error("cannot revoke the last admin token; rotate it instead (`switchyard token rotate-admin`)")]
+    #[error(
+        "cannot revoke the last admin token; rotate it instead (`switchyard token rotate-admin`)"
+    )]
     LastAdminToken,
 }
 

@@ -398,7 +398,10 @@ impl EngineState {
                 let result = self.rotate_admin(now);
                 self.answer(reply, result);
             }
-            Command::Audited { mut record, command } => {
+            Command::Audited {
+                mut record,
+                command,
+            } => {
                 record.at = now;
                 self.auditing = Some(record);
                 self.command(*command, now);

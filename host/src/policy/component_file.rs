@@ -135,7 +135,10 @@ mod tests {
             b"\0asm1234"
         );
         let refused = read_within(path, 7, READ_DEADLINE).unwrap_err();
-        assert!(matches!(refused, PolicyError::ComponentTooLarge { limit: 7, .. }));
+        assert!(matches!(
+            refused,
+            PolicyError::ComponentTooLarge { limit: 7, .. }
+        ));
         assert!(refused.to_string().contains("7 bytes"), "{refused}");
     }
 

@@ -10,9 +10,9 @@ use crate::policy::{
 };
 use crate::store::PersistedPolicy;
 use crate::wire::http::{AuditAction, PolicyChange, PolicyComponent};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use serde_json::{json, Value};
 use warp::http::StatusCode;
 
 /// `GET /api/policy`.

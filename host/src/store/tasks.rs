@@ -501,7 +501,13 @@ mod tests {
             store.put_task(&mut txn, &task, None).unwrap();
         }
         let purged = store.purge_finished(&mut txn, 250, 100).unwrap();
-        assert_eq!(purged, Purged { purged: 2, more: false });
+        assert_eq!(
+            purged,
+            Purged {
+                purged: 2,
+                more: false
+            }
+        );
         assert!(store.task(&txn, TaskId(1)).unwrap().is_none());
         assert!(store.task(&txn, TaskId(3)).unwrap().is_some());
     }
@@ -520,11 +526,29 @@ mod tests {
         }
         // Two entries examined per call: ids 1 (kept) and 2 (purged), then 3 and 4, then 5.
         let first = store.purge_finished(&mut txn, 350, 2).unwrap();
-        assert_eq!(first, Purged { purged: 1, more: true });
+        assert_eq!(
+            first,
+            Purged {
+                purged: 1,
+                more: true
+            }
+        );
         let second = store.purge_finished(&mut txn, 350, 2).unwrap();
-        assert_eq!(second, Purged { purged: 1, more: true });
+        assert_eq!(
+            second,
+            Purged {
+                purged: 1,
+                more: true
+            }
+        );
         let third = store.purge_finished(&mut txn, 350, 2).unwrap();
-        assert_eq!(third, Purged { purged: 1, more: false });
+        assert_eq!(
+            third,
+            Purged {
+                purged: 1,
+                more: false
+            }
+        );
         let left: Vec<u64> = (1..=5)
             .filter(|&id| store.task(&txn, TaskId(id)).unwrap().is_some())
             .collect();
@@ -534,7 +558,10 @@ mod tests {
         // Wrapped around: the next walk starts from the first again.
         assert_eq!(
             store.purge_finished(&mut txn, 1_000, 10).unwrap(),
-            Purged { purged: 2, more: false }
+            Purged {
+                purged: 2,
+                more: false
+            }
         );
     }
 }

@@ -221,7 +221,9 @@ pub fn revoke_prefix(query: &str) -> Result<Option<String>, BadRequest> {
     for (name, value) in query::pairs(query)? {
         if name == "prefix" {
             if value.is_empty() || value.len() > 64 {
-                return Err(bad("prefix must be a token prefix as GET /admin/tokens shows it"));
+                return Err(bad(
+                    "prefix must be a token prefix as GET /admin/tokens shows it",
+                ));
             }
             prefix = Some(value);
         }
