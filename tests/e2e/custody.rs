@@ -391,6 +391,8 @@ async fn capabilities_are_bounded_and_names_no_longer_used_are_released() {
             .await;
         if round + 1 == rounds {
             last = names;
+            hub.wait_for_log(&["capability names no longer in use were released"])
+                .await;
             // Kept connected: its names are in use.
             let interned = metric(&hub, "switchyard_capability_names").await;
             assert!(

@@ -332,6 +332,55 @@ mod tests {
         assert_eq!(active[0].status, TaskStatus::Queued);
     }
 
+    /// A folder as the build before the audit log left it: its nine databases, no `audit`.
+    /// It opens unchanged (same schema version, same data) and gains an empty audit log.
+    #[test]
+    fn a_folder_without_an_audit_log_opens_and_gains_one() {
+        let dir = test_support::temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // SAFETY: this test opens the folder once at a time.
+            let env = unsafe {
+                EnvOpenOptions::new()
+                    .map_size(64 << 20)
+                    .max_dbs(16)
+                    .open(&dir)
+                    .unwrap()
+            };
+            let wtxn = env.write_txn().unwrap();
+            let meta = env
+                .create_databases_and_commit(wtxn, |opener, wtxn| {
+                    for name in [
+                        "tasks",
+                        "queued",
+                        "assigned",
+                        "dead_letter",
+                        "completed",
+                        "cancelled",
+                        "tokens",
+                        "agents",
+                    ] {
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
+                    }
+                    let meta = opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?;
+                    meta.put(wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                    meta.put(wtxn, META_NEXT_SEQ, &77u64.to_be_bytes())?;
+                    Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(meta))
+                })
+                .unwrap()
+                .unwrap_commit();
+            let _ = meta;
+        }
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        let txn = store.read_txn().unwrap();
+        assert_eq!(store.next_seq(&txn).unwrap(), 77);
+        assert_eq!(
+            store.meta.get(&txn, META_SCHEMA).unwrap().unwrap(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
+        assert!(store.audit_page(&txn, None, 10).unwrap().records.is_empty());
+    }
+
     #[test]
     fn a_folder_from_a_later_version_is_refused() {
         let dir = test_support::temp_dir();
