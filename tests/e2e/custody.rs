@@ -196,6 +196,9 @@ async fn admin_actions_are_audited_newest_first_a_page_at_a_time() {
     )
     .await
     .expect(200, "revoke");
+    api.put_policy(&json!({"builtin": "greedy"}))
+        .await
+        .expect(200, "swap the policy");
     // Refused actions leave no record.
     api.post(&format!("/api/tasks/{id}/cancel"), &json!({}))
         .await
@@ -210,8 +213,8 @@ async fn admin_actions_are_audited_newest_first_a_page_at_a_time() {
     assert_eq!(
         seen,
         [
-            ("token_revoke", "audited-agent"),
-            ("token_create", "audited-agent")
+            ("policy_swap", "builtin:greedy"),
+            ("token_revoke", "audited-agent")
         ],
         "{page}"
     );
@@ -222,15 +225,26 @@ async fn admin_actions_are_audited_newest_first_a_page_at_a_time() {
     }
     let cursor = page["next_cursor"]
         .as_u64()
-        .expect("a cursor: one more record");
+        .expect("a cursor: more records");
     let rest = api
         .get(&format!("/admin/audit?limit=2&cursor={cursor}"))
         .await
         .expect(200, "audit, second page");
-    assert_eq!(rest["records"].as_array().unwrap().len(), 1, "{rest}");
-    assert_eq!(rest["records"][0]["action"], "task_cancel");
-    assert_eq!(rest["records"][0]["target"], id.as_str());
-    assert_eq!(rest["next_cursor"], Value::Null);
+    let seen: Vec<(&str, &str)> = rest["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (str_field(r, "action"), str_field(r, "target")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("token_create", "audited-agent"),
+            ("task_cancel", id.as_str())
+        ],
+        "{rest}"
+    );
+    assert_eq!(rest["next_cursor"], Value::Null, "{rest}");
 
     let bad = api.get("/admin/audit?limit=0").await;
     assert_eq!(bad.status, 400);
@@ -262,7 +276,7 @@ async fn admin_actions_are_audited_newest_first_a_page_at_a_time() {
         String::from_utf8_lossy(&out.stderr)
     );
     let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    assert_eq!(printed["records"][0]["action"], "token_revoke", "{printed}");
+    assert_eq!(printed["records"][0]["action"], "policy_swap", "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,7 +85,7 @@ pub async fn revoke_tokens(
     }
     Ok(json(
         StatusCode::OK,
-        json!({"status": "revoked", "agent_id": agent_id, "revoked": revoked}),
+        json!({"status": "revoked", "agent_id": agent_id}),
     ))
 }
 

@@ -179,6 +179,10 @@ impl DataDir {
         let path = std::env::temp_dir().join(unique_name("switchyard-e2e"));
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("cannot create data dir {}: {e}", path.display()));
+        // Owner-only, as the hub makes its own: it warns about a folder others may use.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("cannot chmod data dir {}: {e}", path.display()));
         DataDir { path }
     }
 
