@@ -162,6 +162,14 @@ fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
             replaced,
             "admin token taken from SWITCHYARD_ADMIN_TOKEN (other admin tokens revoked)"
         );
+        let file = data_dir.join(ADMIN_TOKEN_FILE);
+        if file.exists() {
+            tracing::warn!(
+                path = %file.display(),
+                "admin.token is left from before SWITCHYARD_ADMIN_TOKEN was used and no longer \
+                 holds a valid token unless it is the same one"
+            );
+        }
         return Ok(());
     }
     let path = data_dir.join(ADMIN_TOKEN_FILE);

@@ -103,11 +103,24 @@ pub async fn rotate_admin(state: &AppState, caller: &Caller) -> ApiResult {
             command: Box::new(Command::RotateAdmin { reply }),
         })
         .await?;
-    let (written_to, write_error) = match write_admin_token(state.store.dir(), &token) {
+    // Two rotations at once commit in some order; their files must be written in that order,
+    // so the file never ends with the revoked one. One writer at a time, and only a token still
+    // in force is written.
+    static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let writing = WRITING.lock().await;
+    let in_force = state
+        .read(|store, txn| store.find_token(txn, &token))?
+        .is_some();
+    let written = match in_force {
+        true => write_admin_token(state.store.dir(), &token).map_err(|e| e.to_string()),
+        false => Err("a later rotation replaced this token before it was written".to_string()),
+    };
+    drop(writing);
+    let (written_to, write_error) = match written {
         Ok(path) => (Some(path.display().to_string()), None),
         Err(error) => {
-            tracing::error!(%error, "the rotated admin token is in force but was not written");
-            (None, Some(error.to_string()))
+            tracing::error!(%error, "the rotated admin token was not written to admin.token");
+            (None, Some(error))
         }
     };
     Ok(json(

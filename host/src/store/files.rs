@@ -72,7 +72,12 @@ pub fn write_admin_token(dir: &Path, token: &str) -> Result<PathBuf, FileError> 
         Ok(meta) if meta.file_type().is_symlink() => return Err(FileError::Symlink { path }),
         Ok(meta) if !meta.file_type().is_file() => return Err(FileError::NotAFile { path }),
         Ok(_) => {
-            let temp = dir.join(format!(".{ADMIN_TOKEN_FILE}.{}.tmp", std::process::id()));
+            static NEXT_TEMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let temp = dir.join(format!(
+                ".{ADMIN_TOKEN_FILE}.{}-{}.tmp",
+                std::process::id(),
+                NEXT_TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
             let _ = fs::remove_file(&temp);
             create_secret(&temp, token)?;
             fs::rename(&temp, &path).map_err(|source| {
