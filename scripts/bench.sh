@@ -18,7 +18,7 @@ CAPACITY_TASKS=${CAPACITY_TASKS:-1000000}
 CAPACITY_AGENTS=${CAPACITY_AGENTS:-10000}
 OUT=target/bench
 BIN=target/release/switchyard
-TOKEN="bench-admin-$RANDOM$RANDOM"
+TOKEN="bench-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d " \n")"
 DATA_ROOT=$(mktemp -d /tmp/switchyard-bench-XXXXXX)
 HUB_PID=
 

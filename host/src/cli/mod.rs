@@ -2,6 +2,7 @@
 //! HTTP API.
 
 mod client;
+mod custody;
 mod serve;
 
 pub use client::ClientArgs;
@@ -74,6 +75,10 @@ pub enum Commands {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Copy a (running) hub's store to a file, compacted: a consistent online backup.
+    Backup(custody::BackupArgs),
+    /// Show the audit log of admin actions, newest first.
+    Audit(custody::AuditArgs),
     /// Load-test a running hub with simulated agents (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
     /// Run the agent sidecar: hold the hub connection, run each task with a local worker.
@@ -99,14 +104,24 @@ pub enum TokenCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List agent tokens (prefixes only).
+    /// List tokens, agent and admin (prefixes only).
     List {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Revoke every token of an agent and close its connection.
+    /// Revoke every token of an agent (or only the one with --prefix) and close its
+    /// connection. `revoke admin --prefix P` revokes one admin token; the last one cannot be.
     Revoke {
         agent_id: String,
+        /// Only the token shown with this prefix by `token list`.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a new admin token and revoke the old ones; the hub writes it to admin.token in its
+    /// data folder, and it is printed once.
+    RotateAdmin {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -139,6 +154,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Bench(args) => crate::bench::run(args).await,
+        Commands::Backup(args) => custody::backup(args),
+        Commands::Audit(args) => custody::audit(args).await,
         Commands::Token { command } => match command {
             TokenCommand::Create { agent_id, client } => print(
                 client
@@ -152,10 +169,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             TokenCommand::List { client } => {
                 print(client.call("GET", "/admin/tokens", None).await?)
             }
-            TokenCommand::Revoke { agent_id, client } => {
-                let path = format!("/admin/tokens/{}", encode(&agent_id));
+            TokenCommand::Revoke {
+                agent_id,
+                prefix,
+                client,
+            } => {
+                let mut path = format!("/admin/tokens/{}", encode(&agent_id));
+                if let Some(prefix) = prefix {
+                    path.push_str(&format!("?prefix={}", encode(&prefix)));
+                }
                 print(client.call("DELETE", &path, None).await?)
             }
+            TokenCommand::RotateAdmin { client } => custody::rotate_admin(client).await,
         },
         Commands::Submit {
             description,

@@ -2,13 +2,17 @@
 //! policy, and runs the engine and the server until a shutdown signal.
 
 use crate::engine::{new_token, Engine, EngineConfig};
-use crate::policy::{PolicyHost, PolicySource};
+use crate::policy::{PolicyHost, PolicySource, StartupFallback};
 use crate::server::{self, AppState, WsLimits};
-use crate::store::{Role, Store, TokenRecord, PREFIX_LEN};
+use crate::store::{
+    write_admin_token, PersistedPolicy, Role, Store, TokenRecord, ADMIN_AGENT_ID, ADMIN_TOKEN_FILE,
+    PREFIX_LEN,
+};
 use crate::wire::now_ms;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
+use sha2::Digest as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,9 +56,22 @@ pub struct ServeArgs {
     /// Largest WebSocket frame accepted.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
-    /// Completed and cancelled tasks are purged this many hours after they finish.
-    #[arg(long, default_value_t = 168)]
-    pub retention_hours: u64,
+    /// How long finished tasks (completed, cancelled, dead-lettered) are kept before they are
+    /// pruned: a number with s, m, h or d (`7d`, `12h`); 0 keeps everything.
+    #[arg(long, default_value = "7d", value_parser = parse_retain)]
+    pub retain: Duration,
+    /// The former spelling of `--retain`, in hours; wins over it when given.
+    #[arg(long, hide = true)]
+    pub retention_hours: Option<u64>,
+    /// The largest policy component read from a file or uploaded, in bytes.
+    #[arg(long, default_value_t = crate::policy::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_policy_bytes: u64,
+    /// The most capabilities an agent may name in `identify`.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_CAPABILITIES)]
+    pub max_capabilities: usize,
+    /// The longest capability name an agent may give, in bytes.
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_CAPABILITY_BYTES)]
+    pub max_capability_bytes: usize,
     /// The most the data may grow to, in MiB (address space, not memory).
     #[arg(long, default_value_t = 16 << 10)]
     pub map_size_mib: usize,
@@ -67,6 +84,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     ensure_admin_token(&store, &args.data_dir)?;
     crate::policy::set_artifact_cache(args.data_dir.join("policy-cache"));
+    crate::policy::set_max_component_bytes(args.max_policy_bytes);
     let policy = load_policy(
         &store,
         args.policy.as_deref(),
@@ -77,8 +95,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reconnect_grace_ms: args.reconnect_grace_ms,
         reject_cooldown_ms: args.reject_cooldown_ms,
         max_reclaims: args.max_reclaims.max(1),
-        retention_ms: args.retention_hours.saturating_mul(3_600_000),
+        retention_ms: match args.retention_hours {
+            Some(hours) => hours.saturating_mul(3_600_000),
+            None => u64::try_from(args.retain.as_millis()).unwrap_or(u64::MAX),
+        },
         run_timeout_ms: args.run_timeout_ms,
+        max_capabilities: args.max_capabilities,
+        max_capability_bytes: args.max_capability_bytes,
     };
     let (engine, _thread) =
         Engine::start(store.clone(), policy, config).context("cannot load the live state")?;
@@ -98,35 +121,67 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure an admin token exists: `SWITCHYARD_ADMIN_TOKEN` if set, else one made on first
-/// start and written to `DIR/admin.token` (mode 0600).
+/// The shortest `SWITCHYARD_ADMIN_TOKEN` taken: 32 characters, as long as the hub's own tokens
+/// are in bytes, so a chosen token is no easier to guess than a made one.
+const MIN_ENV_TOKEN_LEN: usize = 32;
+
+/// Makes sure an admin token exists. `SWITCHYARD_ADMIN_TOKEN`, if set, is the admin token: it
+/// replaces every other admin token (an earlier one from the environment, a rotated one, the
+/// one made at first start). Otherwise one is made on first start and written to
+/// `DIR/admin.token` (mode 0600, never through a link).
 fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     let record = |token: &str| TokenRecord {
-        agent_id: "admin".into(),
+        agent_id: ADMIN_AGENT_ID.into(),
         role: Role::Admin,
         token_prefix: token.chars().take(PREFIX_LEN).collect(),
         created_at: now_ms(),
     };
     if let Ok(token) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
-        if token.trim().is_empty() {
-            bail!("SWITCHYARD_ADMIN_TOKEN is set but empty");
+        let token = token.trim();
+        if token.chars().count() < MIN_ENV_TOKEN_LEN {
+            bail!(
+                "SWITCHYARD_ADMIN_TOKEN is {} characters long; it must have at least \
+                 {MIN_ENV_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+                token.chars().count()
+            );
         }
+        let keep = crate::store::hash_token(token);
         let mut txn = store.write_txn()?;
-        store.put_token(&mut txn, token.trim(), &record(token.trim()))?;
+        let mut replaced = 0;
+        for (hash, old) in store.token_entries(&txn)? {
+            if old.role == Role::Admin && hash != keep {
+                store.delete_token(&mut txn, &hash)?;
+                replaced += 1;
+            }
+        }
+        if store.find_token(&txn, token)?.is_none() {
+            store.put_token(&mut txn, token, &record(token))?;
+        }
         txn.commit().map_err(crate::store::StoreError::from)?;
-        tracing::info!("admin token taken from SWITCHYARD_ADMIN_TOKEN");
+        tracing::info!(
+            replaced,
+            "admin token taken from SWITCHYARD_ADMIN_TOKEN (other admin tokens revoked)"
+        );
+        let file = data_dir.join(ADMIN_TOKEN_FILE);
+        if file.exists() {
+            tracing::warn!(
+                path = %file.display(),
+                "admin.token is left from before SWITCHYARD_ADMIN_TOKEN was used and no longer \
+                 holds a valid token unless it is the same one"
+            );
+        }
         return Ok(());
     }
-    let path = data_dir.join("admin.token");
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
     let txn = store.read_txn()?;
     let exists = store.has_admin_token(&txn)?;
     drop(txn);
     if exists {
-        tracing::info!(path = %path.display(), "admin token exists (written at first start)");
+        tracing::info!(path = %path.display(), "admin token exists (written at first start or rotated)");
         return Ok(());
     }
     let token = new_token();
-    write_secret(&path, &token)?;
+    write_admin_token(data_dir, &token)?;
     let mut txn = store.write_txn()?;
     store.put_token(&mut txn, &token, &record(&token))?;
     txn.commit().map_err(crate::store::StoreError::from)?;
@@ -134,22 +189,39 @@ fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(file, "{secret}")?;
-    file.sync_all()?;
-    Ok(())
+/// `--retain`: `0`, or a whole number followed by s, m, h or d.
+fn parse_retain(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` needs a unit: s, m, h or d (e.g. 7d, 12h), or 0"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number followed by s, m, h or d"))?;
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 /// The policy to start with: the one named on the command line, else the one in force when the
-/// hub stopped, else the bundled greedy.
+/// hub stopped (from the component kept in the data folder), else the bundled greedy.
+///
+/// A policy named on the command line must load: the operator asked for it. The policy in
+/// force when the hub stopped may not (its kept component damaged, an older folder whose file
+/// is gone): the hub then starts on greedy rather than not at all, logs why, and
+/// `GET /api/policy` says so in `startup_fallback`. The record is left as it is, so a later
+/// restart tries that policy again.
 fn load_policy(
     store: &Store,
     named: Option<&str>,
@@ -159,21 +231,74 @@ fn load_policy(
         Some(text) => serde_json::from_str(text).context("--policy-config must be JSON")?,
         None => Value::Null,
     };
+    if let Some(name) = named {
+        return PolicyHost::load(PolicySource::parse(name), config)
+            .with_context(|| format!("cannot load the policy {name}"));
+    }
     let txn = store.read_txn()?;
     let persisted = store.policy(&txn)?;
     drop(txn);
-    let (source, config) = match named {
-        Some(name) => (PolicySource::parse(name), config),
-        None => match persisted {
-            Some((persisted, Some(bytes))) if persisted.source == "upload" => {
-                (PolicySource::Bytes(bytes), persisted.config)
-            }
-            Some((persisted, _)) => {
-                tracing::info!(source = %persisted.source, "loading the policy in force when the hub stopped");
-                (PolicySource::parse(&persisted.source), persisted.config)
-            }
-            None => (PolicySource::Builtin("greedy".into()), config),
-        },
+    let Some((persisted, kept)) = persisted else {
+        return PolicyHost::load(PolicySource::Builtin("greedy".into()), config)
+            .context("cannot load the policy");
     };
-    PolicyHost::load(source, config).context("cannot load the policy")
+    tracing::info!(source = %persisted.source, "loading the policy in force when the hub stopped");
+    match load_persisted(&persisted, kept) {
+        Ok(policy) => Ok(policy),
+        Err(reason) => {
+            tracing::error!(
+                policy = %persisted.source,
+                %reason,
+                "cannot load the policy in force when the hub stopped; starting on builtin:greedy"
+            );
+            let mut policy = PolicyHost::load(PolicySource::Builtin("greedy".into()), Value::Null)
+                .context("cannot load the fallback policy builtin:greedy")?;
+            policy.set_startup_fallback(StartupFallback {
+                wanted: persisted.source.clone(),
+                reason,
+            });
+            Ok(policy)
+        }
+    }
+}
+
+/// Loads a persisted policy: a built-in by name, else its kept component (checked against its
+/// digest), else, for a record from before components were kept, its file.
+fn load_persisted(
+    persisted: &PersistedPolicy,
+    kept: Option<Vec<u8>>,
+) -> Result<PolicyHost, String> {
+    let config = persisted.config.clone();
+    if persisted.source.starts_with("builtin:") {
+        return PolicyHost::load(PolicySource::parse(&persisted.source), config)
+            .map_err(|e| e.to_string());
+    }
+    let mut policy = match kept {
+        Some(bytes) => {
+            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+            if persisted
+                .digest
+                .as_ref()
+                .is_some_and(|want| *want != digest)
+            {
+                return Err(format!(
+                    "the component kept in the data folder does not match its digest {} \
+                     (it is damaged)",
+                    persisted.digest.as_deref().unwrap_or_default()
+                ));
+            }
+            PolicyHost::load(PolicySource::Bytes(bytes), config).map_err(|e| e.to_string())?
+        }
+        None if persisted.source == "upload" => {
+            return Err("the uploaded component is missing from the data folder".into())
+        }
+        None => PolicyHost::load(PolicySource::parse(&persisted.source), config)
+            .map_err(|e| e.to_string())?,
+    };
+    // Reported as it was before the restart: an upload as `bytes`, a file by its path.
+    policy.set_source_label(match persisted.source.as_str() {
+        "upload" => "bytes".to_string(),
+        path => path.to_string(),
+    });
+    Ok(policy)
 }

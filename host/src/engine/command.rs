@@ -5,7 +5,7 @@ use crate::engine::outbox::Outbox;
 use crate::policy::{PolicyHost, PolicyStatus};
 use crate::store::PersistedPolicy;
 use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
-use crate::wire::http::NewTask;
+use crate::wire::http::{AuditRecord, NewTask};
 use crate::wire::TaskId;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
@@ -27,6 +27,11 @@ pub enum EngineError {
     /// The engine has stopped (the hub is shutting down).
     #[error("hub is shutting down")]
     Stopped,
+    /// Revoking these tokens would leave no admin token: nobody could administer the hub.
+    #[error(
+        "cannot revoke the last admin token; rotate it instead (`switchyard token rotate-admin`)"
+    )]
+    LastAdminToken,
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -91,9 +96,21 @@ pub enum Command {
         agent_id: String,
         reply: Reply<String>,
     },
+    /// Revokes the tokens of `agent_id` (only the one shown as `prefix`, if given). Admin
+    /// tokens too, as long as one is left.
     RevokeTokens {
         agent_id: String,
+        prefix: Option<String>,
         reply: Reply<usize>,
+    },
+    /// A new admin token; every other admin token is revoked in the same commit.
+    RotateAdmin {
+        reply: Reply<String>,
+    },
+    /// `command`, recorded in the audit log with the batch that carries it out if it succeeds.
+    Audited {
+        record: AuditRecord,
+        command: Box<Command>,
     },
     ListAgents {
         reply: Reply<Vec<AgentSummary>>,

@@ -11,11 +11,22 @@ pub struct EngineConfig {
     pub reject_cooldown_ms: u64,
     /// Take-backs after which a task is dead-lettered as poison.
     pub max_reclaims: u32,
-    /// Completed and cancelled tasks are purged this long after they finished.
+    /// Finished tasks (completed, cancelled, dead-lettered) are pruned this long after they
+    /// finished; 0 keeps them all.
     pub retention_ms: u64,
     /// How long an accepted task may run when it names no `run_timeout_ms` (0: no limit).
     pub run_timeout_ms: u64,
+    /// The most capabilities an agent may name in `identify`.
+    pub max_capabilities: usize,
+    /// The longest capability name an agent may give, in bytes.
+    pub max_capability_bytes: usize,
 }
+
+/// Capabilities per agent unless `serve --max-capabilities` says otherwise.
+pub const DEFAULT_MAX_CAPABILITIES: usize = 64;
+
+/// Bytes per capability name unless `serve --max-capability-bytes` says otherwise.
+pub const DEFAULT_MAX_CAPABILITY_BYTES: usize = 128;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -26,6 +37,8 @@ impl Default for EngineConfig {
             max_reclaims: 3,
             retention_ms: 7 * 24 * 3600 * 1000,
             run_timeout_ms: 30 * 60 * 1000,
+            max_capabilities: DEFAULT_MAX_CAPABILITIES,
+            max_capability_bytes: DEFAULT_MAX_CAPABILITY_BYTES,
         }
     }
 }

@@ -35,6 +35,8 @@ impl EngineState {
             Timer::Heartbeat { task, generation } => self.heartbeat_due(task, generation, now),
             Timer::Deadline { task } => self.deadline_due(task, now),
             Timer::Cooldown { agent } => self.sync_ready(&agent, now),
+            // Retention 0 keeps everything: no purge, and no timer for one.
+            Timer::Purge if self.config.retention_ms == 0 => {}
             Timer::Purge => {
                 self.writes.purge_before = Some(now.saturating_sub(self.config.retention_ms));
                 self.timers.at(now + PURGE_INTERVAL_MS, Timer::Purge);

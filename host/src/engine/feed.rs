@@ -45,6 +45,8 @@ pub struct PolicyFeed {
     replaced: Option<PolicyHost>,
     /// Capability handles by name.
     capabilities: HashMap<String, u32>,
+    /// The table size at which names no longer used are swept out ([`PolicyFeed::needs_sweep`]).
+    sweep_at: usize,
     /// Tasks the policy has been told are queued.
     queued: usize,
     /// The agents the policy has been told are ready, in line, with what it was told of each.
@@ -61,6 +63,7 @@ impl PolicyFeed {
             policy,
             replaced: None,
             capabilities: HashMap::new(),
+            sweep_at: SWEEP_FLOOR,
             queued: 0,
             line: BTreeMap::new(),
             places: HashMap::new(),
@@ -80,6 +83,44 @@ impl PolicyFeed {
         handles.sort_unstable();
         handles.dedup();
         handles
+    }
+
+    /// Capability names interned now.
+    pub fn names(&self) -> usize {
+        self.capabilities.len()
+    }
+
+    /// Whether the table has grown enough since the last sweep to sweep it now. Names are
+    /// never released one by one (a handle the policy knows must keep its meaning), so the
+    /// table grows until it doubles what was in use at the last sweep (or reaches
+    /// [`SWEEP_FLOOR`]); then [`PolicyFeed::renumber`] rebuilds it from what is in use.
+    pub fn needs_sweep(&self) -> bool {
+        self.capabilities.len() >= self.sweep_at
+    }
+
+    /// Forgets every name and every handle, ahead of a renumbering: the caller interns the
+    /// names its connected agents use again (and gives offline agents none), then calls
+    /// [`PolicyFeed::renumber`].
+    pub fn forget_names(&mut self) {
+        self.capabilities.clear();
+    }
+
+    /// After [`PolicyFeed::forget_names`] and the agents' new handles: a fresh instance of the
+    /// policy is told the whole live state with the new handles, in the same order as before.
+    /// `ready` gives the new handles of each ready agent.
+    pub fn renumber<'a>(
+        &mut self,
+        ready: &HashMap<u32, Vec<u32>>,
+        tasks: impl Iterator<Item = &'a Task>,
+    ) {
+        for view in self.line.values_mut() {
+            if let Some(handles) = ready.get(&view.id) {
+                view.capabilities = handles.clone();
+            }
+        }
+        self.policy.renew();
+        self.replay(tasks);
+        self.sweep_at = (2 * self.capabilities.len()).max(SWEEP_FLOOR);
     }
 
     /// Tasks queued and agents ready, as the policy has been told them.
@@ -267,6 +308,9 @@ impl PolicyFeed {
         }
     }
 }
+
+/// The smallest table that is swept: below it, names are kept whether used or not.
+pub const SWEEP_FLOOR: usize = 1024;
 
 /// What the policy sees of an agent.
 fn view_of_agent(agent: &Agent) -> policy::AgentView {

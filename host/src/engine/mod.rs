@@ -26,7 +26,7 @@ mod writer;
 mod tests;
 
 pub use command::{Command, EngineError, Reply, Submitted};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, DEFAULT_MAX_CAPABILITIES, DEFAULT_MAX_CAPABILITY_BYTES};
 pub use roster::new_token;
 pub use stats::EngineStats;
 pub use writer::CommitStats;
@@ -98,6 +98,20 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         self.send(command(reply));
         answer.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// [`Engine::ask`], recording `record` in the audit log if the command succeeds, in the
+    /// same commit as what it did.
+    pub async fn ask_audited<T>(
+        &self,
+        record: crate::wire::http::AuditRecord,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        self.ask(|reply| Command::Audited {
+            record,
+            command: Box::new(command(reply)),
+        })
+        .await
     }
 
     /// What the writer has committed so far.

@@ -5,7 +5,7 @@ use crate::engine::command::EngineError;
 use crate::engine::outbox::Outbound;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
-use crate::store::{self, AgentRecord, Role, TokenRecord};
+use crate::store::{self, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID};
 use crate::wire::agent::{AgentSummary, CloseReason, ErrorCode, Identify, ServerMessage};
 use crate::wire::http::valid_agent_id;
 use tokio::sync::oneshot;
@@ -60,7 +60,10 @@ impl EngineState {
         now: u64,
     ) {
         let outbox = connection.outbox.clone();
-        if let Err(error) = self.authenticate(&identify) {
+        let checked = self
+            .authenticate(&identify)
+            .and_then(|()| self.check_capabilities(&identify.capabilities));
+        if let Err(error) = checked {
             self.push(&outbox, ServerMessage::error(error));
             self.deferred.push(Box::new(move |_| {
                 let _ = done.send(false);
@@ -154,6 +157,22 @@ impl EngineState {
         }
     }
 
+    /// An agent names at most `max_capabilities` capabilities of at most
+    /// `max_capability_bytes` each: every name is kept (and interned) while the agent is
+    /// connected, so an identify beyond either is refused rather than trimmed.
+    fn check_capabilities(&self, names: &[String]) -> Result<(), ErrorCode> {
+        if names.len() > self.config.max_capabilities {
+            return Err(ErrorCode::TooManyCapabilities);
+        }
+        if names
+            .iter()
+            .any(|name| name.len() > self.config.max_capability_bytes)
+        {
+            return Err(ErrorCode::CapabilityNameTooLong);
+        }
+        Ok(())
+    }
+
     fn authenticate(&self, identify: &Identify) -> Result<(), ErrorCode> {
         let found = self
             .store
@@ -207,30 +226,93 @@ impl EngineState {
         token
     }
 
-    /// Revokes every agent token of `agent_id` and closes its connection.
-    pub(super) fn revoke(&mut self, agent_id: &str) -> Result<usize, EngineError> {
-        let count = self
+    /// Revokes the tokens of `agent_id`, or only the one shown as `prefix`, and closes the
+    /// agent's connection. Admin tokens (agent id `admin`) are revoked one by one, by hash, and
+    /// never the last one.
+    pub(super) fn revoke(
+        &mut self,
+        agent_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        let entries = self
             .store
             .read_txn()
-            .and_then(|txn| self.store.tokens(&txn))
-            .map_err(|_| EngineError::Unavailable)?
+            .and_then(|txn| self.store.token_entries(&txn))
+            .map_err(|_| EngineError::Unavailable)?;
+        let matches =
+            |t: &TokenRecord| t.agent_id == agent_id && prefix.is_none_or(|p| t.token_prefix == p);
+        let live = |hash: &[u8; 32]| !self.writes.revoked_hashes.contains(hash);
+        let admins: Vec<([u8; 32], bool)> = entries
             .iter()
-            .filter(|t| t.agent_id == agent_id && t.role == Role::Agent)
-            .count();
-        // Tokens made earlier in this batch go with the others (the commit writes revocations
-        // before new tokens, so a token made after this revocation survives it).
-        let before = self.writes.tokens.len();
-        self.writes
-            .tokens
-            .retain(|(_, t)| !(t.agent_id == agent_id && t.role == Role::Agent));
-        let count = count + (before - self.writes.tokens.len());
-        self.writes.revoked.push(agent_id.to_owned());
-        self.revoking.insert(agent_id.to_owned());
-        if let Some(outbox) = self.outbox_of(agent_id) {
-            self.pushes
-                .push((outbox, Outbound::Close(CloseReason::TokenRevoked)));
+            .filter(|(hash, t)| t.role == Role::Admin && live(hash))
+            .map(|(hash, t)| (*hash, matches(t)))
+            .collect();
+        let doomed_admins: Vec<[u8; 32]> = admins
+            .iter()
+            .filter(|(_, doomed)| *doomed)
+            .map(|(hash, _)| *hash)
+            .collect();
+        if !doomed_admins.is_empty() && doomed_admins.len() == admins.len() {
+            return Err(EngineError::LastAdminToken);
+        }
+        let agent_tokens: Vec<[u8; 32]> = entries
+            .iter()
+            .filter(|(hash, t)| t.role == Role::Agent && matches(t) && live(hash))
+            .map(|(hash, _)| *hash)
+            .collect();
+        let mut count = doomed_admins.len();
+        self.writes.revoked_hashes.extend(doomed_admins);
+        match prefix {
+            None => {
+                // Tokens made earlier in this batch go with the others (the commit writes
+                // revocations before new tokens, so a token made after this revocation
+                // survives it).
+                let before = self.writes.tokens.len();
+                self.writes
+                    .tokens
+                    .retain(|(_, t)| !(t.agent_id == agent_id && t.role == Role::Agent));
+                count += agent_tokens.len() + (before - self.writes.tokens.len());
+                self.writes.revoked.push(agent_id.to_owned());
+                self.revoking.insert(agent_id.to_owned());
+            }
+            Some(_) => {
+                count += agent_tokens.len();
+                self.writes.revoked_hashes.extend(agent_tokens);
+            }
+        }
+        if count > 0 {
+            if let Some(outbox) = self.outbox_of(agent_id) {
+                self.pushes
+                    .push((outbox, Outbound::Close(CloseReason::TokenRevoked)));
+            }
         }
         Ok(count)
+    }
+
+    /// A new admin token; every admin token there was (committed, or made earlier in this
+    /// batch) is revoked in the same commit.
+    pub(super) fn rotate_admin(&mut self, now: u64) -> Result<String, EngineError> {
+        let entries = self
+            .store
+            .read_txn()
+            .and_then(|txn| self.store.token_entries(&txn))
+            .map_err(|_| EngineError::Unavailable)?;
+        self.writes.revoked_hashes.extend(
+            entries
+                .iter()
+                .filter(|(_, t)| t.role == Role::Admin)
+                .map(|(hash, _)| *hash),
+        );
+        self.writes.tokens.retain(|(_, t)| t.role != Role::Admin);
+        let token = new_token();
+        let record = TokenRecord {
+            agent_id: ADMIN_AGENT_ID.to_owned(),
+            role: Role::Admin,
+            token_prefix: token[..store::PREFIX_LEN].to_owned(),
+            created_at: now,
+        };
+        self.writes.tokens.push((token.clone(), record));
+        Ok(token)
     }
 
     /// Agents by id: all of them for the HTTP API, the connected ones for `list_agents`.

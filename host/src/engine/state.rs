@@ -50,6 +50,8 @@ pub struct EngineState {
     /// Agents whose token revocation is not committed yet. Their tokens are still in the store
     /// until it is, so identification checks this too.
     pub(super) revoking: HashSet<String>,
+    /// The audit record of the command being applied, written with the batch if it succeeds.
+    pub(super) auditing: Option<crate::wire::http::AuditRecord>,
 }
 
 impl EngineState {
@@ -76,6 +78,7 @@ impl EngineState {
             deferred: Vec::new(),
             writes: Writes::default(),
             revoking: HashSet::new(),
+            auditing: None,
         };
         let started = std::time::Instant::now();
         state.load_live_state(now)?;
@@ -153,6 +156,37 @@ impl EngineState {
         Ok(())
     }
 
+    /// Once the capability table has grown enough ([`PolicyFeed::needs_sweep`]), rebuilds it
+    /// from the names in use: connected agents' and queued tasks'. Offline agents lose their
+    /// handles (they get new ones when they identify again, the only way to become ready),
+    /// and the policy, whose handles all change, gets a fresh instance told the live state.
+    /// Without this, agents naming ever new capabilities would grow the table forever.
+    fn sweep_capabilities(&mut self) {
+        if self.feed.needs_sweep() {
+            let before = self.feed.names();
+            self.feed.forget_names();
+            let mut ready = HashMap::new();
+            for agent in self.agents.values_mut() {
+                agent.capability_handles = if agent.connection.is_some() {
+                    self.feed.intern(&agent.capabilities)
+                } else {
+                    Vec::new()
+                };
+                if agent.ready {
+                    ready.insert(agent.handle, agent.capability_handles.clone());
+                }
+            }
+            self.feed
+                .renumber(&ready, self.tasks.values().map(|t| &**t));
+            tracing::info!(
+                before,
+                after = self.feed.names(),
+                "capability names no longer in use were released"
+            );
+        }
+        self.stats.set_capability_names(self.feed.names());
+    }
+
     /// Tells the policy (a fresh instance, if the last one failed) the whole live state.
     pub(super) fn replay_policy(&mut self) {
         self.feed.replay(self.tasks.values().map(|t| &**t));
@@ -171,6 +205,7 @@ impl EngineState {
         while let Some(timer) = self.timers.pop_due(now) {
             self.timer(timer, now);
         }
+        self.sweep_capabilities();
         self.schedule(now);
         #[cfg(test)]
         self.check_invariants();
@@ -271,6 +306,10 @@ impl EngineState {
                 self.revoking.remove(agent_id);
             }
         }
+        if report.purged.more && self.config.retention_ms > 0 {
+            // More is due: the next batch prunes again, a bounded step at a time.
+            self.writes.purge_before = Some(now.saturating_sub(self.config.retention_ms));
+        }
         for id in report.finished {
             // A task changed again since (a dead letter retried) is live, or waits for the
             // commit of the batch that changed it.
@@ -347,9 +386,26 @@ impl EngineState {
                 let token = self.create_token(agent_id, now);
                 self.answer(reply, Ok(token));
             }
-            Command::RevokeTokens { agent_id, reply } => {
-                let result = self.revoke(&agent_id);
+            Command::RevokeTokens {
+                agent_id,
+                prefix,
+                reply,
+            } => {
+                let result = self.revoke(&agent_id, prefix.as_deref());
                 self.answer(reply, result);
+            }
+            Command::RotateAdmin { reply } => {
+                let result = self.rotate_admin(now);
+                self.answer(reply, result);
+            }
+            Command::Audited {
+                mut record,
+                command,
+            } => {
+                record.at = now;
+                self.auditing = Some(record);
+                self.command(*command, now);
+                self.auditing = None;
             }
             Command::ListAgents { reply } => {
                 let agents = self.summaries(false);
@@ -381,6 +437,11 @@ impl EngineState {
         reply: Reply<T>,
         result: Result<T, EngineError>,
     ) {
+        if let Some(record) = self.auditing.take() {
+            if result.is_ok() {
+                self.writes.audit.push(record);
+            }
+        }
         self.deferred.push(Box::new(move |committed| {
             let _ = reply.send(committed.and(result));
         }));

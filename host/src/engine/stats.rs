@@ -11,6 +11,8 @@ pub struct EngineStats {
     reclaims: [AtomicU64; ReclaimReason::ALL.len()],
     /// Connections replaced by a newer one of the same agent id.
     replacements: AtomicU64,
+    /// Capability names interned by the policy feed.
+    capability_names: AtomicUsize,
 }
 
 impl EngineStats {
@@ -46,6 +48,16 @@ impl EngineStats {
 
     pub(super) fn replaced(&self) {
         self.replacements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Capability names the engine holds handles for (agents connected and tasks queued use
+    /// them; unused ones are swept out as the table grows).
+    pub fn capability_names(&self) -> usize {
+        self.capability_names.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_capability_names(&self, n: usize) {
+        self.capability_names.store(n, Ordering::Relaxed);
     }
 
     fn index(reason: ReclaimReason) -> usize {

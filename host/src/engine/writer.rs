@@ -12,7 +12,10 @@
 
 use crate::engine::command::EngineError;
 use crate::engine::outbox::{Outbound, Outbox};
-use crate::store::{AgentRecord, PersistedPolicy, Store, StoreError, TaskWrite, TokenRecord};
+use crate::store::{
+    AgentRecord, PersistedPolicy, Purged, Store, StoreError, TaskWrite, TokenRecord,
+};
+use crate::wire::http::AuditRecord;
 use crate::wire::TaskId;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,16 +33,22 @@ pub type Deferred = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 pub struct Writes {
     pub tokens: Vec<(String, TokenRecord)>,
     pub revoked: Vec<String>,
+    /// Single tokens revoked, by hash (admin tokens: rotated, or revoked by prefix).
+    pub revoked_hashes: Vec<[u8; 32]>,
     pub agents: Vec<AgentRecord>,
     pub policy: Option<(PersistedPolicy, Option<Vec<u8>>)>,
     pub purge_before: Option<u64>,
     pub next_seq: Option<u64>,
+    /// Admin actions of this batch, recorded in its commit.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl Writes {
     fn is_empty(&self) -> bool {
         self.tokens.is_empty()
             && self.revoked.is_empty()
+            && self.revoked_hashes.is_empty()
+            && self.audit.is_empty()
             && self.agents.is_empty()
             && self.policy.is_none()
             && self.purge_before.is_none()
@@ -95,6 +104,8 @@ pub struct Committed {
     pub finished: Vec<TaskId>,
     /// Agents whose tokens the batch revoked.
     pub revoked: Vec<String>,
+    /// What the batch's purge of finished tasks did.
+    pub purged: Purged,
     pub result: Result<(), StoreError>,
 }
 
@@ -105,6 +116,7 @@ pub struct CommitStats {
     failures: AtomicU64,
     task_writes: AtomicU64,
     micros: AtomicU64,
+    pruned: AtomicU64,
 }
 
 impl CommitStats {
@@ -123,13 +135,20 @@ impl CommitStats {
         self.task_writes.load(Ordering::Relaxed)
     }
 
+    /// Finished tasks deleted after their retention by committed transactions.
+    pub fn pruned(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
+    }
+
     /// Time spent writing and committing, flushes included.
     pub fn seconds(&self) -> f64 {
         self.micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 
-    fn record(&self, batch: &Batch, took: std::time::Duration, ok: bool) {
-        if ok {
+    fn record(&self, batch: &Batch, took: std::time::Duration, purged: Option<Purged>) {
+        if let Some(purged) = purged {
+            self.pruned
+                .fetch_add(purged.purged as u64, Ordering::Relaxed);
             self.commits.fetch_add(1, Ordering::Relaxed);
             self.task_writes
                 .fetch_add(batch.tasks.len() as u64, Ordering::Relaxed);
@@ -185,16 +204,18 @@ fn commit(
     let result = if batch.writes_anything() {
         let started = Instant::now();
         let result = write(store, &batch);
-        stats.record(&batch, started.elapsed(), result.is_ok());
+        stats.record(&batch, started.elapsed(), result.as_ref().ok().copied());
         result
     } else {
-        Ok(())
+        Ok(Purged::default())
     };
     let committed = result.is_ok();
+    let purged = result.as_ref().ok().copied().unwrap_or_default();
     let reported = report.send(Committed {
         finished: std::mem::take(&mut batch.finished),
         revoked: std::mem::take(&mut batch.writes.revoked),
-        result,
+        purged,
+        result: result.map(|_| ()),
     });
     if committed {
         batch.release();
@@ -204,7 +225,7 @@ fn commit(
     reported.is_ok()
 }
 
-fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
+fn write(store: &Store, batch: &Batch) -> Result<Purged, StoreError> {
     let mut txn = store.write_txn()?;
     for task in &batch.tasks {
         store.write_task(&mut txn, task)?;
@@ -217,6 +238,9 @@ fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
     for agent_id in &writes.revoked {
         store.revoke_tokens(&mut txn, agent_id)?;
     }
+    for hash in &writes.revoked_hashes {
+        store.delete_token(&mut txn, hash)?;
+    }
     for (token, record) in &writes.tokens {
         store.put_token(&mut txn, token, record)?;
     }
@@ -226,12 +250,17 @@ fn write(store: &Store, batch: &Batch) -> Result<(), StoreError> {
     if let Some((policy, upload)) = &writes.policy {
         store.set_policy(&mut txn, policy, upload.as_deref())?;
     }
+    store.append_audit(&mut txn, &writes.audit)?;
+    let mut purged = Purged::default();
     if let Some(before) = writes.purge_before {
-        let purged = store.purge_finished(&mut txn, before, PURGE_BATCH)?;
-        if purged > 0 {
-            tracing::info!(purged, "purged finished tasks past their retention");
+        purged = store.purge_finished(&mut txn, before, PURGE_BATCH)?;
+        if purged.purged > 0 {
+            tracing::info!(
+                purged = purged.purged,
+                "pruned finished tasks past their retention"
+            );
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(purged)
 }

@@ -23,6 +23,7 @@
 //! restart loads the compiled code instead of compiling again.
 
 mod artifacts;
+mod component_file;
 mod native;
 mod proposal;
 mod wasm;
@@ -50,6 +51,10 @@ pub type TaskView = switchyard_policy_sdk::Task;
 /// it is idle. Not the engine's record of an agent.
 pub type AgentView = switchyard_policy_sdk::Agent;
 
+pub use component_file::{
+    max_component_bytes, read_component_file, set_max_component_bytes, DEFAULT_MAX_COMPONENT_BYTES,
+    READ_DEADLINE,
+};
 pub use proposal::{check_proposal, ProposalRefusal, ProposedAgent, ProposedTask};
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
@@ -137,6 +142,12 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the policy file {path} is {what}; a policy must be a regular file")]
+    NotARegularFile { path: PathBuf, what: &'static str },
+    #[error("the policy component {what} is larger than the limit of {limit} bytes (serve --max-policy-bytes)")]
+    ComponentTooLarge { what: String, limit: u64 },
+    #[error("reading the policy file {path} took longer than {seconds} s")]
+    ReadTimeout { path: PathBuf, seconds: f64 },
     #[error("not a policy component: {0}")]
     NotAComponent(String),
     #[error("the component is not a Switchyard policy: {0}")]
@@ -208,7 +219,20 @@ pub struct PolicyStatus {
     /// True once the crash-loop breaker has switched to the built-in native greedy policy; the
     /// fields above still describe the policy that was loaded.
     pub fallback_active: bool,
+    /// Set when the hub started on built-in greedy because the policy in force when it
+    /// stopped could not be loaded: which policy that was and why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_fallback: Option<StartupFallback>,
     pub counters: PolicyCounters,
+}
+
+/// The policy a hub was meant to start with, and why it runs greedy instead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StartupFallback {
+    /// The policy in force when the hub stopped (its source).
+    pub wanted: String,
+    /// Why it could not be loaded.
+    pub reason: String,
 }
 
 /// What the policy host has counted since the policy was loaded.
@@ -309,10 +333,7 @@ impl PolicyHost {
                     available: builtin_names().collect::<Vec<_>>().join(", "),
                 })?,
             PolicySource::File(path) => {
-                owned = std::fs::read(path).map_err(|source| PolicyError::ReadFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                owned = read_component_file(path)?;
                 &owned
             }
             PolicySource::Bytes(bytes) => bytes,
@@ -337,6 +358,7 @@ impl PolicyHost {
             config,
             loaded_at: crate::wire::now_ms(),
             fallback_active: false,
+            startup_fallback: None,
             counters: PolicyCounters::default(),
         };
         info!(
@@ -357,6 +379,17 @@ impl PolicyHost {
             status,
             latency: Latency::default(),
         })
+    }
+
+    /// Reports `source` as where the component came from (a component kept in the data folder
+    /// is loaded from its bytes, but came from a file).
+    pub fn set_source_label(&mut self, source: String) {
+        self.status.source = source;
+    }
+
+    /// Marks this policy as the one the hub fell back to at start, and why.
+    pub fn set_startup_fallback(&mut self, fallback: StartupFallback) {
+        self.status.startup_fallback = Some(fallback);
     }
 
     /// A task entered the queue.
@@ -445,6 +478,33 @@ impl PolicyHost {
                         );
                         self.engage_fallback();
                     }
+                }
+            }
+        }
+        self.backend = Some(Box::new(native::Native(Greedy::default())));
+    }
+
+    /// Replaces a healthy instance with a fresh one that knows nothing (the caller replays
+    /// next), for a reason of the engine's own: it renumbered capability handles. Not a
+    /// failure: the breaker does not count it. A component that no longer starts gives way to
+    /// the native fallback, as in [`PolicyHost::restart`].
+    pub fn renew(&mut self) {
+        self.backend = None;
+        if !self.fallback_active {
+            match self.compiled.instantiate(&self.config_text) {
+                Ok(instance) => {
+                    info!(policy = %self.status.name, "policy instance renewed");
+                    self.backend = Some(Box::new(instance));
+                    return;
+                }
+                Err(e) => {
+                    error!(
+                        policy = %self.status.name,
+                        error = %e,
+                        "policy cannot be started again; switching to the built-in native \
+                         greedy policy for good"
+                    );
+                    self.engage_fallback();
                 }
             }
         }

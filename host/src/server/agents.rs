@@ -1,11 +1,12 @@
 //! Agents and the tokens they identify with: `GET /api/agents` and the admin's `/admin/tokens`.
 
+use super::auth::Caller;
 use super::body::LazyBody;
 use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
 use crate::engine::Command;
-use crate::store::Role;
-use crate::wire::http::token_request;
+use crate::store::{write_admin_token, PREFIX_LEN};
+use crate::wire::http::{revoke_prefix, token_request, AuditAction};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
@@ -20,14 +21,17 @@ pub async fn list(state: &AppState) -> ApiResult {
 }
 
 /// `POST /admin/tokens`: a new agent token, answered once and stored only hashed.
-pub async fn create_token(state: &AppState, body: LazyBody) -> ApiResult {
+pub async fn create_token(state: &AppState, caller: &Caller, body: LazyBody) -> ApiResult {
     let agent_id = token_request(&body.read_object().await?)?;
     let token = state
         .engine
-        .ask(|reply| Command::CreateToken {
-            agent_id: agent_id.clone(),
-            reply,
-        })
+        .ask_audited(
+            caller.audit(AuditAction::TokenCreate, agent_id.clone()),
+            |reply| Command::CreateToken {
+                agent_id: agent_id.clone(),
+                reply,
+            },
+        )
         .await?;
     Ok(json(
         StatusCode::CREATED,
@@ -35,24 +39,45 @@ pub async fn create_token(state: &AppState, body: LazyBody) -> ApiResult {
     ))
 }
 
-/// `GET /admin/tokens`: agent tokens by prefix only; the admin token is not listed.
+/// `GET /admin/tokens`: every token by prefix only, agent and admin tokens alike.
 pub async fn list_tokens(state: &AppState) -> ApiResult {
     let tokens: Vec<Value> = state
         .read(|store, txn| store.tokens(txn))?
         .iter()
-        .filter(|token| token.role == Role::Agent)
-        .map(|token| json!({"agent_id": token.agent_id, "token_prefix": token.token_prefix}))
+        .map(|token| {
+            json!({
+                "agent_id": token.agent_id,
+                "role": token.role,
+                "token_prefix": token.token_prefix,
+                "created_at": token.created_at,
+            })
+        })
         .collect();
     Ok(json(StatusCode::OK, json!({ "tokens": tokens })))
 }
 
-/// `DELETE /admin/tokens/:agent_id`: every token of the agent; its open connection is closed.
-pub async fn revoke_tokens(state: &AppState, agent_id: String) -> ApiResult {
+/// `DELETE /admin/tokens/:agent_id[?prefix=P]`: every token of the agent (or the one with
+/// prefix P); its open connection is closed. Admin tokens (`/admin/tokens/admin`) go the same
+/// way, except the last one: 409.
+pub async fn revoke_tokens(
+    state: &AppState,
+    caller: &Caller,
+    agent_id: String,
+    query: &str,
+) -> ApiResult {
+    let prefix = revoke_prefix(query)?;
+    let target = match &prefix {
+        Some(prefix) => format!("{agent_id} ({prefix})"),
+        None => agent_id.clone(),
+    };
     let revoked = state
         .engine
-        .ask(|reply| Command::RevokeTokens {
-            agent_id: agent_id.clone(),
-            reply,
+        .ask_audited(caller.audit(AuditAction::TokenRevoke, target), |reply| {
+            Command::RevokeTokens {
+                agent_id: agent_id.clone(),
+                prefix,
+                reply,
+            }
         })
         .await?;
     if revoked == 0 {
@@ -61,5 +86,51 @@ pub async fn revoke_tokens(state: &AppState, agent_id: String) -> ApiResult {
     Ok(json(
         StatusCode::OK,
         json!({"status": "revoked", "agent_id": agent_id}),
+    ))
+}
+
+/// `POST /admin/tokens/rotate-admin`: a new admin token, answered once; every other admin
+/// token (the caller's included) is revoked in the same commit. The hub also writes it to
+/// `admin.token` in its data folder; if that fails the token is still answered (it is in
+/// force), with `written_to` null and the reason in `write_error`.
+pub async fn rotate_admin(state: &AppState, caller: &Caller) -> ApiResult {
+    let token = state
+        .engine
+        .ask(|reply| Command::Audited {
+            // The new token's prefix is only known once it is made: the record names the
+            // caller's token, whose successor the answer shows.
+            record: caller.audit(AuditAction::AdminTokenRotate, caller.token_prefix.clone()),
+            command: Box::new(Command::RotateAdmin { reply }),
+        })
+        .await?;
+    // Two rotations at once commit in some order; their files must be written in that order,
+    // so the file never ends with the revoked one. One writer at a time, and only a token still
+    // in force is written.
+    static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let writing = WRITING.lock().await;
+    let in_force = state
+        .read(|store, txn| store.find_token(txn, &token))?
+        .is_some();
+    let written = match in_force {
+        true => write_admin_token(state.store.dir(), &token).map_err(|e| e.to_string()),
+        false => Err("a later rotation replaced this token before it was written".to_string()),
+    };
+    drop(writing);
+    let (written_to, write_error) = match written {
+        Ok(path) => (Some(path.display().to_string()), None),
+        Err(error) => {
+            tracing::error!(%error, "the rotated admin token was not written to admin.token");
+            (None, Some(error))
+        }
+    };
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "agent_id": crate::store::ADMIN_AGENT_ID,
+            "token": token,
+            "token_prefix": &token[..PREFIX_LEN],
+            "written_to": written_to,
+            "write_error": write_error,
+        }),
     ))
 }

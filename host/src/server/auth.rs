@@ -3,11 +3,28 @@
 use super::reply::ApiError;
 use super::AppState;
 use crate::store::Role;
+use crate::wire::http::{AuditAction, AuditRecord};
 use warp::http::StatusCode;
 
 /// Who is calling: the agent a valid token belongs to (`admin` for the admin token).
 pub struct Caller {
     pub agent_id: String,
+    /// The token's first characters, as listings show them.
+    pub token_prefix: String,
+}
+
+impl Caller {
+    /// The audit record of `action` on `target` by this caller (the engine stamps the time).
+    pub fn audit(&self, action: AuditAction, target: impl Into<String>) -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            at: 0,
+            actor: self.agent_id.clone(),
+            token_prefix: self.token_prefix.clone(),
+            action,
+            target: target.into(),
+        }
+    }
 }
 
 /// Checks the `Authorization: Bearer <token>` header against the role a route needs: 401 without
@@ -34,5 +51,6 @@ pub fn authenticate(
     }
     Ok(Caller {
         agent_id: record.agent_id,
+        token_prefix: record.token_prefix,
     })
 }

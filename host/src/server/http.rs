@@ -5,11 +5,11 @@
 //! The handlers live by concept: [`tasks`], [`agents`] (and tokens), [`policy`], [`metrics`],
 //! and the [`public`] odds and ends.
 
-use super::auth::authenticate;
+use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, metrics, policy, public, tasks, AppState};
+use super::{agents, audit, metrics, policy, public, tasks, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -42,7 +42,11 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         None => None,
     };
     // Every route that records who asked needs a role, so there is a caller to name.
-    let submitted_by = caller.map(|caller| caller.agent_id).unwrap_or_default();
+    let caller = caller.unwrap_or(Caller {
+        agent_id: String::new(),
+        token_prefix: String::new(),
+    });
+    let submitted_by = caller.agent_id.clone();
     let body = request.body;
     match route {
         Route::Health => public::health(state).await,
@@ -55,17 +59,21 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         Route::DeadLetter => tasks::dead_letter(state).await,
         Route::Stats => tasks::stats(state).await,
         Route::GetTask(id) => tasks::get(state, &id).await,
-        Route::RetryTask(id) => tasks::retry(state, &id).await,
-        Route::CancelTask(id) => tasks::cancel(state, &id).await,
-        Route::RequeueTask(id) => tasks::requeue(state, &id).await,
+        Route::RetryTask(id) => tasks::retry(state, &caller, &id).await,
+        Route::CancelTask(id) => tasks::cancel(state, &caller, &id).await,
+        Route::RequeueTask(id) => tasks::requeue(state, &caller, &id).await,
         Route::ListAgents => agents::list(state).await,
-        Route::CreateToken => agents::create_token(state, body).await,
+        Route::CreateToken => agents::create_token(state, &caller, body).await,
         Route::ListTokens => agents::list_tokens(state).await,
-        Route::RevokeTokens(agent_id) => agents::revoke_tokens(state, agent_id).await,
+        Route::RevokeTokens(agent_id) => {
+            agents::revoke_tokens(state, &caller, agent_id, &request.query).await
+        }
+        Route::RotateAdminToken => agents::rotate_admin(state, &caller).await,
+        Route::AuditLog => audit::list(state, &request.query).await,
         Route::GetPolicy => policy::get(state).await,
         Route::PutPolicy => {
             let content_type = request.content_type.as_deref();
-            policy::put(state, content_type, &request.query, body).await
+            policy::put(state, &caller, content_type, &request.query, body).await
         }
     }
 }

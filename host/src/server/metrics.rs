@@ -61,7 +61,17 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         "Time spent writing and committing transactions, disk flushes included.",
         commits.seconds(),
     );
+    out.counter(
+        "switchyard_tasks_pruned_total",
+        "Finished tasks (completed, cancelled, dead-lettered) deleted after their retention (serve --retain).",
+        commits.pruned() as f64,
+    );
     let engine = state.engine.stats();
+    out.gauge(
+        "switchyard_capability_names",
+        "Capability names interned for the policy; names no longer in use are released as the table grows.",
+        engine.capability_names() as f64,
+    );
     let reclaims = ReclaimReason::ALL
         .iter()
         .map(|r| (format!("{{reason=\"{r}\"}}"), engine.reclaims(*r) as f64))

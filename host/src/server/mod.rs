@@ -4,6 +4,7 @@
 //! (routing and dispatch) with its handlers grouped by concept in the modules below it.
 
 mod agents;
+mod audit;
 mod auth;
 mod body;
 mod http;

@@ -89,6 +89,7 @@ impl From<EngineError> for ApiError {
             EngineError::PolicyRejected(why) => ApiError::bad_request(why),
             EngineError::Unavailable => ApiError::storage_unavailable(),
             EngineError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            EngineError::LastAdminToken => ApiError::new(StatusCode::CONFLICT, error.to_string()),
         }
     }
 }

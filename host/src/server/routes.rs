@@ -23,6 +23,8 @@ pub enum Route {
     CreateToken,
     ListTokens,
     RevokeTokens(String),
+    RotateAdminToken,
+    AuditLog,
     GetPolicy,
     PutPolicy,
     /// `GET /ws` without the WebSocket upgrade.
@@ -52,6 +54,8 @@ impl Route {
             (&Method::POST, ["admin", "tokens"]) => Route::CreateToken,
             (&Method::GET, ["admin", "tokens"]) => Route::ListTokens,
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
+            (&Method::POST, ["admin", "tokens", "rotate-admin"]) => Route::RotateAdminToken,
+            (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
             _ => return None,
@@ -77,6 +81,8 @@ impl Route {
             | Route::CreateToken
             | Route::ListTokens
             | Route::RevokeTokens(_)
+            | Route::RotateAdminToken
+            | Route::AuditLog
             | Route::PutPolicy => Some(Role::Admin),
         }
     }
@@ -131,6 +137,18 @@ mod tests {
                 Method::PUT,
                 "/api/policy",
                 Some(Route::PutPolicy),
+                Some(Role::Admin),
+            ),
+            (
+                Method::POST,
+                "/admin/tokens/rotate-admin",
+                Some(Route::RotateAdminToken),
+                Some(Role::Admin),
+            ),
+            (
+                Method::GET,
+                "/admin/audit",
+                Some(Route::AuditLog),
                 Some(Role::Admin),
             ),
             (Method::GET, "/nope", None, None),

@@ -1,12 +1,13 @@
 //! The task routes under `/api/tasks`: submitting, listing and reading tasks (from the store),
 //! and the admin's retry and cancel (through the engine).
 
+use super::auth::Caller;
 use super::body::LazyBody;
 use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
 use crate::engine::{Command, EngineError, Submitted};
 use crate::store::TaskFilter;
-use crate::wire::http::{NewTask, TaskQuery, PRIORITY_NAMES};
+use crate::wire::http::{AuditAction, NewTask, TaskQuery, PRIORITY_NAMES};
 use crate::wire::TaskId;
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
@@ -115,11 +116,12 @@ pub async fn get(state: &AppState, id: &str) -> ApiResult {
 }
 
 /// `POST /api/tasks/:id/retry`: a dead-lettered task goes back to the queue.
-pub async fn retry(state: &AppState, id: &str) -> ApiResult {
+pub async fn retry(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
+    let record = caller.audit(AuditAction::TaskRetry, task.to_string());
     let priority = state
         .engine
-        .ask(|reply| Command::RetryDeadLetter { task, reply })
+        .ask_audited(record, |reply| Command::RetryDeadLetter { task, reply })
         .await
         .map_err(|error| match error {
             EngineError::InvalidState(status) => ApiError::new(
@@ -137,11 +139,12 @@ pub async fn retry(state: &AppState, id: &str) -> ApiResult {
 /// `POST /api/tasks/:id/cancel`: the assignee, if any, is told to stop.
 /// `POST /api/tasks/:id/requeue` (admin): an assigned task back to the queue; its agent is
 /// told with `task_cancel`.
-pub async fn requeue(state: &AppState, id: &str) -> ApiResult {
+pub async fn requeue(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
+    let record = caller.audit(AuditAction::TaskRequeue, task.to_string());
     state
         .engine
-        .ask(|reply| Command::Requeue { task, reply })
+        .ask_audited(record, |reply| Command::Requeue { task, reply })
         .await?;
     Ok(json(
         StatusCode::OK,
@@ -149,11 +152,12 @@ pub async fn requeue(state: &AppState, id: &str) -> ApiResult {
     ))
 }
 
-pub async fn cancel(state: &AppState, id: &str) -> ApiResult {
+pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
+    let record = caller.audit(AuditAction::TaskCancel, task.to_string());
     state
         .engine
-        .ask(|reply| Command::Cancel { task, reply })
+        .ask_audited(record, |reply| Command::Cancel { task, reply })
         .await?;
     Ok(json(
         StatusCode::OK,

@@ -5,12 +5,18 @@
 //! writes, one transaction per batch (group commit); HTTP handlers and the engine read through
 //! their own read transactions, which see exactly what has been committed.
 
+mod audit;
+mod backup;
 mod codec;
+mod files;
 mod tasks;
 mod tokens;
 
-pub use tasks::{Stats, TaskFilter, TaskPage, TaskWrite};
-pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, PREFIX_LEN};
+pub use audit::AuditPage;
+pub use backup::{backup, BackupError};
+pub use files::{create_data_dir, write_admin_token, FileError, ADMIN_TOKEN_FILE};
+pub use tasks::{Purged, Stats, TaskFilter, TaskPage, TaskWrite};
+pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID, PREFIX_LEN};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
@@ -27,11 +33,8 @@ pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data folder {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Files(#[from] FileError),
     #[error("LMDB error: {0}")]
     Lmdb(#[from] heed::Error),
     #[error("stored record is corrupt ({what}): {source}")]
@@ -57,13 +60,21 @@ type Db = Database<'static, Bytes, Bytes>;
 /// The policy in force, remembered so a restart loads it again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersistedPolicy {
-    /// `builtin:NAME`, a file path, or `upload` for bytes given over HTTP (kept in meta).
+    /// `builtin:NAME`, a file path, or `upload` for bytes given over HTTP. The component of a
+    /// file or an upload is kept in meta, so a restart never depends on a file outside the data
+    /// folder.
     pub source: String,
     pub config: serde_json::Value,
+    /// `sha256:<hex>` of the kept component, checked before it is loaded again. Absent in
+    /// records written before components of files were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 pub struct Store {
     env: Env<WithoutTls>,
+    /// The data folder.
+    dir: PathBuf,
     /// id (u64 BE) → task record: binary (`codec`), or JSON if schema version 1 wrote it and
     /// the task has not changed since.
     tasks: Db,
@@ -83,6 +94,9 @@ pub struct Store {
     agents: Db,
     /// name → value.
     meta: Db,
+    /// record id (u64 BE) → audit record JSON (`audit`). Made on first open by a build that
+    /// has it; older folders simply gain it.
+    audit: Db,
 }
 
 const META_SCHEMA: &[u8] = b"schema_version";
@@ -94,10 +108,7 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. `map_size` is the largest the data may
     /// grow to; it is address space, not memory.
     pub fn open(dir: &Path, map_size: usize) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        create_data_dir(dir)?;
         // SAFETY: heed requires that the same path is not opened twice in one process and that
         // the files are not modified by anything but LMDB; the hub opens its folder once.
         let env = unsafe {
@@ -122,14 +133,16 @@ impl Store {
                     open("tokens")?,
                     open("agents")?,
                     open("meta")?,
+                    open("audit")?,
                 ];
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
             .unwrap_commit();
-        let [tasks, queued, assigned, dead_letter, completed, cancelled, tokens, agents, meta] =
+        let [tasks, queued, assigned, dead_letter, completed, cancelled, tokens, agents, meta, audit] =
             dbs;
         let store = Store {
             env,
+            dir: dir.to_owned(),
             tasks,
             queued,
             assigned,
@@ -139,6 +152,7 @@ impl Store {
             tokens,
             agents,
             meta,
+            audit,
         };
         store.check_schema()?;
         Ok(store)
@@ -171,6 +185,11 @@ impl Store {
         Ok(())
     }
 
+    /// The data folder the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn write_txn(&self) -> Result<RwTxn<'_>> {
         Ok(self.env.write_txn()?)
     }
@@ -193,8 +212,8 @@ impl Store {
         Ok(self.meta.put(txn, META_NEXT_SEQ, &seq.to_be_bytes())?)
     }
 
-    /// The policy in force at the last swap, and the uploaded component's bytes if it came
-    /// over HTTP.
+    /// The policy in force at the last swap, and its component's bytes if it came from a file
+    /// or over HTTP.
     pub fn policy(&self, txn: &RoTxn) -> Result<Option<(PersistedPolicy, Option<Vec<u8>>)>> {
         let Some(bytes) = self.meta.get(txn, META_POLICY)? else {
             return Ok(None);
@@ -311,6 +330,55 @@ mod tests {
         assert_eq!(active.len(), 1);
         assert_eq!(*active[0], task);
         assert_eq!(active[0].status, TaskStatus::Queued);
+    }
+
+    /// A folder as the build before the audit log left it: its nine databases, no `audit`.
+    /// It opens unchanged (same schema version, same data) and gains an empty audit log.
+    #[test]
+    fn a_folder_without_an_audit_log_opens_and_gains_one() {
+        let dir = test_support::temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // SAFETY: this test opens the folder once at a time.
+            let env = unsafe {
+                EnvOpenOptions::new()
+                    .map_size(64 << 20)
+                    .max_dbs(16)
+                    .open(&dir)
+                    .unwrap()
+            };
+            let wtxn = env.write_txn().unwrap();
+            let meta = env
+                .create_databases_and_commit(wtxn, |opener, wtxn| {
+                    for name in [
+                        "tasks",
+                        "queued",
+                        "assigned",
+                        "dead_letter",
+                        "completed",
+                        "cancelled",
+                        "tokens",
+                        "agents",
+                    ] {
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
+                    }
+                    let meta = opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?;
+                    meta.put(wtxn, META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                    meta.put(wtxn, META_NEXT_SEQ, &77u64.to_be_bytes())?;
+                    Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(meta))
+                })
+                .unwrap()
+                .unwrap_commit();
+            let _ = meta;
+        }
+        let store = Store::open(&dir, 64 << 20).unwrap();
+        let txn = store.read_txn().unwrap();
+        assert_eq!(store.next_seq(&txn).unwrap(), 77);
+        assert_eq!(
+            store.meta.get(&txn, META_SCHEMA).unwrap().unwrap(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
+        assert!(store.audit_page(&txn, None, 10).unwrap().records.is_empty());
     }
 
     #[test]

@@ -283,10 +283,14 @@ impl Store {
         Ok(stats)
     }
 
-    /// Deletes up to `limit` completed and cancelled tasks that finished before `before`.
-    /// Returns how many went.
-    pub fn purge_finished(&self, txn: &mut RwTxn, before: u64, limit: usize) -> Result<usize> {
+    /// Deletes up to `limit` finished tasks (completed, cancelled, dead-lettered) that finished
+    /// before `before`. Completed and cancelled tasks are indexed by when they finished, so the
+    /// oldest go first; the dead letter is indexed by id, so it is walked from where the last
+    /// call stopped (kept in meta), `limit` entries at most per call, reading when each entry
+    /// was dead-lettered. `more` says whether a call soon after may find more to delete.
+    pub fn purge_finished(&self, txn: &mut RwTxn, before: u64, limit: usize) -> Result<Purged> {
         let mut purged = 0;
+        let mut more = false;
         for index in [&self.completed, &self.cancelled] {
             let end = finished_key(before, TaskId(0));
             let mut keys = Vec::new();
@@ -300,9 +304,55 @@ impl Store {
                 purged += 1;
             }
         }
-        Ok(purged)
+        if purged == limit {
+            return Ok(Purged { purged, more: true });
+        }
+        // The dead letter, from the cursor.
+        let from = match self.meta.get(txn, META_DEAD_LETTER_CURSOR)? {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        let start = from.to_be_bytes();
+        let range = (Bound::Included(&start[..]), Bound::Unbounded);
+        let mut doomed = Vec::new();
+        let mut next = 0;
+        for (examined, entry) in self.dead_letter.range(txn, &range)?.enumerate() {
+            if examined == limit - purged {
+                next = id_from(entry?.0).0;
+                more = true;
+                break;
+            }
+            let id = id_from(entry?.0);
+            let Some(bytes) = self.tasks.get(txn, &id_key(id))? else {
+                doomed.push(id);
+                continue;
+            };
+            if decode_task(id, bytes)?.updated_at < before {
+                doomed.push(id);
+            }
+        }
+        for id in doomed {
+            self.dead_letter.delete(txn, &id_key(id))?;
+            self.tasks.delete(txn, &id_key(id))?;
+            purged += 1;
+        }
+        self.meta
+            .put(txn, META_DEAD_LETTER_CURSOR, &next.to_be_bytes())?;
+        Ok(Purged { purged, more })
     }
 }
+
+/// What one [`Store::purge_finished`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Tasks deleted.
+    pub purged: usize,
+    /// Whether it stopped at its limit: more may be due.
+    pub more: bool,
+}
+
+/// Meta key: the dead-letter id the next purge starts from.
+const META_DEAD_LETTER_CURSOR: &[u8] = b"dead_letter_purge_cursor";
 
 #[cfg(test)]
 mod tests {
@@ -451,8 +501,67 @@ mod tests {
             store.put_task(&mut txn, &task, None).unwrap();
         }
         let purged = store.purge_finished(&mut txn, 250, 100).unwrap();
-        assert_eq!(purged, 2);
+        assert_eq!(
+            purged,
+            Purged {
+                purged: 2,
+                more: false
+            }
+        );
         assert!(store.task(&txn, TaskId(1)).unwrap().is_none());
         assert!(store.task(&txn, TaskId(3)).unwrap().is_some());
+    }
+
+    #[test]
+    fn purge_takes_old_dead_letters_a_bounded_walk_at_a_time() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        // Dead-lettered at 100, 200, ..., 500 (ids in another order than times).
+        for (id, at) in [(1, 500), (2, 100), (3, 200), (4, 400), (5, 300)] {
+            let mut task = new_task(id, 2);
+            task.assign("a", 10);
+            task.expire(at);
+            assert_eq!(task.status, TaskStatus::DeadLetter);
+            store.put_task(&mut txn, &task, None).unwrap();
+        }
+        // Two entries examined per call: ids 1 (kept) and 2 (purged), then 3 and 4, then 5.
+        let first = store.purge_finished(&mut txn, 350, 2).unwrap();
+        assert_eq!(
+            first,
+            Purged {
+                purged: 1,
+                more: true
+            }
+        );
+        let second = store.purge_finished(&mut txn, 350, 2).unwrap();
+        assert_eq!(
+            second,
+            Purged {
+                purged: 1,
+                more: true
+            }
+        );
+        let third = store.purge_finished(&mut txn, 350, 2).unwrap();
+        assert_eq!(
+            third,
+            Purged {
+                purged: 1,
+                more: false
+            }
+        );
+        let left: Vec<u64> = (1..=5)
+            .filter(|&id| store.task(&txn, TaskId(id)).unwrap().is_some())
+            .collect();
+        assert_eq!(left, [1, 4]);
+        let (dead, count) = store.dead_letter(&txn, 10).unwrap();
+        assert_eq!((dead.len(), count), (2, 2));
+        // Wrapped around: the next walk starts from the first again.
+        assert_eq!(
+            store.purge_finished(&mut txn, 1_000, 10).unwrap(),
+            Purged {
+                purged: 2,
+                more: false
+            }
+        );
     }
 }

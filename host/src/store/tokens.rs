@@ -29,6 +29,9 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The agent id admin tokens belong to.
+pub const ADMIN_AGENT_ID: &str = "admin";
+
 /// Characters of a token shown in listings.
 pub const PREFIX_LEN: usize = 8;
 
@@ -60,6 +63,22 @@ impl Store {
             records.push(decode("token", entry?.1)?);
         }
         Ok(records)
+    }
+
+    /// Every token record with the hash it is stored under.
+    pub fn token_entries(&self, txn: &RoTxn) -> Result<Vec<([u8; 32], TokenRecord)>> {
+        let mut records = Vec::new();
+        for entry in self.tokens.iter(txn)? {
+            let (key, bytes) = entry?;
+            let hash: [u8; 32] = key.try_into().unwrap_or([0; 32]);
+            records.push((hash, decode("token", bytes)?));
+        }
+        Ok(records)
+    }
+
+    /// Deletes the token stored under `hash`; returns whether there was one.
+    pub fn delete_token(&self, txn: &mut RwTxn, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self.tokens.delete(txn, hash)?)
     }
 
     /// Deletes every agent token of `agent_id`; returns how many.

@@ -1,9 +1,11 @@
 //! What the hub reads from HTTP requests (`spec/http-api.md`): bodies and query strings,
 //! validated into typed values. Every refusal names the field or parameter that is wrong.
 
+mod audit;
 mod policy;
 mod query;
 
+pub use audit::{AuditAction, AuditQuery, AuditRecord};
 pub use policy::{PolicyChange, PolicyComponent};
 pub use query::TaskQuery;
 
@@ -210,6 +212,23 @@ pub fn token_request(fields: &Map<String, Value>) -> Result<String, BadRequest> 
         )),
         _ => Err(bad("agent_id is required and must be a string")),
     }
+}
+
+/// The query of `DELETE /admin/tokens/:agent_id`: `prefix`, when given, names the one token
+/// to revoke (as listings show it); without it every token of the agent goes.
+pub fn revoke_prefix(query: &str) -> Result<Option<String>, BadRequest> {
+    let mut prefix = None;
+    for (name, value) in query::pairs(query)? {
+        if name == "prefix" {
+            if value.is_empty() || value.len() > 64 {
+                return Err(bad(
+                    "prefix must be a token prefix as GET /admin/tokens shows it",
+                ));
+            }
+            prefix = Some(value);
+        }
+    }
+    Ok(prefix)
 }
 
 /// Agent ids are free text, within reason.

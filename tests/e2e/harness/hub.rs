@@ -34,6 +34,11 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// A fresh admin token, as long as the hub asks of one (32 characters at least).
+pub fn admin_token() -> String {
+    unique_name("e2e-admin-token-padded-to-32-characters")
+}
+
 /// Which `--policy` a hub is started with.
 #[derive(Clone, Debug, Default)]
 pub enum PolicyArg {
@@ -67,6 +72,8 @@ pub struct HubOpts {
     pub policy: PolicyArg,
     /// `--listen` (default 127.0.0.1:0, a free port); set by [`Hub::restart_on_same_port`].
     pub listen: Option<SocketAddr>,
+    /// Any other flags, as given to [`HubOpts::flag`].
+    pub extra: Vec<String>,
 }
 
 impl HubOpts {
@@ -105,6 +112,12 @@ impl HubOpts {
             policy: policy.into(),
             config,
         };
+        self
+    }
+    /// Adds `flag value` to the command line (for flags without a field of their own).
+    pub fn flag(mut self, flag: &str, value: impl ToString) -> Self {
+        self.extra.push(flag.to_string());
+        self.extra.push(value.to_string());
         self
     }
     /// Starts without `--policy`; see [`PolicyArg::Persisted`].
@@ -149,6 +162,7 @@ impl HubOpts {
             }
             PolicyArg::Persisted => {}
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 }
@@ -165,11 +179,20 @@ impl DataDir {
         let path = std::env::temp_dir().join(unique_name("switchyard-e2e"));
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("cannot create data dir {}: {e}", path.display()));
+        // Owner-only, as the hub makes its own: it warns about a folder others may use.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("cannot chmod data dir {}: {e}", path.display()));
         DataDir { path }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Takes `path` (an existing folder) as a data folder, removed like the others.
+    pub fn adopt(path: PathBuf) -> DataDir {
+        DataDir { path }
     }
 }
 
@@ -207,6 +230,16 @@ impl StoppedHub {
     pub fn opts_mut(&mut self) -> &mut HubOpts {
         &mut self.opts
     }
+
+    /// The data folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts again with another `SWITCHYARD_ADMIN_TOKEN`.
+    pub fn set_admin_token(&mut self, token: &str) {
+        self.admin_token = token.to_string();
+    }
 }
 
 /// One running `switchyard serve` process with its own data folder.
@@ -225,8 +258,21 @@ pub struct Hub {
 impl Hub {
     /// Starts a hub on a fresh data folder and waits for its listening line.
     pub async fn start(opts: HubOpts) -> Hub {
-        let admin_token = unique_name("e2e-admin");
-        Hub::spawn(DataDir::create(), admin_token, opts).await
+        Hub::spawn(DataDir::create(), admin_token(), opts).await
+    }
+
+    /// Starts a hub on an existing folder (a restored backup, say), which is removed when the
+    /// hub is dropped.
+    pub async fn start_on(dir: PathBuf, opts: HubOpts) -> Hub {
+        Hub::spawn(DataDir::adopt(dir), admin_token(), opts).await
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("data dir present until kill9")
+            .path()
     }
 
     /// Starts a hub again on the data folder (and with the admin token and options) of a

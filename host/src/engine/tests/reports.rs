@@ -170,6 +170,7 @@ async fn a_revoked_token_closes_the_connection_and_identifies_no_more() {
     let revoked = hub
         .engine
         .ask(|reply| Command::RevokeTokens {
+            prefix: None,
             agent_id: "doomed".into(),
             reply,
         })

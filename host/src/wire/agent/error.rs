@@ -130,6 +130,11 @@ pub enum ErrorCode {
     TokenAgentMismatch,
     /// `identify` while the hub cannot read its tokens.
     StorageUnavailable,
+    /// `identify` naming more capabilities than the hub takes (`serve --max-capabilities`).
+    TooManyCapabilities,
+    /// `identify` with a capability name longer than the hub takes
+    /// (`serve --max-capability-bytes`).
+    CapabilityNameTooLong,
     /// A report about a task was refused: `task_complete_failed: stale_generation` and the like.
     TaskReportRefused {
         report: TaskReport,
@@ -148,6 +153,8 @@ impl ErrorCode {
             "invalid_token" => Some(ErrorCode::InvalidToken),
             "token_agent_mismatch" => Some(ErrorCode::TokenAgentMismatch),
             "storage_unavailable" => Some(ErrorCode::StorageUnavailable),
+            "too_many_capabilities" => Some(ErrorCode::TooManyCapabilities),
+            "capability_name_too_long" => Some(ErrorCode::CapabilityNameTooLong),
             _ => FrameError::parse(text).map(ErrorCode::Frame),
         };
         fixed
@@ -170,6 +177,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::InvalidToken => f.write_str("invalid_token"),
             ErrorCode::TokenAgentMismatch => f.write_str("token_agent_mismatch"),
             ErrorCode::StorageUnavailable => f.write_str("storage_unavailable"),
+            ErrorCode::TooManyCapabilities => f.write_str("too_many_capabilities"),
+            ErrorCode::CapabilityNameTooLong => f.write_str("capability_name_too_long"),
             ErrorCode::TaskReportRefused { report, refusal } => {
                 write!(f, "{}: {}", report.refused_prefix(), refusal.as_str())
             }
@@ -205,6 +214,8 @@ pub(super) fn every_code() -> Vec<ErrorCode> {
         ErrorCode::InvalidToken,
         ErrorCode::TokenAgentMismatch,
         ErrorCode::StorageUnavailable,
+        ErrorCode::TooManyCapabilities,
+        ErrorCode::CapabilityNameTooLong,
     ];
     codes.extend(FrameError::ALL.map(ErrorCode::Frame));
     for report in TaskReport::ALL {
@@ -222,7 +233,7 @@ mod tests {
     #[test]
     fn every_code_parses_back_to_itself() {
         let codes = every_code();
-        assert_eq!(codes.len(), 4 + 3 + 16);
+        assert_eq!(codes.len(), 6 + 3 + 16);
         for code in codes {
             assert_eq!(ErrorCode::parse(&code.to_string()), code, "{code}");
         }
