@@ -85,9 +85,9 @@ pub struct GroupReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WaitReport {
-    /// Over assigned tasks.
-    pub p50: u64,
-    pub p99: u64,
+    /// Over assigned tasks (absent when none was assigned).
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
     /// Over assigned tasks and those still queued at the end (their wait so far).
     pub max: u64,
 }
@@ -280,8 +280,8 @@ pub fn measure(
             fair_share: fraction(fair[g], fair_total),
             served_over_fair: (fair[g] > 0.0).then(|| busy[g] as f64 / fair[g]),
             wait_ms: WaitReport {
-                p50: percentile(sorted, 0.5),
-                p99: percentile(sorted, 0.99),
+                p50: (!sorted.is_empty()).then(|| percentile(sorted, 0.5)),
+                p99: (!sorted.is_empty()).then(|| percentile(sorted, 0.99)),
                 max: max_wait[g],
             },
             throughput_per_s: completed[g] as f64 / seconds,

@@ -154,6 +154,7 @@ pub fn simulate(
         .iter()
         .map(|g| (0..g.keys).map(|k| key_name(g, k)).collect())
         .collect();
+    let status = policy.status();
     let mut sim = Sim {
         scenario,
         work,
@@ -173,16 +174,8 @@ pub fn simulate(
             decide_ns: Vec::new(),
             refusals: BTreeMap::new(),
             refusal_examples: Vec::new(),
-            status: PolicyStatus {
-                name: String::new(),
-                version: String::new(),
-                digest: String::new(),
-                source: String::new(),
-                config: serde_json::Value::Null,
-                loaded_at: 0,
-                fallback_active: false,
-                counters: Default::default(),
-            },
+            // Replaced by the state at the end.
+            status,
         },
     };
     sim.run(progress);

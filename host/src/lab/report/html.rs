@@ -74,8 +74,8 @@ fn scenario(out: &mut String, s: &ScenarioReport) {
                 percent(g.share_of_agent_time),
                 percent(g.fair_share),
                 g.served_over_fair.map_or("-".into(), |r| format!("{r:.2}")),
-                duration(g.wait_ms.p50),
-                duration(g.wait_ms.p99),
+                g.wait_ms.p50.map_or("-".into(), duration),
+                g.wait_ms.p99.map_or("-".into(), duration),
                 duration(g.wait_ms.max),
                 if g.unserved > 0 { "+" } else { "" }
             );

@@ -48,8 +48,8 @@ pub fn render(report: &LabReport) -> String {
                     percent(g.share_of_agent_time),
                     percent(g.fair_share),
                     g.served_over_fair.map_or("-".into(), |r| format!("{r:.2}")),
-                    duration(g.wait_ms.p50),
-                    duration(g.wait_ms.p99),
+                    g.wait_ms.p50.map_or("-".into(), duration),
+                    g.wait_ms.p99.map_or("-".into(), duration),
                     format!(
                         "{}{}",
                         duration(g.wait_ms.max),
