@@ -278,6 +278,27 @@ async fn policy_check_reports_refusals_and_failures() {
     assert!(stderr.contains("calls trapped"), "{stderr}");
     assert!(text(&out.stdout).contains("native greedy fallback"));
 
+    // A policy that traps in an event call after 10 assignments: the lab restarts it and
+    // replays the state into the new instance, as the hub does, so work keeps flowing through
+    // the restarts and, once the breaker trips, through the native fallback.
+    let out = check(
+        hostile(),
+        Some(json!({"mode": "trap_after_decisions", "after": 10})),
+    )
+    .await;
+    assert!(!out.status.success(), "a policy that traps fails the check");
+    let stdout = text(&out.stdout);
+    let assigned: u64 = stdout
+        .split(" proposals, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the smoke run's assignments in {stdout}"));
+    assert!(
+        assigned >= 70,
+        "work kept flowing through the restarts: {assigned} assigned; {stdout}"
+    );
+
     let missing = std::env::temp_dir()
         .join(unique_name("missing"))
         .join("p.wasm");

@@ -171,7 +171,15 @@ pub fn check(file: &str, config: Option<&str>) -> anyhow::Result<()> {
             policy::BREAKER_WINDOW.as_secs()
         );
     }
-    println!("ok        loads, decides and never failed; the hub would run it");
+    if run.refusals.is_empty() {
+        println!("ok        loads, decides and never failed; the hub would run it");
+    } else {
+        println!(
+            "ok        loads and never failed; the hub would run it, dropping the {} refused \
+             proposals",
+            run.decisions.refused
+        );
+    }
     Ok(())
 }
 

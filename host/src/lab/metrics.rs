@@ -35,7 +35,7 @@ pub struct RunReport {
     /// Completions per simulated second.
     pub throughput_per_s: f64,
     pub decisions: DecisionReport,
-    /// Proposals the host refused, by reason (`ProposalRefusal`), and the first few.
+    /// Proposals the host refused, by reason (`ProposalRefusal`), and the first of each reason.
     pub refusals: Vec<RefusalCount>,
     pub refusal_examples: Vec<RefusalExample>,
     /// Calls into the policy that trapped or ran past the deadline, and whether the host fell

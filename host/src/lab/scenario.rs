@@ -400,6 +400,9 @@ run_time = { kind = "fixed", time = "1s" }
         assert_eq!(s.groups[0].keys, 1);
         assert_eq!(s.groups[0].priority, Priority(2));
         assert_eq!(s.agent_count(), 2);
+        let bare = MINIMAL.replace("duration = \"1m\"", "duration = 90");
+        let s = Scenario::from_toml(&bare, "t.toml").unwrap();
+        assert_eq!(s.duration, Span(90_000), "a bare number is seconds");
     }
 
     #[test]

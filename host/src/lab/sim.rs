@@ -56,7 +56,7 @@ pub struct Trace {
     pub decide_ns: Vec<u64>,
     /// Refused proposals by reason.
     pub refusals: BTreeMap<ProposalRefusal, u64>,
-    /// The first refused proposals, to show what was wrong.
+    /// The first refused proposal of each reason, to show what was wrong.
     pub refusal_examples: Vec<RefusalExample>,
     /// The policy host's own view at the end (counters of traps, time-outs, fallback).
     pub status: PolicyStatus,
@@ -71,9 +71,6 @@ pub struct RefusalExample {
     pub agent: u32,
     pub reason: ProposalRefusal,
 }
-
-/// How many refused proposals a trace keeps as examples.
-const REFUSAL_EXAMPLES: usize = 10;
 
 struct SimAgent {
     capabilities: Vec<u32>,
@@ -347,7 +344,13 @@ impl Sim<'_> {
             });
         if let Err(reason) = policy::check_proposal(task, agent) {
             *self.trace.refusals.entry(reason).or_default() += 1;
-            if self.trace.refusal_examples.len() < REFUSAL_EXAMPLES {
+            // The first refusal of each reason: one example says what is wrong.
+            if !self
+                .trace
+                .refusal_examples
+                .iter()
+                .any(|e| e.reason == reason)
+            {
                 self.trace.refusal_examples.push(RefusalExample {
                     at_ms: now,
                     task: proposal.task,
