@@ -34,18 +34,14 @@ pub enum LabError {
         "there is no built-in scenario `{name}` and no file by that name (built in: {available})"
     )]
     UnknownScenario { name: String, available: String },
-    #[error("cannot read the scenario file {path}: {source}")]
+    // The causes are part of the messages, not chained: the message is whole on its own.
+    #[error("cannot read the scenario file {path}: {error}")]
     ReadScenario {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("policy {label}: {source}")]
-    Policy {
-        label: String,
-        #[source]
-        source: PolicyError,
-    },
+    #[error("policy {label}: {error}")]
+    Policy { label: String, error: PolicyError },
 }
 
 /// A policy to run, as `--policy SOURCE[=CONFIG]` names it.
@@ -65,9 +61,9 @@ impl LabPolicy {
             Some((source, config)) if !std::path::Path::new(arg).exists() => (source, config),
             _ => (arg, ""),
         };
-        let config = policy::parse_config(config).map_err(|source| LabError::Policy {
+        let config = policy::parse_config(config).map_err(|error| LabError::Policy {
             label: arg.to_string(),
-            source,
+            error,
         })?;
         Ok(LabPolicy {
             label: arg.to_string(),
@@ -78,10 +74,10 @@ impl LabPolicy {
 
     /// Loads a fresh instance, as the hub does.
     pub fn load(&self) -> Result<PolicyHost, LabError> {
-        PolicyHost::load(self.source.clone(), self.config.clone()).map_err(|source| {
+        PolicyHost::load(self.source.clone(), self.config.clone()).map_err(|error| {
             LabError::Policy {
                 label: self.label.clone(),
-                source,
+                error,
             }
         })
     }
@@ -99,9 +95,9 @@ pub fn load_scenario(name_or_file: &str) -> Result<Scenario, LabError> {
             available: builtin_scenarios().collect::<Vec<_>>().join(", "),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| LabError::ReadScenario {
+    let text = std::fs::read_to_string(&path).map_err(|error| LabError::ReadScenario {
         path: path.clone(),
-        source,
+        error,
     })?;
     Ok(Scenario::from_toml(&text, &path.display().to_string())?)
 }
