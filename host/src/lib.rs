@@ -7,6 +7,7 @@
 //! - [`wire`]: everything that crosses a socket, validated once.
 //! - [`task`]: the task model and its state machine.
 //! - [`store`]: LMDB storage. [`policy`]: the WebAssembly policy host.
+//! - [`lab`]: the policy lab, policies against simulated workloads in simulated time.
 //! - [`engine`]: the single owner of scheduling state and its group-commit loop.
 //! - [`server`]: WebSocket and HTTP on warp.
 //! - [`sidecar`]: `switchyard agent`, the sidecar that runs tasks on an agent's machine.
@@ -17,6 +18,7 @@
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod lab;
 pub mod policy;
 pub mod server;
 pub mod sidecar;

@@ -5,7 +5,8 @@
 //! 0. `wire`: what crosses a socket (and the one clock); `wait`: waiting for signals and times.
 //! 1. `task`: the task model and its state machine.
 //! 2. `store` (LMDB) and `policy` (the WebAssembly host): side by side, neither knows the other.
-//! 3. `engine`: the thread that owns the live state, and its writer.
+//! 3. `engine`: the thread that owns the live state, and its writer; `lab`: the policy lab,
+//!    which runs the policy host in simulated time (beside the engine, never through it).
 //! 4. `server` (HTTP and WebSocket), `sidecar` (`switchyard agent`), `bench` (the load
 //!    generator): the edges, side by side.
 //! 5. `cli`, then `lib`/`main`: the command line that wires everything together.
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 2),
     ("policy", 2),
     ("engine", 3),
+    ("lab", 3),
     ("server", 4),
     ("sidecar", 4),
     ("bench", 4),

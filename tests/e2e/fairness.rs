@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    assert_each_completed_once, skip_unless_default_policy, Crew, Hub, HubOpts, WorkerOpts,
-    WorkerReport,
+    assert_each_completed_once, assignments_in_order, skip_unless_default_policy, Crew, Hub,
+    HubOpts, WorkerOpts, WorkerReport,
 };
 
 /// Why these tests do not run again for another policy under test.
@@ -22,16 +22,6 @@ const LIGHT: usize = 20;
 /// Completions of the flood before the light key submits: the flood is flowing, not queued.
 const FLOOD_HEAD_START: usize = 100;
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Every `task_assign` the workers received, oldest first (arrival time, then task id).
-fn assignments_in_order(reports: &[&WorkerReport]) -> Vec<(Instant, String)> {
-    let mut all: Vec<(Instant, String)> = reports
-        .iter()
-        .flat_map(|r| r.assigned.iter().map(|a| (a.at, a.task_id.clone())))
-        .collect();
-    all.sort();
-    all
-}
 
 async fn hub_with(policy: &str, config: Option<Value>) -> (Hub, Crew) {
     let hub = Hub::start(HubOpts::default().policy(format!("builtin:{policy}"), config)).await;

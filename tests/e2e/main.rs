@@ -18,6 +18,7 @@ mod fairness;
 mod flow;
 mod hostile;
 mod http;
+mod lab;
 mod priority;
 mod sidecar;
 mod swap;

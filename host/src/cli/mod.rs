@@ -3,9 +3,11 @@
 
 mod client;
 mod custody;
+mod lab;
 mod serve;
 
 pub use client::ClientArgs;
+pub use lab::LabArgs;
 pub use serve::ServeArgs;
 
 use anyhow::{bail, Context};
@@ -83,6 +85,8 @@ pub enum Commands {
     Bench(crate::bench::BenchArgs),
     /// Run the agent sidecar: hold the hub connection, run each task with a local worker.
     Agent(crate::sidecar::AgentArgs),
+    /// Replay workloads in simulated time against policies side by side (docs/policy-lab.md).
+    Lab(LabArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +147,15 @@ pub enum PolicyCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Load a component as the hub does and run a short simulated workload through it,
+    /// reporting the proposals the hub would refuse and why (no hub needed).
+    Check {
+        /// A component file or builtin:NAME.
+        file: String,
+        /// The policy's configuration, JSON.
+        #[arg(long)]
+        config: Option<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -156,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench(args) => crate::bench::run(args).await,
         Commands::Backup(args) => custody::backup(args),
         Commands::Audit(args) => custody::audit(args).await,
+        Commands::Lab(args) => lab::run(args),
         Commands::Token { command } => match command {
             TokenCommand::Create { agent_id, client } => print(
                 client
@@ -252,6 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 print(client.call("PUT", "/api/policy", Some(body)).await?)
             }
+            PolicyCommand::Check { file, config } => lab::check(&file, config.as_deref()),
         },
     }
 }

@@ -58,6 +58,9 @@ pub use component_file::{
 pub use proposal::{check_proposal, ProposalRefusal, ProposedAgent, ProposedTask};
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
+/// The contract interface (and its version) this binary's policy host speaks.
+pub use wasm::INTERFACE as CONTRACT;
+
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));
 }

@@ -18,7 +18,9 @@ use serde_json::Value;
 pub use agent::{Agent, Assign};
 pub use hub::{Hub, HubOpts};
 pub use policy::{failure_counters, policy_counter, policy_file, skip_unless_default_policy};
-pub use worker::{assert_each_completed_once, Crew, WorkerOpts, WorkerReport};
+pub use worker::{
+    assert_each_completed_once, assignments_in_order, Crew, WorkerOpts, WorkerReport,
+};
 
 /// How long a single expected frame may take to arrive.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(15);

@@ -313,3 +313,13 @@ impl State {
         }
     }
 }
+
+/// Every `task_assign` the workers received, oldest first (arrival time, then task id).
+pub fn assignments_in_order(reports: &[&WorkerReport]) -> Vec<(Instant, String)> {
+    let mut all: Vec<(Instant, String)> = reports
+        .iter()
+        .flat_map(|r| r.assigned.iter().map(|a| (a.at, a.task_id.clone())))
+        .collect();
+    all.sort();
+    all
+}
