@@ -1,6 +1,7 @@
 //! The `switchyard` command line: `serve` runs the hub; the other commands are clients of its
 //! HTTP API.
 
+mod author;
 mod client;
 mod serve;
 
@@ -128,6 +129,12 @@ pub enum PolicyCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Write a new policy crate into DIR (missing or empty): a working FIFO policy, its tests,
+    /// and the SDK and contract of this binary. Needs no Switchyard checkout.
+    New(author::NewArgs),
+    /// Build the policy crate in DIR for wasm32, wrap it as a component and check it as a hub
+    /// would; prints the component's path, digest, size and contract.
+    Build(author::BuildArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -227,6 +234,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 print(client.call("PUT", "/api/policy", Some(body)).await?)
             }
+            PolicyCommand::New(args) => author::new(args),
+            PolicyCommand::Build(args) => author::build(args).await,
         },
     }
 }

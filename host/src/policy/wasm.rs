@@ -261,9 +261,8 @@ fn check_is_component(bytes: &[u8]) -> Result<(), PolicyError> {
     }
     if bytes.get(4..8) == Some(CORE_MODULE_VERSION) {
         return Err(PolicyError::NotAComponent(
-            "it is a core WebAssembly module, not a component; build the policy with \
-             `switchyard_policy_sdk::export_policy!` and convert the module with \
-             wit-component (as host/build.rs does)"
+            "it is a core WebAssembly module, not a component; build the policy crate with \
+             `switchyard policy build`, which wraps the module as a component"
                 .into(),
         ));
     }
