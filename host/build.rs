@@ -113,7 +113,12 @@ fn run() -> Result<(), String> {
         None => workspace.join("target"),
     };
 
-    for path in ["wit", "Cargo.toml", "Cargo.lock", "host/src/policy/contract.rs"] {
+    for path in [
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+        "host/src/policy/contract.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -10,6 +10,7 @@
 mod harness;
 
 mod agentcom;
+mod author;
 mod bad_input;
 mod durability;
 mod failures;

@@ -210,12 +210,18 @@ mod tests {
                    "target": {"kind": [kind]}, "filenames": [file]})
         };
         assert_eq!(
-            cdylib_wasm(&artifact("/w/p/Cargo.toml", "cdylib", "/t/x.wasm"), manifest),
+            cdylib_wasm(
+                &artifact("/w/p/Cargo.toml", "cdylib", "/t/x.wasm"),
+                manifest
+            ),
             Some(PathBuf::from("/t/x.wasm"))
         );
         // A dependency, the rlib, a build script's message: not the module.
         assert_eq!(
-            cdylib_wasm(&artifact("/w/sdk/Cargo.toml", "cdylib", "/t/y.wasm"), manifest),
+            cdylib_wasm(
+                &artifact("/w/sdk/Cargo.toml", "cdylib", "/t/y.wasm"),
+                manifest
+            ),
             None
         );
         assert_eq!(
@@ -223,7 +229,10 @@ mod tests {
             None
         );
         assert_eq!(
-            cdylib_wasm(&json!({"reason": "build-finished", "success": true}), manifest),
+            cdylib_wasm(
+                &json!({"reason": "build-finished", "success": true}),
+                manifest
+            ),
             None
         );
     }

@@ -18,7 +18,10 @@ pub(super) struct File {
 /// none is missing).
 pub(super) const SDK_SOURCES: &[(&str, &str)] = &[
     ("lib.rs", include_str!("../../../policies/sdk/src/lib.rs")),
-    ("ready.rs", include_str!("../../../policies/sdk/src/ready.rs")),
+    (
+        "ready.rs",
+        include_str!("../../../policies/sdk/src/ready.rs"),
+    ),
     (
         "testing.rs",
         include_str!("../../../policies/sdk/src/testing.rs"),
@@ -208,7 +211,9 @@ mod tests {
             .find(|f| f.path == "src/lib.rs")
             .unwrap();
         assert!(lib.contents.contains("pub struct MyFifo2 {"));
-        assert!(lib.contents.contains("const NAME: &'static str = \"my-fifo_2\";"));
+        assert!(lib
+            .contents
+            .contains("const NAME: &'static str = \"my-fifo_2\";"));
         assert!(lib.contents.contains("export_policy!(MyFifo2);"));
     }
 

@@ -29,9 +29,7 @@ pub enum AuthorError {
          letters, digits, `-` and `_`, starting with a letter)"
     )]
     InvalidName { name: String, why: &'static str },
-    #[error(
-        "cannot take a policy name from the folder {0}; name the policy with --name NAME"
-    )]
+    #[error("cannot take a policy name from the folder {0}; name the policy with --name NAME")]
     NoNameFromFolder(PathBuf),
     #[error("{0} is not empty; `policy new` only writes into a new or empty folder")]
     NotEmpty(PathBuf),

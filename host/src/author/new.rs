@@ -32,11 +32,11 @@ const RESERVED: &[&str] = &[
 
 /// Rust keywords, which cargo refuses as package names.
 const KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum",
-    "extern", "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move",
-    "mut", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true", "type",
-    "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "gen",
-    "macro", "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
+    "ref", "return", "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
+    "where", "while", "abstract", "become", "box", "do", "final", "gen", "macro", "override",
+    "priv", "try", "typeof", "unsized", "virtual", "yield",
 ];
 
 /// The longest name accepted: the hub refuses a policy name over 64 bytes.
@@ -62,7 +62,9 @@ pub fn validate_name(name: &str) -> Result<(), AuthorError> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
     {
-        return Err(invalid("it has a character other than a-z, 0-9, `-` and `_`"));
+        return Err(invalid(
+            "it has a character other than a-z, 0-9, `-` and `_`",
+        ));
     }
     if RESERVED.contains(&name) {
         return Err(invalid("it is the name of a crate the policy builds with"));
@@ -212,7 +214,10 @@ mod tests {
         // Not empty now: refused, and nothing is touched.
         let err = new_crate(&dir, Some("other")).unwrap_err();
         assert!(matches!(err, AuthorError::NotEmpty(_)), "{err}");
-        assert_eq!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(), manifest);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(),
+            manifest
+        );
 
         // An empty folder that exists is fine; --name wins over the folder's name.
         let empty = tmp.0.join("Empty Folder");

@@ -74,7 +74,9 @@ pub enum WrapError {
          and build again"
     )]
     WorldMismatch { found: String, expected: String },
-    #[error("wit-component cannot make a component of it (a function of the contract missing?): {0}")]
+    #[error(
+        "wit-component cannot make a component of it (a function of the contract missing?): {0}"
+    )]
     Encode(String),
 }
 
