@@ -105,7 +105,7 @@ pub fn wrap_core_module(module: &[u8]) -> Result<Vec<u8>, WrapError> {
         .map(|key| bindgen.resolve.name_world_key(key))
         .collect();
     let expected = contract_interface();
-    if !exports.iter().any(|export| *export == expected) {
+    if !exports.contains(&expected) {
         if exports.is_empty() {
             return Err(WrapError::MissingExport);
         }
