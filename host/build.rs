@@ -3,8 +3,8 @@
 //! Every crate under `policies/*/` or `tests/policies/*/` whose `Cargo.toml` asks for a
 //! `cdylib` is a policy (the SDK is a plain library and is skipped). Each is compiled for
 //! `wasm32-unknown-unknown` with the workspace's `guest` profile by a nested cargo with its own
-//! target directory (so it never waits on the outer build's lock), turned into a component with
-//! `wit-component`, and written to `<target>/policies/<dir>.wasm`, so tests and docs can load it
+//! target directory (so it never waits on the outer build's lock), turned into a component by
+//! `src/policy/contract.rs` (the wrap step `switchyard policy build` uses too), and written to `<target>/policies/<dir>.wasm`, so tests and docs can load it
 //! from a file (`--policy target/policies/greedy.wasm`).
 //!
 //! Only the crates under `policies/` are shipped: they are also written to

@@ -153,7 +153,7 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
             .into());
     }
     let offline = run({
-        let mut c = tool("cargo", crate_dir);
+        let mut c = tool(cargo(), crate_dir);
         c.args(["fetch", "--offline"]);
         c
     });
@@ -161,7 +161,7 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
         return Ok(true);
     }
     let online = run({
-        let mut c = tool("cargo", crate_dir);
+        let mut c = tool(cargo(), crate_dir);
         c.arg("fetch");
         c
     });
@@ -172,6 +172,11 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
         "the policy crate's dependencies are neither in cargo's cache nor reachable: {}",
         String::from_utf8_lossy(&online.stderr).trim()
     ))
+}
+
+/// The cargo running this test (cargo sets `CARGO` for it), as the author's would be.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
 /// A value of `policy build`'s report (`component: PATH`, `digest: sha256:…`).
@@ -258,7 +263,7 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
         }
     };
     let cargo_tool = |dir: &Path| {
-        let mut c = tool("cargo", dir);
+        let mut c = tool(cargo(), dir);
         if offline {
             c.env("CARGO_NET_OFFLINE", "true");
         }

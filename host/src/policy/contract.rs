@@ -175,6 +175,7 @@ mod tests {
         assert_eq!(contract_package(), "switchyard:policy@0.1.0");
         assert_eq!(contract_version(), "0.1.0");
         assert_eq!(contract_interface(), "switchyard:policy/scheduler@0.1.0");
+        assert_eq!(contract_interface(), crate::policy::wasm::INTERFACE);
         assert_eq!(package_of("// x\npackage a:b@1.2.3;\n"), Some("a:b@1.2.3"));
         assert_eq!(package_of("interface x {}"), None);
     }

@@ -166,8 +166,9 @@ impl Compiled {
     }
 }
 
-/// The interface a policy exports, as named in `wit/policy.wit`.
-const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
+/// The interface a policy exports, as named in `wit/policy.wit` (a test checks it against
+/// [`super::contract::contract_interface`], which reads the WIT).
+pub(super) const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
 
 /// Type-checks each function of the contract on its own, naming the one that does not match.
 /// The generated bindings check the same things, but all at once and without saying which.
