@@ -9,7 +9,7 @@
 //! compiles only the policy crate.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -62,43 +62,16 @@ fn tool(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     command
 }
 
-/// Runs `command` to the end, within [`CARGO_TIMEOUT`] (killed past it), and returns what it
-/// printed. Polls for its exit: a child process has no event to await here.
-fn run(mut command: Command) -> Output {
+/// Runs `command` to the end and returns what it printed; past [`CARGO_TIMEOUT`] it is killed
+/// and the test fails.
+async fn run(command: Command) -> Output {
     let shown = format!("{command:?}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-    // Drain the pipes on threads so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buf).ok();
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut buf).ok();
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if started.elapsed() > CARGO_TIMEOUT {
-            child.kill().ok();
-            panic!("{shown} ran past {CARGO_TIMEOUT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    match tokio::time::timeout(CARGO_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("cannot run {shown}: {e}"),
+        Err(_) => panic!("{shown} ran past {CARGO_TIMEOUT:?}; killed"),
     }
 }
 
@@ -128,7 +101,7 @@ fn failed(output: Output, what: &str) -> String {
 /// Why the author's path cannot run on this machine, if it cannot. `crate_dir` is a crate made
 /// by `policy new`; cargo is asked whether its dependencies are at hand (from the cache, else
 /// from the registry). Returns whether cargo must stay offline.
-fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
+async fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
     let libdir = run({
         let mut c = tool("rustc", crate_dir);
         c.args([
@@ -138,7 +111,8 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
             "wasm32-unknown-unknown",
         ]);
         c
-    });
+    })
+    .await;
     let libdir = String::from_utf8_lossy(&libdir.stdout).trim().to_string();
     let has_core = std::fs::read_dir(&libdir)
         .map(|entries| {
@@ -156,7 +130,8 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
         let mut c = tool(cargo(), crate_dir);
         c.args(["fetch", "--offline"]);
         c
-    });
+    })
+    .await;
     if offline.status.success() {
         return Ok(true);
     }
@@ -164,7 +139,8 @@ fn toolchain_missing(crate_dir: &Path) -> Result<bool, String> {
         let mut c = tool(cargo(), crate_dir);
         c.arg("fetch");
         c
-    });
+    })
+    .await;
     if online.status.success() {
         return Ok(false);
     }
@@ -219,7 +195,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = tool(BIN, &scratch.0);
             c.args(["policy", "new", NAME]);
             c
-        }),
+        })
+        .await,
         "policy new",
     );
     assert!(out.contains(&format!("created policy `{NAME}`")), "{out}");
@@ -237,7 +214,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = tool(BIN, &scratch.0);
             c.args(["policy", "new", NAME, "--name", "other"]);
             c
-        }),
+        })
+        .await,
         "policy new into a non-empty folder",
     );
     assert!(err.contains("is not empty"), "{err}");
@@ -246,13 +224,14 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = tool(BIN, &scratch.0);
             c.args(["policy", "new", "bad-name", "--name", "Bad Name"]);
             c
-        }),
+        })
+        .await,
         "policy new with an invalid name",
     );
     assert!(err.contains("invalid policy name `Bad Name`"), "{err}");
     assert!(!scratch.0.join("bad-name").exists(), "nothing written");
 
-    let offline = match toolchain_missing(&crate_dir) {
+    let offline = match toolchain_missing(&crate_dir).await {
         Ok(offline) => offline,
         Err(why) => {
             if std::env::var_os("SWITCHYARD_E2E_REQUIRE_AUTHOR").is_some() {
@@ -284,7 +263,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = cargo_tool(&crate_dir);
             c.arg("test");
             c
-        }),
+        })
+        .await,
         "cargo test in the new crate",
     );
     assert!(
@@ -301,7 +281,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&crate_dir);
             c.args(["policy", "build", "-o"]).arg(&out_file);
             c
-        }),
+        })
+        .await,
         "policy build",
     );
     eprintln!("policy build: {:?}\n{report}", started.elapsed());
@@ -332,7 +313,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&crate_dir);
             c.args(["policy", "build"]);
             c
-        }),
+        })
+        .await,
         "policy build with the default output",
     );
     let default_out = PathBuf::from(report_field(&report, "component"));
@@ -398,7 +380,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&scratch.0);
             c.args(["policy", "build"]);
             c
-        }),
+        })
+        .await,
         "policy build without a crate",
     );
     assert!(err.contains("no Cargo.toml in"), "{err}");
@@ -417,7 +400,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&crate_dir);
             c.env("RUSTC", &fake_rustc).args(["policy", "build"]);
             c
-        }),
+        })
+        .await,
         "policy build without the wasm target",
     );
     assert!(
@@ -438,7 +422,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&crate_dir);
             c.args(["policy", "build"]);
             c
-        }),
+        })
+        .await,
         "policy build of a crate that exports nothing",
     );
     assert!(
@@ -452,7 +437,8 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
             let mut c = switchyard(&crate_dir);
             c.args(["policy", "build"]);
             c
-        }),
+        })
+        .await,
         "policy build of a crate that does not compile",
     );
     assert!(

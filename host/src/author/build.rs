@@ -89,21 +89,17 @@ fn package_name(manifest: &Path) -> Result<String, AuthorError> {
         path: manifest.to_path_buf(),
         source,
     })?;
-    let parsed: toml::Table = toml::from_str(&text).map_err(|e| AuthorError::Io {
-        what: "parse",
+    let bad = |why: String| AuthorError::BadManifest {
         path: manifest.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
+        why,
+    };
+    let parsed: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     parsed
         .get("package")
         .and_then(|p| p.get("name"))
         .and_then(|n| n.as_str())
         .map(str::to_string)
-        .ok_or_else(|| AuthorError::Io {
-            what: "find [package] name in",
-            path: manifest.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no package name"),
-        })
+        .ok_or_else(|| bad("it has no [package] name".to_string()))
 }
 
 /// The command `policy build` runs, as shown in messages.
@@ -235,6 +231,26 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn the_package_name_is_read_from_the_manifest_or_the_fault_named() {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-manifest-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("Cargo.toml");
+        std::fs::write(&manifest, "[package]\nname = \"my-fifo\"\n").unwrap();
+        assert_eq!(package_name(&manifest).unwrap(), "my-fifo");
+        std::fs::write(&manifest, "[workspace]\n").unwrap();
+        let err = package_name(&manifest).unwrap_err().to_string();
+        assert!(err.contains("no [package] name"), "{err}");
+        std::fs::write(&manifest, "[package\n").unwrap();
+        let err = package_name(&manifest).unwrap_err();
+        assert!(matches!(err, AuthorError::BadManifest { .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum AuthorError {
          `switchyard policy new DIR`)"
     )]
     NoManifest(PathBuf),
+    #[error("cannot read the package name from {path}: {why}")]
+    BadManifest { path: PathBuf, why: String },
     #[error("{0}")]
     MissingTarget(String),
     #[error("cannot ask rustc about the wasm target: {0}")]
