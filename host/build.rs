@@ -3,8 +3,8 @@
 //! Every crate under `policies/*/` or `tests/policies/*/` whose `Cargo.toml` asks for a
 //! `cdylib` is a policy (the SDK is a plain library and is skipped). Each is compiled for
 //! `wasm32-unknown-unknown` with the workspace's `guest` profile by a nested cargo with its own
-//! target directory (so it never waits on the outer build's lock), turned into a component with
-//! `wit-component`, and written to `<target>/policies/<dir>.wasm`, so tests and docs can load it
+//! target directory (so it never waits on the outer build's lock), turned into a component by
+//! `src/policy/contract.rs` (the wrap step `switchyard policy build` uses too), and written to `<target>/policies/<dir>.wasm`, so tests and docs can load it
 //! from a file (`--policy target/policies/greedy.wasm`).
 //!
 //! Only the crates under `policies/` are shipped: they are also written to
@@ -22,7 +22,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// The contract, its checks and the wrap step, shared with `switchyard policy build` so that a
+/// bundled policy and an author's are turned into components the same way.
+#[allow(dead_code)] // the build script uses only part of it
+#[path = "src/policy/contract.rs"]
+mod contract;
+
+use contract::WASM_TARGET;
+
 const GUEST_PROFILE: &str = "guest";
 
 /// Environment a cargo running a build script sets or inherits that would leak into the nested
@@ -106,7 +113,12 @@ fn run() -> Result<(), String> {
         None => workspace.join("target"),
     };
 
-    for path in ["wit", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+        "host/src/policy/contract.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -125,7 +137,7 @@ fn run() -> Result<(), String> {
     }
     check_unique_names(&policies)?;
 
-    check_wasm_target()?;
+    check_wasm_target(&workspace)?;
 
     let guest_target_dir = target_dir.join("guest");
     build_guests(&workspace, &guest_target_dir, &policies)?;
@@ -149,16 +161,12 @@ fn run() -> Result<(), String> {
                 module_path.display()
             )
         })?;
-        let component = wit_component::ComponentEncoder::default()
-            .module(&module)
-            .and_then(|encoder| encoder.validate(true).encode())
-            .map_err(|e| {
-                format!(
-                    "cannot turn {} into a component (does it end with \
-                     `switchyard_policy_sdk::export_policy!(...)`?): {e:#}",
-                    module_path.display()
-                )
-            })?;
+        let component = contract::wrap_core_module(&module).map_err(|e| {
+            format!(
+                "cannot turn {} into a policy component: {e}",
+                module_path.display()
+            )
+        })?;
 
         let file_name = format!("{}.wasm", policy.dir_name);
         write_if_changed(&shared_policies.join(&file_name), &component)?;
@@ -261,30 +269,12 @@ fn package_name(manifest: &str) -> Option<String> {
 
 /// Fails early, with the fix, when the standard library for the wasm target is not installed
 /// (otherwise the nested build fails with "can't find crate for `core`").
-fn check_wasm_target() -> Result<(), String> {
-    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let output = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", WASM_TARGET])
-        .output()
-        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
-    let libdir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let installed = output.status.success()
-        && fs::read_dir(&libdir)
-            .map(|entries| {
-                entries.flatten().any(|e| {
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    name.starts_with("libcore-") && name.ends_with(".rlib")
-                })
-            })
-            .unwrap_or(false);
-    if installed {
+fn check_wasm_target(workspace: &Path) -> Result<(), String> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if contract::wasm_target_installed(&rustc, workspace)? {
         Ok(())
     } else {
-        Err(format!(
-            "the {WASM_TARGET} target is not installed; policies are built for it. \
-             Install it with: rustup target add {WASM_TARGET}"
-        ))
+        Err(contract::missing_target_advice())
     }
 }
 

@@ -13,8 +13,11 @@
 //! - [`sidecar`]: `switchyard agent`, the sidecar that runs tasks on an agent's machine.
 //! - [`cli`]: the `switchyard` command line.
 //! - [`bench`]: `switchyard bench`, a load generator for a running hub.
+//! - [`author`]: `switchyard policy new` and `policy build`, for policy crates outside this
+//!   repository.
 //! - [`wait`]: the shutdown signal and optional deadlines, shared by hub and sidecar.
 
+pub mod author;
 pub mod bench;
 pub mod cli;
 pub mod engine;

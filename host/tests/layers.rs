@@ -8,7 +8,7 @@
 //! 3. `engine`: the thread that owns the live state, and its writer; `lab`: the policy lab,
 //!    which runs the policy host in simulated time (beside the engine, never through it).
 //! 4. `server` (HTTP and WebSocket), `sidecar` (`switchyard agent`), `bench` (the load
-//!    generator): the edges, side by side.
+//!    generator), `author` (`policy new` and `policy build`): the edges, side by side.
 //! 5. `cli`, then `lib`/`main`: the command line that wires everything together.
 //!
 //! Imports are read from the source text (`use crate::…`, `use super::…` and inline
@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("server", 4),
     ("sidecar", 4),
     ("bench", 4),
+    ("author", 4),
     ("cli", 5),
     ("lib", 6),
     ("main", 6),

@@ -6,10 +6,13 @@
 //! (passed as `--policy`); `scripts/test.sh` does so for every bundled policy. Tests that only
 //! hold for the default policy, or that pick their policies themselves, skip such runs and say
 //! so (`harness::skip_unless_default_policy`). `SWITCHYARD_E2E_KEEP=1` keeps the data folders.
+//! `author` needs the wasm32 target and the registry's crates and says when it skips for want of
+//! them; `SWITCHYARD_E2E_REQUIRE_AUTHOR=1` (set by `.ci/run`) makes that a failure instead.
 
 mod harness;
 
 mod agentcom;
+mod author;
 mod bad_input;
 mod custody;
 mod durability;

@@ -104,7 +104,7 @@ pub fn check(file: &str, config: Option<&str>) -> anyhow::Result<()> {
     drop(host);
     println!("policy    {} {}", status.name, status.version);
     println!("digest    {}", status.digest);
-    println!("contract  {}", policy::CONTRACT);
+    println!("contract  {}", policy::contract::contract_interface());
     println!("config    {}", status.config);
 
     let scenario = lab::load_scenario(SMOKE)?;

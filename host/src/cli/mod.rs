@@ -1,6 +1,7 @@
 //! The `switchyard` command line: `serve` runs the hub; the other commands are clients of its
 //! HTTP API.
 
+mod author;
 mod client;
 mod custody;
 mod lab;
@@ -156,6 +157,12 @@ pub enum PolicyCommand {
         #[arg(long)]
         config: Option<String>,
     },
+    /// Write a new policy crate into DIR (missing or empty): a working FIFO policy, its tests,
+    /// and the SDK and contract of this binary. Needs no Switchyard checkout.
+    New(author::NewArgs),
+    /// Build the policy crate in DIR for wasm32, wrap it as a component and check it as a hub
+    /// would; prints the component's path, digest, size and contract.
+    Build(author::BuildArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -267,6 +274,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print(client.call("PUT", "/api/policy", Some(body)).await?)
             }
             PolicyCommand::Check { file, config } => lab::check(&file, config.as_deref()),
+            PolicyCommand::New(args) => author::new(args),
+            PolicyCommand::Build(args) => author::build(args).await,
         },
     }
 }

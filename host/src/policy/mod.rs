@@ -24,6 +24,7 @@
 
 mod artifacts;
 mod component_file;
+pub mod contract;
 mod native;
 mod proposal;
 mod wasm;
@@ -58,8 +59,6 @@ pub use component_file::{
 pub use proposal::{check_proposal, ProposalRefusal, ProposedAgent, ProposedTask};
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
-/// The contract interface (and its version) this binary's policy host speaks.
-pub use wasm::INTERFACE as CONTRACT;
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));
@@ -132,6 +131,36 @@ pub fn set_artifact_cache(dir: PathBuf) -> bool {
 
 fn artifact_cache() -> Option<&'static Path> {
     ARTIFACT_CACHE.get().map(PathBuf::as_path)
+}
+
+/// What a component is, as the hub sees it when it loads one: for `switchyard policy build` to
+/// report before any hub is involved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentInfo {
+    /// The policy's name, from its `about`.
+    pub name: String,
+    /// The policy's version, from its `about`.
+    pub version: String,
+    /// `sha256:<hex>` of the component's bytes, as [`PolicyStatus::digest`] shows it.
+    pub digest: String,
+    /// The component's size in bytes.
+    pub size: usize,
+}
+
+/// Checks `bytes` as [`PolicyHost::load`] does (a component, the contract's every function by
+/// name and type, no imports, a sane `about`) without creating a policy, which would need its
+/// configuration.
+pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PolicyError> {
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    let (compiled, _) = wasm::Compiled::new(bytes, &digest, None)?;
+    let (name, version) = compiled.probe()?;
+    check_about(&name, &version)?;
+    Ok(ComponentInfo {
+        name,
+        version,
+        digest: format!("sha256:{}", hex::encode(digest)),
+        size: bytes.len(),
+    })
 }
 
 /// Why a policy could not be loaded. Each message is meant for the operator who named it.

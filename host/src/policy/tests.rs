@@ -21,21 +21,22 @@ fn greedy_wasm() -> PolicyHost {
 // ---------------------------------------------------------------------------------------------
 // Hostile components
 
-/// The pieces of a hand-written policy component that tests vary.
-struct Hostile<'a> {
-    name: &'a str,
+/// The pieces of a hand-written policy component that tests vary (here and in the tests of
+/// `contract`).
+pub(super) struct Hostile<'a> {
+    pub(super) name: &'a str,
     /// `None`: `create` succeeds. `Some(message)`: it returns that error.
-    create_error: Option<&'a str>,
+    pub(super) create_error: Option<&'a str>,
     /// Body of `decide`, a core function `(param $self i32) (param $now i64) (result i32)`
     /// returning a pointer to a (pointer, length) pair. 24 holds an empty list.
-    decide: &'a str,
+    pub(super) decide: &'a str,
     /// A (from, to) replacement applied to `wit/policy.wit` before wrapping: a component built
     /// against a contract that differs from the hub's.
-    wit_edit: Option<(&'a str, &'a str)>,
+    pub(super) wit_edit: Option<(&'a str, &'a str)>,
 }
 
 /// A `decide` that proposes nothing.
-const DECIDE_NOTHING: &str = "(i32.const 24)";
+pub(super) const DECIDE_NOTHING: &str = "(i32.const 24)";
 /// A `decide` that never returns.
 const DECIDE_LOOP: &str = "(loop $forever (br $forever)) unreachable";
 /// A `decide` that traps at once.
@@ -45,9 +46,18 @@ const DECIDE_HOG: &str =
     "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 1024)) (i32.const -1)))) unreachable";
 
 impl Hostile<'_> {
-    /// Assembles a component implementing the policy contract: a core module written in WAT
-    /// with the canonical-ABI exports wit-bindgen would produce, wrapped by wit-component.
+    /// Assembles a component implementing the policy contract: [`Hostile::core_module`],
+    /// wrapped by wit-component.
     fn build(&self) -> Vec<u8> {
+        wit_component::ComponentEncoder::default()
+            .module(&self.core_module())
+            .and_then(|encoder| encoder.validate(true).encode())
+            .expect("the hostile module becomes a policy component")
+    }
+
+    /// A core module written in WAT with the canonical-ABI exports wit-bindgen would produce
+    /// and the contract's world embedded (edited by `wit_edit`), as cargo leaves a policy crate.
+    pub(super) fn core_module(&self) -> Vec<u8> {
         const IFACE: &str = "switchyard:policy/scheduler@0.1.0";
         let (create_tag, create_payload) = match self.create_error {
             None => (
@@ -132,10 +142,7 @@ impl Hostile<'_> {
             false,
         )
         .expect("metadata embeds");
-        wit_component::ComponentEncoder::default()
-            .module(&module)
-            .and_then(|encoder| encoder.validate(true).encode())
-            .expect("the hostile module becomes a policy component")
+        module
     }
 
     fn load(&self) -> Result<PolicyHost, PolicyError> {

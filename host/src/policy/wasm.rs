@@ -166,7 +166,8 @@ impl Compiled {
     }
 }
 
-/// The interface a policy exports, as named in `wit/policy.wit`.
+/// The interface a policy exports, as named in `wit/policy.wit` (a test checks it against
+/// [`super::contract::contract_interface`], which reads the WIT).
 pub const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
 
 /// Type-checks each function of the contract on its own, naming the one that does not match.
@@ -261,9 +262,8 @@ fn check_is_component(bytes: &[u8]) -> Result<(), PolicyError> {
     }
     if bytes.get(4..8) == Some(CORE_MODULE_VERSION) {
         return Err(PolicyError::NotAComponent(
-            "it is a core WebAssembly module, not a component; build the policy with \
-             `switchyard_policy_sdk::export_policy!` and convert the module with \
-             wit-component (as host/build.rs does)"
+            "it is a core WebAssembly module, not a component; build the policy crate with \
+             `switchyard policy build`, which wraps the module as a component"
                 .into(),
         ));
     }

@@ -1,7 +1,10 @@
 //! Fixtures for testing a policy natively, shared by every policy crate and the hub's own tests:
 //! the events a host sends, each built in one line; a seeded generator for randomised tests; and
-//! [`MiniHost`], a host in miniature that feeds a policy, keeps the live state beside it and
-//! checks its proposals as the hub does.
+//! [`MiniHost`], a host in miniature that feeds a policy, keeps the live state beside it,
+//! checks its proposals as the hub does, and runs whole batches ([`MiniHost::round`]).
+//!
+//! `switchyard policy new` writes this SDK into every crate it creates, so policy authors outside
+//! this repository get the same kit.
 //!
 //! Behind the `testing` feature, so that a policy's WebAssembly build never carries it. A policy
 //! crate turns it on for its tests only:
@@ -16,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{satisfies, Agent, AgentId, Assignment, Capability, Policy, Task, TaskId};
+use crate::{satisfies, Agent, AgentId, Assignment, Capability, Outcome, Policy, Task, TaskId};
 
 /// The fairness key of a task built by [`task`], until [`Task::with_key`] names another.
 pub const DEFAULT_KEY: &str = "k";
@@ -201,6 +204,35 @@ impl<P: Policy> MiniHost<P> {
         true
     }
 
+    /// One batch as a hub whose agents finish at once runs it: decide; confirm every proposal
+    /// (panicking, with the proposal, on one the hub would refuse); then each assigned task
+    /// completes (`task_finished` with [`Outcome::Completed`]) and its agent is ready again
+    /// with the same capabilities, at the back of the line. Returns the confirmed assignments
+    /// with their tasks, in the policy's order: tests count who was served from them.
+    pub fn round(&mut self, now: u64) -> Vec<(Assignment, Task)> {
+        let proposals = self.policy.decide(now);
+        let mut served = Vec::with_capacity(proposals.len());
+        for proposal in proposals {
+            let task = self.queued.get(&proposal.task).cloned();
+            let agent = self.ready_agent(proposal.agent).cloned();
+            match (task, agent) {
+                (Some(task), Some(agent)) if self.confirm(proposal) => {
+                    served.push((proposal, task, agent))
+                }
+                _ => panic!("the hub refuses {proposal:?}"),
+            }
+        }
+        for (proposal, _, agent) in &served {
+            self.policy
+                .task_finished(proposal.task, proposal.agent, Outcome::Completed);
+            self.agent_ready(agent.clone());
+        }
+        served
+            .into_iter()
+            .map(|(proposal, task, _)| (proposal, task))
+            .collect()
+    }
+
     /// The queued tasks, by id.
     pub fn queued_tasks(&self) -> &BTreeMap<TaskId, Task> {
         &self.queued
@@ -346,6 +378,61 @@ mod tests {
         host.agent_unready(12);
         assert!(host.ready_agent(12).is_none());
         assert!(host.decide(0).is_empty());
+    }
+
+    #[test]
+    fn a_round_serves_completes_and_readies_the_agents_again() {
+        let mut host = MiniHost::new(FirstFit::default());
+        for id in 1..=5 {
+            host.task_queued(task(id, 2, &[]).with_key(if id % 2 == 0 { "even" } else { "odd" }));
+        }
+        host.agent_ready(agent(10, &[1]));
+        host.agent_ready(agent(11, &[]));
+        let first = host.round(0);
+        let served: Vec<_> = first
+            .iter()
+            .map(|(a, t)| (a.task, a.agent, t.fairness_key.as_str()))
+            .collect();
+        assert_eq!(served, [(1, 10, "odd"), (2, 11, "even")]);
+        // Both agents are ready again, with their capabilities, in the order they finished.
+        assert_eq!(host.ready_agents().len(), 2);
+        assert_eq!(host.ready_agent(10).unwrap().capabilities, [1]);
+        assert_eq!(
+            pairs(
+                &host
+                    .round(0)
+                    .into_iter()
+                    .map(|(a, _)| a)
+                    .collect::<Vec<_>>()
+            ),
+            [(3, 10), (4, 11)]
+        );
+        assert_eq!(host.round(0).len(), 1);
+        assert!(host.round(0).is_empty() && host.queued_tasks().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "the hub refuses")]
+    fn a_round_fails_on_a_proposal_the_hub_refuses() {
+        struct Wrong;
+        impl Policy for Wrong {
+            const NAME: &'static str = "wrong";
+            const VERSION: &'static str = "0";
+            fn new(_config: &serde_json::Value) -> Result<Self, String> {
+                Ok(Wrong)
+            }
+            fn task_queued(&mut self, _task: Task) {}
+            fn task_dequeued(&mut self, _task: TaskId) {}
+            fn agent_ready(&mut self, _agent: Agent) {}
+            fn agent_unready(&mut self, _agent: AgentId) {}
+            fn assigned(&mut self, _task: TaskId, _agent: AgentId) {}
+            fn decide(&mut self, _now: u64) -> Vec<Assignment> {
+                vec![Assignment { task: 1, agent: 99 }]
+            }
+        }
+        let mut host = MiniHost::new(Wrong);
+        host.task_queued(task(1, 2, &[]));
+        host.round(0);
     }
 
     #[test]

@@ -59,19 +59,13 @@ impl Sim {
 
     /// One batch: decide, confirm everything, agents finish and become ready again.
     fn round(&mut self, now: u64) -> Vec<Assignment> {
-        let proposals = self.host.decide(now);
-        for &a in &proposals {
-            let key = self.host.queued_tasks()[&a.task].fairness_key.clone();
-            assert!(self.host.confirm(a), "the hub refuses {a:?}");
-            self.log.push(key);
-        }
-        for a in &proposals {
-            self.host
-                .policy
-                .task_finished(a.task, a.agent, Outcome::Completed);
-            self.host.agent_ready(agent(a.agent, &[]));
-        }
-        proposals
+        let served = self.host.round(now);
+        self.log
+            .extend(served.iter().map(|(_, task)| task.fairness_key.clone()));
+        served
+            .into_iter()
+            .map(|(assignment, _)| assignment)
+            .collect()
     }
 
     fn count(&self, range: std::ops::Range<usize>, key: &str) -> usize {
