@@ -4,7 +4,7 @@
 mod policy;
 mod query;
 
-pub use policy::{PolicyChange, PolicyComponent};
+pub use policy::{PolicyChange, PolicyComponent, ShadowState, ShadowStopReason};
 pub use query::TaskQuery;
 
 use serde_json::{Map, Value};
