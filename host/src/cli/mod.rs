@@ -3,6 +3,7 @@
 
 mod client;
 mod serve;
+mod shadow;
 
 pub use client::ClientArgs;
 pub use serve::ServeArgs;
@@ -128,6 +129,10 @@ pub enum PolicyCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a candidate policy in the shadow of the policy in force (admin): it is told the
+    /// same events and asked at the same moments, and its proposals are compared, never
+    /// applied. `policy shadow SOURCE`, `policy shadow show`, `policy shadow stop`.
+    Shadow(shadow::ShadowArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -227,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 print(client.call("PUT", "/api/policy", Some(body)).await?)
             }
+            PolicyCommand::Shadow(args) => shadow::run(args).await,
         },
     }
 }

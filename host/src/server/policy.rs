@@ -1,8 +1,10 @@
-//! The policy in force: `GET /api/policy` reports it, `PUT /api/policy` swaps it.
+//! The policy in force: `GET /api/policy` reports it, `PUT /api/policy` swaps it. A shadow
+//! run beside it: `PUT /api/policy/shadow` starts one, `GET` reports it, `DELETE` ends it.
 
 use super::body::LazyBody;
 use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
+use crate::engine::shadow::ShadowReport;
 use crate::engine::Command;
 use crate::policy::{PolicyHost, PolicySource};
 use crate::store::PersistedPolicy;
@@ -29,20 +31,7 @@ pub async fn put(
 ) -> ApiResult {
     let PolicyChange { component, config } =
         PolicyChange::parse(content_type, query, body.read().await?)?;
-    let (source, remembered_as, upload) = match component {
-        PolicyComponent::Upload(bytes) => (
-            PolicySource::Bytes(bytes.clone()),
-            "upload".to_string(),
-            Some(bytes),
-        ),
-        PolicyComponent::Builtin(name) => (
-            PolicySource::Builtin(name.clone()),
-            format!("builtin:{name}"),
-            None,
-        ),
-        // A path is taken as `--policy` takes it, so `builtin:NAME` names a built-in here too.
-        PolicyComponent::Path(path) => (PolicySource::parse(&path), path, None),
-    };
+    let (source, remembered_as, upload) = source_of(component);
     let persisted = PersistedPolicy {
         source: remembered_as,
         config: config.clone(),
@@ -58,6 +47,74 @@ pub async fn put(
         })
         .await?;
     Ok(json(StatusCode::OK, json!(status)))
+}
+
+/// `PUT /api/policy/shadow`: the same body as `PUT /api/policy`; the policy is loaded off the
+/// engine's thread, then the engine starts a shadow run of it (replacing any run set).
+pub async fn put_shadow(
+    state: &AppState,
+    content_type: Option<&str>,
+    query: &str,
+    body: LazyBody,
+) -> ApiResult {
+    let PolicyChange { component, config } =
+        PolicyChange::parse(content_type, query, body.read().await?)?;
+    let (source, label, _) = source_of(component);
+    let policy = load(source, config).await?;
+    let report = state
+        .engine
+        .ask(|reply| Command::StartShadow {
+            policy: Box::new(policy),
+            source: label,
+            reply,
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!(report)))
+}
+
+/// `GET /api/policy/shadow`: the shadow run's report, 404 when none is set.
+pub async fn get_shadow(state: &AppState) -> ApiResult {
+    let report = state
+        .engine
+        .ask(|reply| Command::ShadowReport { reply })
+        .await?;
+    shadow_answer(report)
+}
+
+/// `DELETE /api/policy/shadow`: ends the run at once and answers its final report; 404 when
+/// none is set.
+pub async fn delete_shadow(state: &AppState) -> ApiResult {
+    let report = state
+        .engine
+        .ask(|reply| Command::StopShadow { reply })
+        .await?;
+    shadow_answer(report)
+}
+
+fn shadow_answer(report: Option<ShadowReport>) -> ApiResult {
+    match report {
+        Some(report) => Ok(json(StatusCode::OK, json!(report))),
+        None => Err(ApiError::no_shadow_policy()),
+    }
+}
+
+/// Where a requested component comes from: the source to load, how it is remembered and
+/// reported (`upload`, `builtin:NAME` or the path), and the bytes of an upload.
+fn source_of(component: PolicyComponent) -> (PolicySource, String, Option<Vec<u8>>) {
+    match component {
+        PolicyComponent::Upload(bytes) => (
+            PolicySource::Bytes(bytes.clone()),
+            "upload".to_string(),
+            Some(bytes),
+        ),
+        PolicyComponent::Builtin(name) => (
+            PolicySource::Builtin(name.clone()),
+            format!("builtin:{name}"),
+            None,
+        ),
+        // A path is taken as `--policy` takes it, so `builtin:NAME` names a built-in here too.
+        PolicyComponent::Path(path) => (PolicySource::parse(&path), path, None),
+    }
 }
 
 /// Compiles and creates the policy on a blocking thread; a component or configuration that

@@ -25,6 +25,9 @@ pub enum Route {
     RevokeTokens(String),
     GetPolicy,
     PutPolicy,
+    GetShadow,
+    PutShadow,
+    DeleteShadow,
     /// `GET /ws` without the WebSocket upgrade.
     WsWithoutUpgrade,
 }
@@ -54,6 +57,9 @@ impl Route {
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
+            (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
+            (&Method::PUT, ["api", "policy", "shadow"]) => Route::PutShadow,
+            (&Method::DELETE, ["api", "policy", "shadow"]) => Route::DeleteShadow,
             _ => return None,
         };
         Some(route)
@@ -70,14 +76,17 @@ impl Route {
             | Route::Stats
             | Route::GetTask(_)
             | Route::ListAgents
-            | Route::GetPolicy => Some(Role::Agent),
+            | Route::GetPolicy
+            | Route::GetShadow => Some(Role::Agent),
             Route::RetryTask(_)
             | Route::CancelTask(_)
             | Route::RequeueTask(_)
             | Route::CreateToken
             | Route::ListTokens
             | Route::RevokeTokens(_)
-            | Route::PutPolicy => Some(Role::Admin),
+            | Route::PutPolicy
+            | Route::PutShadow
+            | Route::DeleteShadow => Some(Role::Admin),
         }
     }
 }
@@ -133,6 +142,25 @@ mod tests {
                 Some(Route::PutPolicy),
                 Some(Role::Admin),
             ),
+            (
+                Method::GET,
+                "/api/policy/shadow",
+                Some(Route::GetShadow),
+                Some(Role::Agent),
+            ),
+            (
+                Method::PUT,
+                "/api/policy/shadow",
+                Some(Route::PutShadow),
+                Some(Role::Admin),
+            ),
+            (
+                Method::DELETE,
+                "/api/policy/shadow",
+                Some(Route::DeleteShadow),
+                Some(Role::Admin),
+            ),
+            (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),
         ];
