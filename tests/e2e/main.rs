@@ -18,5 +18,6 @@ mod flow;
 mod hostile;
 mod http;
 mod priority;
+mod shadow;
 mod sidecar;
 mod swap;

@@ -40,7 +40,9 @@ pub enum ShadowCommand {
 
 pub(super) async fn run(args: ShadowArgs) -> anyhow::Result<()> {
     match (args.command, args.source) {
-        (Some(ShadowCommand::Show { client }), None) => print(client.call("GET", SHADOW, None).await?),
+        (Some(ShadowCommand::Show { client }), None) => {
+            print(client.call("GET", SHADOW, None).await?)
+        }
         (Some(ShadowCommand::Stop { client }), None) => {
             print(client.call("DELETE", SHADOW, None).await?)
         }

@@ -291,7 +291,11 @@ impl PolicyFeed {
     pub fn shadow_pass(&mut self, now: u64, assigned: Vec<(TaskId, u32)>, agents_known: usize) {
         if let Some(shadow) = &mut self.shadow {
             let assigned = assigned.into_iter().map(|(t, a)| (t.0, a)).collect();
-            shadow.pass(now, assigned, u32::try_from(agents_known).unwrap_or(u32::MAX));
+            shadow.pass(
+                now,
+                assigned,
+                u32::try_from(agents_known).unwrap_or(u32::MAX),
+            );
         }
     }
 

@@ -162,15 +162,15 @@ mod tests {
         m.assigned(4, 2);
         let verdict = m.judge(
             &propose(&[
-                (1, 0),  // fine
-                (1, 1),  // task taken earlier in the pass
-                (3, 0),  // agent taken earlier in the pass
-                (2, 1),  // lacks capability 7
-                (9, 1),  // no such task
-                (3, 5),  // no such agent
-                (4, 1),  // assigned already
-                (3, 2),  // agent known but busy
-                (3, 1),  // fine
+                (1, 0), // fine
+                (1, 1), // task taken earlier in the pass
+                (3, 0), // agent taken earlier in the pass
+                (2, 1), // lacks capability 7
+                (9, 1), // no such task
+                (3, 5), // no such agent
+                (4, 1), // assigned already
+                (3, 2), // agent known but busy
+                (3, 1), // fine
             ]),
             3,
         );

@@ -156,7 +156,13 @@ impl ShadowReport {
     }
 
     fn reshare(&mut self) {
-        let share = |n: u64, total: u64| if total == 0 { 0.0 } else { n as f64 / total as f64 };
+        let share = |n: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                n as f64 / total as f64
+            }
+        };
         let live = self.agreement.live_assignments;
         let shadow = self.agreement.shadow_assignments;
         for group in self.groups.values_mut() {
