@@ -6,6 +6,7 @@
 //! the policy in force counts no failure; removing a run is instant; only admins start or stop
 //! one.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -28,6 +29,9 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The policy host's deadline for one call (`policy::CALL_DEADLINE`).
 const CALL_DEADLINE: Duration = Duration::from_millis(500);
+/// The shortest a call that runs until its deadline takes (the deadline less one epoch tick):
+/// the least a shadow running on the engine's thread would hold service up per failure.
+const STALL: Duration = Duration::from_millis(490);
 
 /// A hub running `policy` with `AGENTS` workers that accept and complete at once.
 async fn hub_and_crew(policy: Option<&str>) -> (Hub, Crew) {
@@ -77,11 +81,12 @@ async fn report_after(api: &Api, assignments: u64) -> Value {
     .await
 }
 
-/// Stops the crew and checks every id completed exactly once.
-async fn finish(crew: Crew, ids: &[String]) {
+/// Stops the crew and checks every id completed exactly once; the workers' reports.
+async fn finish(crew: Crew, ids: &[String]) -> Vec<WorkerReport> {
     let out = crew.stop().await;
-    let reports: Vec<&WorkerReport> = out.iter().map(|(_, r)| r).collect();
-    assert_each_completed_once(&reports, ids);
+    let reports: Vec<WorkerReport> = out.into_iter().map(|(_, r)| r).collect();
+    assert_each_completed_once(&reports.iter().collect::<Vec<_>>(), ids);
+    reports
 }
 
 /// The policy in force counted no trap, timeout, refusal or fallback, and none of its calls
@@ -264,18 +269,44 @@ async fn proposals_the_hub_would_refuse_are_counted_by_reason() {
     finish(crew, &ids).await;
 }
 
-/// Runs `count` tasks through the crew (which has completed `done` so far); how long it took.
-async fn timed_flow(
-    api: &Api,
-    crew: &mut Crew,
-    key: &str,
-    count: usize,
-    done: usize,
-) -> (Duration, Vec<String>) {
-    let started = Instant::now();
+/// A flow of tasks: when it was submitted, how long until its last completion, its ids.
+struct Flow {
+    submitted: Instant,
+    took: Duration,
+    ids: Vec<String>,
+}
+
+impl Flow {
+    /// The longest the agents went without receiving one of this flow's tasks, from its
+    /// submission to its last assignment: the longest service stood still for it.
+    fn longest_gap(&self, reports: &[WorkerReport]) -> Duration {
+        let ids: HashSet<&str> = self.ids.iter().map(String::as_str).collect();
+        let mut arrivals: Vec<Instant> = reports
+            .iter()
+            .flat_map(|r| &r.assigned)
+            .filter(|a| ids.contains(a.task_id.as_str()))
+            .map(|a| a.at)
+            .collect();
+        arrivals.push(self.submitted);
+        arrivals.sort();
+        arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `count` tasks of key `key` through the crew (which has completed `done` so far).
+async fn timed_flow(api: &Api, crew: &mut Crew, key: &str, count: usize, done: usize) -> Flow {
+    let submitted = Instant::now();
     let ids = submit(api, key, count).await;
     crew.wait_completed(done + count, TIMEOUT).await;
-    (started.elapsed(), ids)
+    Flow {
+        submitted,
+        took: submitted.elapsed(),
+        ids,
+    }
 }
 
 /// Waits until the shadow stopped on its own; its report.
@@ -291,15 +322,21 @@ async fn report_when_stopped(api: &Api) -> Value {
     .await
 }
 
-/// A shadow whose `decide` fails (`decide_body`, see [`failing_component`]) is set while tasks
-/// flow: they flow as fast as without it (give or take `slack`), the policy in force counts no
-/// failure and none of its calls was slow, and the shadow is stopped as failing after the
-/// breaker's three failures, with no fallback in its place. Returns the final report.
-async fn a_failing_shadow_leaves_service_alone(decide_body: &str, slack: Duration) -> Value {
+/// A shadow whose `decide` fails (`decide_body`, see [`failing_component`]) is set, then tasks
+/// flow beside it: service never stands still for as long as one failing call (no gap that
+/// long between assignments), the policy in force counts no failure and none of its calls was
+/// slow, and the shadow is stopped as failing after the breaker's three failures, with no
+/// fallback in its place. Returns the final report.
+///
+/// Had the shadow run on the engine's thread, each of its failing calls would have held every
+/// assignment up for the call's length: for a call that runs until its deadline, three gaps of
+/// [`STALL`] or more. The flow's total time, beside the same flow before the shadow, is
+/// printed, not asserted: on a loaded machine it varies by more than the shadow could cost.
+async fn a_failing_shadow_leaves_service_alone(decide_body: &str) -> Value {
     let (hub, mut crew) = hub_and_crew(Some("builtin:greedy")).await;
     let api = hub.api();
     const TASKS: usize = 150;
-    let (baseline, mut ids) = timed_flow(api, &mut crew, "before", TASKS, 0).await;
+    let before = timed_flow(api, &mut crew, "before", TASKS, 0).await;
 
     let started = api
         .put_wasm(SHADOW, failing_component(decide_body), None)
@@ -307,13 +344,7 @@ async fn a_failing_shadow_leaves_service_alone(decide_body: &str, slack: Duratio
         .expect(200, "PUT the failing shadow");
     assert_eq!(started["source"], "upload", "{started}");
     assert_eq!(started["name"], "failing", "{started}");
-    let (shadowed, more) = timed_flow(api, &mut crew, "during", TASKS, TASKS).await;
-    ids.extend(more);
-    eprintln!("{TASKS} tasks: {baseline:?} without a shadow, {shadowed:?} with a failing one");
-    assert!(
-        shadowed < baseline + slack,
-        "a failing shadow slowed service: {TASKS} tasks took {shadowed:?}, {baseline:?} before"
-    );
+    let during = timed_flow(api, &mut crew, "during", TASKS, TASKS).await;
 
     let report = report_when_stopped(api).await;
     eprintln!("failing shadow: {report:#}");
@@ -327,11 +358,24 @@ async fn a_failing_shadow_leaves_service_alone(decide_body: &str, slack: Duratio
     assert_eq!(report["decisions_compared"], 0, "{report}");
 
     // Stopped for good: more work flows, and the report does not move.
-    let (_, more) = timed_flow(api, &mut crew, "after", 20, 2 * TASKS).await;
-    ids.extend(more);
+    let after = timed_flow(api, &mut crew, "after", 20, 2 * TASKS).await;
     assert_eq!(shadow_report(api).await, report);
     assert_live_policy_untouched(api).await;
-    finish(crew, &ids).await;
+    let ids: Vec<String> = [&before, &during, &after]
+        .iter()
+        .flat_map(|flow| flow.ids.iter().cloned())
+        .collect();
+    let reports = finish(crew, &ids).await;
+    let (gap_before, gap_during) = (before.longest_gap(&reports), during.longest_gap(&reports));
+    eprintln!(
+        "{TASKS} tasks without a shadow: {:?}, longest gap {gap_before:?}; beside a failing \
+         one: {:?}, longest gap {gap_during:?}",
+        before.took, during.took
+    );
+    assert!(
+        gap_during < STALL,
+        "service stood still for {gap_during:?} beside a failing shadow ({gap_before:?} before it)"
+    );
     report
 }
 
@@ -344,7 +388,7 @@ async fn a_trapping_shadow_is_stopped_and_service_is_unaffected() {
     ) {
         return;
     }
-    let report = a_failing_shadow_leaves_service_alone("unreachable", Duration::from_secs(1)).await;
+    let report = a_failing_shadow_leaves_service_alone("unreachable").await;
     assert_eq!(report["traps"], 3, "{report}");
     assert!(
         str_field(&report["stopped"], "detail").contains("trapped"),
@@ -352,9 +396,8 @@ async fn a_trapping_shadow_is_stopped_and_service_is_unaffected() {
     );
 }
 
-/// A shadow whose `decide` never returns: each call is stopped at the deadline on the shadow's
-/// thread. Had it run on the engine's, its three calls would have held service up for
-/// 3 × 500 ms; the flow beside it may take at most one second more than without it.
+/// A shadow whose `decide` never returns: each call is stopped at its deadline, on the
+/// shadow's thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_shadow_is_stopped_and_service_is_unaffected() {
     if skip_unless_default_policy(
@@ -363,11 +406,8 @@ async fn a_looping_shadow_is_stopped_and_service_is_unaffected() {
     ) {
         return;
     }
-    let report = a_failing_shadow_leaves_service_alone(
-        "(loop $forever (br $forever)) unreachable",
-        Duration::from_secs(1),
-    )
-    .await;
+    let report =
+        a_failing_shadow_leaves_service_alone("(loop $forever (br $forever)) unreachable").await;
     assert_eq!(report["timeouts"], 3, "{report}");
     assert!(
         str_field(&report["stopped"], "detail").contains("deadline"),
@@ -394,7 +434,7 @@ async fn removing_a_shadow_is_instant() {
     .await
     .expect(200, "PUT the looping shadow");
     // One decision pass: the shadow's first `decide` now runs until its deadline.
-    let (_, mut ids) = timed_flow(api, &mut crew, "k", 1, 0).await;
+    let first = timed_flow(api, &mut crew, "k", 1, 0).await;
 
     let asked = Instant::now();
     let removed = api.request(Method::DELETE, SHADOW, admin, None).await;
@@ -412,10 +452,9 @@ async fn removing_a_shadow_is_instant() {
         assert_eq!(gone.status, 404, "{method} after DELETE: {}", gone.text);
         assert_eq!(gone.error(), "no_shadow_policy");
     }
-    let (_, more) = timed_flow(api, &mut crew, "k", 20, 1).await;
-    ids.extend(more);
+    let then = timed_flow(api, &mut crew, "k", 20, 1).await;
     assert_live_policy_untouched(api).await;
-    finish(crew, &ids).await;
+    finish(crew, &[first.ids, then.ids].concat()).await;
 }
 
 /// Starting and stopping a shadow needs an admin token (an agent's may read the report, as it

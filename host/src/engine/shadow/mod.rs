@@ -10,7 +10,8 @@
 //! event while a shadow is set, and one branch when none is. A candidate that cannot keep up
 //! fills its channel ([`QUEUE_CAPACITY`] events): the engine then stops it and reports it as
 //! fallen behind, rather than wait for it or drop events (after which its view of the live
-//! state, and so every comparison, would be wrong).
+//! state, and so every comparison, would be wrong). The thread runs at a lower priority
+//! ([`NICE`]), so that when cores are short a busy candidate takes what service leaves.
 //!
 //! # Its own budget and breaker
 //!
@@ -61,6 +62,25 @@ pub const BREAKER_FAILURES: usize = crate::policy::BREAKER_FAILURES;
 
 /// The window the shadow's breaker counts failures in.
 pub const BREAKER_WINDOW: Duration = crate::policy::BREAKER_WINDOW;
+
+/// The nice value of the shadow thread (Linux): the engine, connections and writer run at the
+/// process's own, so when cores are short the scheduler gives the shadow what they leave.
+pub const NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`NICE`]. On Linux a nice value belongs
+/// to the thread; elsewhere this does nothing and the budget and breaker alone bound the shadow.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes plain integers and touches no memory of ours; `who` 0 is
+        // the calling thread on Linux.
+        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) } != 0;
+        if failed {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(%error, "cannot lower the shadow thread's priority");
+        }
+    }
+}
 
 /// What the engine tells the shadow thread.
 enum Event {
@@ -249,6 +269,7 @@ impl Runner {
     }
 
     fn run(mut self, inbox: Receiver<Event>) {
+        lower_priority();
         while let Ok(event) = inbox.recv() {
             if self.shared.stop.load(Ordering::Relaxed) {
                 break;
@@ -477,5 +498,33 @@ impl Runner {
         self.stopped = true;
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.report().stop(reason, detail, now_ms());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read own stat");
+        // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+        let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+        after_name.split(' ').nth(16).expect("field 19").parse().expect("a number")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_shadow_thread_alone_runs_at_the_lower_priority() {
+        let before = own_nice();
+        let lowered = std::thread::spawn(|| {
+            lower_priority();
+            own_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, before + NICE);
+        assert_eq!(own_nice(), before, "only the shadow's thread is lowered");
     }
 }
