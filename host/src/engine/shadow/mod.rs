@@ -53,8 +53,15 @@ use std::time::{Duration, Instant};
 /// Events the engine may be ahead of the shadow by before the run is stopped as fallen behind.
 pub const QUEUE_CAPACITY: usize = 65_536;
 
-/// How much of each second the candidate's successful calls may take.
+/// How much CPU time the candidate's successful calls may take in each second.
 pub const TIME_BUDGET: Duration = Duration::from_millis(250);
+
+/// How long one call into the candidate may run (wall-clock time, as the policy host measures
+/// it) before it is stopped as stuck. Longer than the policy in force's
+/// ([`crate::policy::CALL_DEADLINE`]): the shadow's thread runs at the lowest priority, and on
+/// a busy machine a healthy call may wait that long for a CPU; a call that really is stuck
+/// spins at that priority, taking only what service leaves.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Failed calls within [`BREAKER_WINDOW`] that stop the run. The same as the policy in force's
 /// breaker, and checked before the policy host's own would switch to its native fallback.
@@ -65,7 +72,7 @@ pub const BREAKER_WINDOW: Duration = crate::policy::BREAKER_WINDOW;
 
 /// The nice value of the shadow thread (Linux): the engine, connections and writer run at the
 /// process's own, so when cores are short the scheduler gives the shadow what they leave.
-pub const NICE: i32 = 10;
+pub const NICE: i32 = 19;
 
 /// Lowers the calling thread's scheduling priority to [`NICE`]. On Linux a nice value belongs
 /// to the thread; elsewhere this does nothing and the budget and breaker alone bound the shadow.
@@ -80,6 +87,25 @@ fn lower_priority() {
             tracing::warn!(%error, "cannot lower the shadow thread's priority");
         }
     }
+}
+
+/// The CPU time the calling thread has used, where the platform has a thread clock.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+        if read {
+            let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+            let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+            return Some(Duration::new(secs, nanos));
+        }
+    }
+    None
 }
 
 /// What the engine tells the shadow thread.
@@ -130,11 +156,12 @@ impl Shadow {
     /// the queued tasks in replay order and the ready agents in line. `source` is how the
     /// report names where the policy came from.
     pub fn start(
-        policy: PolicyHost,
+        mut policy: PolicyHost,
         source: String,
         tasks: Vec<TaskView>,
         agents: Vec<AgentView>,
     ) -> Shadow {
+        policy.set_call_deadline(CALL_DEADLINE);
         let report = ShadowReport::new(policy.status(), source, now_ms());
         let shared = Arc::new(Shared {
             report: Mutex::new(report),
@@ -372,31 +399,51 @@ impl Runner {
             }
         }
         self.fresh = false;
+        let (result, cpu) = self.guarded(f)?;
+        self.charge(cpu);
+        (!self.stopped).then_some(result)
+    }
+
+    /// Runs one call and measures the CPU time the thread spent in it; a failed call is
+    /// counted (and may stop the run), and gives `None`.
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut PolicyHost) -> R) -> Option<(R, Duration)> {
         let started = Instant::now();
+        let cpu_before = thread_cpu_time();
         let result = f(&mut self.policy);
-        let took = started.elapsed();
+        // Without a thread clock, wall time stands in for CPU time.
+        let cpu = match (cpu_before, thread_cpu_time()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => started.elapsed(),
+        };
         if self.policy.needs_replay() {
-            self.failed();
+            self.failed(cpu);
             return None;
         }
-        self.charge(took);
-        (!self.stopped).then_some(result)
+        Some((result, cpu))
     }
 
     /// A call failed (the policy host discarded the instance): count it, and stop the run if
     /// the breaker says so.
-    fn failed(&mut self) {
+    fn failed(&mut self, cpu: Duration) {
         let counters = self.policy.status().counters;
-        let what = if counters.timeouts > self.timeouts {
+        let timed_out = counters.timeouts > self.timeouts;
+        self.traps = counters.traps;
+        self.timeouts = counters.timeouts;
+        let what = if timed_out {
             format!(
-                "a call ran past its {} ms deadline",
-                crate::policy::CALL_DEADLINE.as_millis()
+                "a call ran past its {} ms deadline ({} ms of CPU time)",
+                self.policy.call_deadline().as_millis(),
+                cpu.as_millis()
             )
         } else {
             "a call trapped".to_string()
         };
-        self.traps = counters.traps;
-        self.timeouts = counters.timeouts;
+        {
+            let mut report = self.shared.report();
+            report.traps = self.traps;
+            report.timeouts = self.timeouts;
+        }
+        tracing::warn!(failure = %what, "shadow policy call failed");
         let now = Instant::now();
         self.failures.push_back(now);
         while self
@@ -406,12 +453,6 @@ impl Runner {
         {
             self.failures.pop_front();
         }
-        {
-            let mut report = self.shared.report();
-            report.traps = self.traps;
-            report.timeouts = self.timeouts;
-        }
-        tracing::warn!(failure = %what, "shadow policy call failed");
         if self.failures.len() >= BREAKER_FAILURES {
             self.stop(
                 ShadowStopReason::Failing,
@@ -424,18 +465,18 @@ impl Runner {
         }
     }
 
-    /// Counts `took` against this second's budget; over it, the run stops.
-    fn charge(&mut self, took: Duration) {
+    /// Counts `cpu` against this second's budget; over it, the run stops.
+    fn charge(&mut self, cpu: Duration) {
         if self.budget_since.elapsed() >= Duration::from_secs(1) {
             self.budget_since = Instant::now();
             self.budget_spent = Duration::ZERO;
         }
-        self.budget_spent += took;
+        self.budget_spent += cpu;
         if self.budget_spent > TIME_BUDGET {
             self.stop(
                 ShadowStopReason::OverBudget,
                 format!(
-                    "its calls took {} ms within one second (budget {} ms)",
+                    "its calls took {} ms of CPU time within one second (budget {} ms)",
                     self.budget_spent.as_millis(),
                     TIME_BUDGET.as_millis()
                 ),
@@ -444,16 +485,15 @@ impl Runner {
     }
 
     /// A fresh instance that knows nothing, unless the run stopped. Never the policy host's
-    /// native fallback: if it took over, the run stops.
+    /// native fallback: a candidate that cannot be started again stops the run.
     fn restart(&mut self) -> bool {
         if self.stopped {
             return false;
         }
-        self.policy.restart();
-        if self.policy.status().fallback_active {
+        if let Err(error) = self.policy.restart_without_fallback() {
             self.stop(
                 ShadowStopReason::Failing,
-                "the candidate cannot be started again".to_string(),
+                format!("the candidate cannot be started again: {error}"),
             );
             return false;
         }
@@ -472,24 +512,19 @@ impl Runner {
         let tasks: Vec<TaskView> = tasks.into_iter().cloned().collect();
         let agents: Vec<AgentView> = agents.cloned().collect();
         for task in &tasks {
-            self.policy.task_queued(task);
-            if self.replay_failed() {
+            if self.guarded(|p| p.task_queued(task)).is_none() || self.halted() {
                 return;
             }
         }
         for agent in &agents {
-            self.policy.agent_ready(agent);
-            if self.replay_failed() {
+            if self.guarded(|p| p.agent_ready(agent)).is_none() || self.halted() {
                 return;
             }
         }
     }
 
-    fn replay_failed(&mut self) -> bool {
-        if self.policy.needs_replay() {
-            self.failed();
-            return true;
-        }
+    /// Whether the run stopped, on its own or removed.
+    fn halted(&self) -> bool {
         self.stopped || self.shared.stop.load(Ordering::Relaxed)
     }
 
