@@ -27,10 +27,11 @@ const AGENTS: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a shadow's report may take to catch up with what the hub did.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The policy host's deadline for one call (`policy::CALL_DEADLINE`).
+/// The policy in force's deadline for one call (`policy::CALL_DEADLINE`).
 const CALL_DEADLINE: Duration = Duration::from_millis(500);
-/// The shortest a call that runs until its deadline takes (the deadline less one epoch tick):
-/// the least a shadow running on the engine's thread would hold service up per failure.
+/// A stall of service this long fails a test: a shadow running on the engine's thread would
+/// hold service up for each of its failing calls, 2 s (`engine::shadow::CALL_DEADLINE`) for one
+/// that loops; service beside a healthy hub moves every few milliseconds.
 const STALL: Duration = Duration::from_millis(490);
 
 /// A hub running `policy` with `AGENTS` workers that accept and complete at once.
@@ -330,7 +331,7 @@ async fn report_when_stopped(api: &Api) -> Value {
 ///
 /// Had the shadow run on the engine's thread, each of its failing calls would have held every
 /// assignment up for the call's length: for a call that runs until its deadline, three gaps of
-/// [`STALL`] or more. The flow's total time, beside the same flow before the shadow, is
+/// 2 s. The flow's total time, beside the same flow before the shadow, is
 /// printed, not asserted: on a loaded machine it varies by more than the shadow could cost.
 async fn a_failing_shadow_leaves_service_alone(decide_body: &str) -> Value {
     let (hub, mut crew) = hub_and_crew(Some("builtin:greedy")).await;

@@ -10,18 +10,22 @@
 //! event while a shadow is set, and one branch when none is. A candidate that cannot keep up
 //! fills its channel ([`QUEUE_CAPACITY`] events): the engine then stops it and reports it as
 //! fallen behind, rather than wait for it or drop events (after which its view of the live
-//! state, and so every comparison, would be wrong). The thread runs at a lower priority
-//! ([`NICE`]), so that when cores are short a busy candidate takes what service leaves.
+//! state, and so every comparison, would be wrong). The thread runs at the lowest priority
+//! ([`NICE`]): when cores are short, a busy or stuck candidate gets only what service leaves
+//! (BENCHMARKS.md, "Shadow runs", has what a spinning candidate costs at nice 10 and 19).
 //!
 //! # Its own budget and breaker
 //!
-//! Each call into the candidate runs under the policy host's deadline
-//! ([`crate::policy::CALL_DEADLINE`]) and memory cap. On top of that the run has its own
-//! budget: its successful calls may take [`TIME_BUDGET`] of each second, or the run stops
-//! (over budget). A call that traps or times out costs a fresh instance, into which the
-//! thread replays the live state as it knows it; [`BREAKER_FAILURES`] failures within
-//! [`BREAKER_WINDOW`] stop the run (failing). A stopped run never falls back to another policy:
-//! it stops, and its report says why.
+//! Each call into the candidate runs under the policy host's memory cap and an epoch deadline
+//! of its own, [`CALL_DEADLINE`]: longer than the policy in force's, because a thread at the
+//! lowest priority may wait for a CPU that long on a busy machine without being stuck, and a
+//! stuck one costs service nothing at that priority. On top of that the run has a budget: its
+//! successful calls may use [`TIME_BUDGET`] of CPU time in each second, or the run stops (over
+//! budget); CPU time rather than wall time, for the same reason. A call that traps or times
+//! out costs a fresh instance, into which the thread replays the live state as it knows it;
+//! [`BREAKER_FAILURES`] failures within [`BREAKER_WINDOW`] stop the run (failing). A run never
+//! falls back to another policy ([`PolicyHost::restart_without_fallback`]): it stops, and its
+//! report says why.
 //!
 //! # Judging
 //!
