@@ -550,7 +550,12 @@ mod tests {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read own stat");
         // The command name (field 2) may hold spaces; the fields after its `)` are plain.
         let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
-        after_name.split(' ').nth(16).expect("field 19").parse().expect("a number")
+        after_name
+            .split(' ')
+            .nth(16)
+            .expect("field 19")
+            .parse()
+            .expect("a number")
     }
 
     #[cfg(target_os = "linux")]
