@@ -319,21 +319,23 @@ impl Runner {
                 self.call(|p| p.task_queued(&task));
                 self.mirror.task_queued(task);
             }
+            // The call first, the mirror after: a call that must first restart the candidate
+            // replays the mirror, which must not yet know of the event the call tells.
             Event::TaskDequeued(task) => {
-                self.mirror.task_dequeued(task);
                 self.call(|p| p.task_dequeued(task));
+                self.mirror.task_dequeued(task);
             }
             Event::AgentReady(agent) => {
                 self.call(|p| p.agent_ready(&agent));
                 self.mirror.agent_ready(agent);
             }
             Event::AgentUnready(agent) => {
-                self.mirror.agent_unready(agent);
                 self.call(|p| p.agent_unready(agent));
+                self.mirror.agent_unready(agent);
             }
             Event::TaskFinished(task, agent, outcome) => {
-                self.mirror.task_finished(task);
                 self.call(|p| p.task_finished(task, agent, outcome));
+                self.mirror.task_finished(task);
             }
             Event::Pass {
                 now,
@@ -382,8 +384,8 @@ impl Runner {
             None => self.shared.report().decisions_failed += 1,
         }
         for (task, agent) in live {
-            self.mirror.assigned(task, agent);
             self.call(|p| p.assigned(task, agent));
+            self.mirror.assigned(task, agent);
         }
     }
 
