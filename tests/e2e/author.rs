@@ -314,7 +314,10 @@ async fn a_policy_made_outside_the_repository_runs_on_a_hub() {
         .await,
         "policy check",
     );
-    assert!(check.contains(&format!("policy    {NAME} 0.1.0")), "{check}");
+    assert!(
+        check.contains(&format!("policy    {NAME} 0.1.0")),
+        "{check}"
+    );
     assert!(check.contains(&format!("digest    {digest}")), "{check}");
     assert!(
         check.contains("refused   none") && check.contains("failures  0 traps, 0 timeouts"),

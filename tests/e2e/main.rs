@@ -23,5 +23,6 @@ mod hostile;
 mod http;
 mod lab;
 mod priority;
+mod shadow;
 mod sidecar;
 mod swap;

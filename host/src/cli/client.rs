@@ -59,6 +59,34 @@ impl ClientArgs {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    /// Calls the hub with `bytes` as the body, sent as `content_type`, and `query` (already
+    /// encoded) after the path; a refusal becomes an error carrying the hub's message.
+    pub(super) async fn upload(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Value> {
+        let mut url = format!("{}{}", self.hub.trim_end_matches('/'), path);
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let request = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(self.token()?)
+            .timeout(Duration::from_secs(30))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request
             .send()
             .await

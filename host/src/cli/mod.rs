@@ -6,6 +6,7 @@ mod client;
 mod custody;
 mod lab;
 mod serve;
+mod shadow;
 
 pub use client::ClientArgs;
 pub use lab::LabArgs;
@@ -163,6 +164,10 @@ pub enum PolicyCommand {
     /// Build the policy crate in DIR for wasm32, wrap it as a component and check it as a hub
     /// would; prints the component's path, digest, size and contract.
     Build(author::BuildArgs),
+    /// Run a candidate policy in the shadow of the policy in force (admin): it is told the
+    /// same events and asked at the same moments, and its proposals are compared, never
+    /// applied. `policy shadow SOURCE`, `policy shadow show`, `policy shadow stop`.
+    Shadow(shadow::ShadowArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -276,6 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             PolicyCommand::Check { file, config } => lab::check(&file, config.as_deref()),
             PolicyCommand::New(args) => author::new(args),
             PolicyCommand::Build(args) => author::build(args).await,
+            PolicyCommand::Shadow(args) => shadow::run(args).await,
         },
     }
 }

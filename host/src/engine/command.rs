@@ -2,6 +2,7 @@
 //! goes; the engine answers only after the batch it belongs to is committed.
 
 use crate::engine::outbox::Outbox;
+use crate::engine::shadow::ShadowReport;
 use crate::policy::{PolicyHost, PolicyStatus};
 use crate::store::PersistedPolicy;
 use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
@@ -127,5 +128,20 @@ pub enum Command {
         /// The component's bytes when it was uploaded rather than named.
         upload: Option<Vec<u8>>,
         reply: Reply<PolicyStatus>,
+    },
+    /// Start a shadow run of a policy already compiled and created, replacing any run set.
+    StartShadow {
+        policy: Box<PolicyHost>,
+        /// How the report names where it came from.
+        source: String,
+        reply: Reply<ShadowReport>,
+    },
+    /// The shadow run's report; `None` when none is set.
+    ShadowReport {
+        reply: Reply<Option<ShadowReport>>,
+    },
+    /// End the shadow run; its final report, `None` when none was set.
+    StopShadow {
+        reply: Reply<Option<ShadowReport>>,
     },
 }

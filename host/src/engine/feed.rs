@@ -20,6 +20,7 @@
 //! [`replay`]: PolicyFeed::replay
 
 use crate::engine::agent::Agent;
+use crate::engine::shadow::{Shadow, ShadowReport};
 use crate::policy::{self, Assignment, Outcome, PolicyHost, PolicyStatus};
 use crate::task::{Task, TaskStatus};
 use crate::wire::TaskId;
@@ -55,6 +56,8 @@ pub struct PolicyFeed {
     places: HashMap<u32, Place>,
     /// Orders agents that join at the back.
     next_order: u64,
+    /// A candidate told the same events as the policy (never replays of them), if one is set.
+    shadow: Option<Shadow>,
 }
 
 impl PolicyFeed {
@@ -68,6 +71,7 @@ impl PolicyFeed {
             line: BTreeMap::new(),
             places: HashMap::new(),
             next_order: 0,
+            shadow: None,
         }
     }
 
@@ -139,12 +143,18 @@ impl PolicyFeed {
         let view = self.view_of_task(task);
         self.queued += 1;
         self.policy.task_queued(&view);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.task_queued(&view);
+        }
     }
 
     /// A queued task left the queue without being assigned (cancelled, expired).
     pub fn task_dequeued(&mut self, task: TaskId) {
         self.queued -= 1;
         self.policy.task_dequeued(task.0);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.task_dequeued(task.0);
+        }
     }
 
     /// `agent` can take work from `now`: it takes its place in the line.
@@ -181,6 +191,15 @@ impl PolicyFeed {
         for later in &behind {
             self.policy.agent_ready(&self.line[later]);
         }
+        if let Some(shadow) = &mut self.shadow {
+            for later in &behind {
+                shadow.agent_unready(self.line[later].id);
+            }
+            shadow.agent_ready(&view);
+            for later in &behind {
+                shadow.agent_ready(&self.line[later]);
+            }
+        }
         self.line.insert(place, view);
         self.places.insert(agent.handle, place);
     }
@@ -192,6 +211,9 @@ impl PolicyFeed {
         }
         self.leave_line(agent);
         self.policy.agent_unready(agent.handle);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.agent_unready(agent.handle);
+        }
     }
 
     /// A proposal was applied: the task left the queue, and the agent the line.
@@ -212,6 +234,9 @@ impl PolicyFeed {
     /// An assignment of `task` to the agent with `handle` ended with `outcome`.
     pub fn task_finished(&mut self, task: TaskId, handle: u32, outcome: Outcome) {
         self.policy.task_finished(task.0, handle, outcome);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.task_finished(task.0, handle, outcome);
+        }
     }
 
     /// Every connection is gone at once (a failed commit closes them all): no agent is ready.
@@ -294,6 +319,76 @@ impl PolicyFeed {
             }
             None => false,
         }
+    }
+
+    /// Whether a shadow run is set (running or stopped).
+    pub fn shadowing(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// Tells the shadow, if one is set, that the policy in force was asked at `now` and its
+    /// proposals led to `assigned` (the shadow is asked at the same moment, and then told
+    /// these as the policy was). `agents_known`: the agent handles given out so far.
+    pub fn shadow_pass(&mut self, now: u64, assigned: Vec<(TaskId, u32)>, agents_known: usize) {
+        if let Some(shadow) = &mut self.shadow {
+            let assigned = assigned.into_iter().map(|(t, a)| (t.0, a)).collect();
+            shadow.pass(
+                now,
+                assigned,
+                u32::try_from(agents_known).unwrap_or(u32::MAX),
+            );
+        }
+    }
+
+    /// Starts a shadow run of `policy` from the live state, replacing (and ending) any run
+    /// set before. The new run's first report.
+    pub fn start_shadow<'a>(
+        &mut self,
+        policy: PolicyHost,
+        source: String,
+        tasks: impl Iterator<Item = &'a Task>,
+    ) -> ShadowReport {
+        if let Some(previous) = self.shadow.take() {
+            previous.remove();
+        }
+        let (tasks, agents) = self.snapshot(tasks);
+        let shadow = Shadow::start(policy, source, tasks, agents);
+        let report = shadow.report();
+        self.shadow = Some(shadow);
+        report
+    }
+
+    /// The shadow run's report, if one is set.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        self.shadow.as_ref().map(Shadow::report)
+    }
+
+    /// Ends the shadow run at once; its final report, if one was set.
+    pub fn remove_shadow(&mut self) -> Option<ShadowReport> {
+        self.shadow.take().map(Shadow::remove)
+    }
+
+    /// The live state was reloaded: the shadow, if one is set, starts again from it.
+    pub fn resync_shadow<'a>(&mut self, tasks: impl Iterator<Item = &'a Task>) {
+        if self.shadow.is_some() {
+            let (tasks, agents) = self.snapshot(tasks);
+            if let Some(shadow) = &mut self.shadow {
+                shadow.resync(tasks, agents);
+            }
+        }
+    }
+
+    /// What a replay tells a policy, as values: the queued tasks by priority then submission,
+    /// and the ready agents in line.
+    fn snapshot<'a>(
+        &mut self,
+        tasks: impl Iterator<Item = &'a Task>,
+    ) -> (Vec<policy::TaskView>, Vec<policy::AgentView>) {
+        let mut queued: Vec<&Task> = tasks.filter(|t| t.status == TaskStatus::Queued).collect();
+        queued.sort_unstable_by_key(|t| (t.priority, t.id));
+        let tasks = queued.into_iter().map(|t| self.view_of_task(t)).collect();
+        let agents = self.line.values().cloned().collect();
+        (tasks, agents)
     }
 
     fn view_of_task(&mut self, task: &Task) -> policy::TaskView {

@@ -17,6 +17,7 @@ mod reports;
 mod requests;
 mod roster;
 mod schedule;
+pub mod shadow;
 mod state;
 pub mod stats;
 pub mod timers;

@@ -32,10 +32,20 @@ impl EngineState {
             proposals = self.feed.decide(now);
         }
         let mut refused = 0;
+        // Only gathered for a shadow run, which is asked at this same moment.
+        let mut applied = self.feed.shadowing().then(Vec::new);
         for proposal in proposals {
-            if !self.try_assign(proposal, now) {
-                refused += 1;
+            match self.try_assign(proposal, now) {
+                Some(handle) => {
+                    if let Some(applied) = &mut applied {
+                        applied.push((TaskId(proposal.task), handle));
+                    }
+                }
+                None => refused += 1,
             }
+        }
+        if let Some(applied) = applied {
+            self.feed.shadow_pass(now, applied, self.agent_ids.len());
         }
         if refused > 0 {
             tracing::debug!(refused, "refused policy proposals");
@@ -43,8 +53,9 @@ impl EngineState {
         }
     }
 
-    /// Applies one proposal if [`policy::check_proposal`] allows it against the live state.
-    fn try_assign(&mut self, proposal: Assignment, now: u64) -> bool {
+    /// Applies one proposal if [`policy::check_proposal`] allows it against the live state;
+    /// the agent's handle if it did.
+    fn try_assign(&mut self, proposal: Assignment, now: u64) -> Option<u32> {
         let id = TaskId(proposal.task);
         let agent_id = self.agent_ids.get(proposal.agent as usize).cloned();
         let needs = match self.tasks.get(&id) {
@@ -64,7 +75,7 @@ impl EngineState {
         });
         if let Err(refusal) = policy::check_proposal(task, agent) {
             tracing::trace!(%refusal, task = %id, "refused a proposal");
-            return false;
+            return None;
         }
         let agent_id = agent_id.expect("checked above");
         let task = self.task_mut(id);
@@ -72,6 +83,7 @@ impl EngineState {
         let message = task.assign_message();
         let generation = task.generation;
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
+        let handle = agent.handle;
         agent.hold(id);
         let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
         self.feed.assigned(id, agent);
@@ -85,6 +97,6 @@ impl EngineState {
                 generation,
             },
         );
-        true
+        Some(handle)
     }
 }

@@ -295,6 +295,7 @@ impl EngineState {
             // The instance has seen events of the refused batches: start it afresh.
             self.feed.restart();
             self.replay_policy();
+            self.feed.resync_shadow(self.tasks.values().map(|t| &**t));
             return;
         }
         if self.writes.policy.is_none() {
@@ -427,6 +428,27 @@ impl EngineState {
                 self.writes.policy = Some((persisted, upload));
                 let status = self.feed.status();
                 self.answer(reply, Ok(status));
+            }
+            Command::StartShadow {
+                policy,
+                source,
+                reply,
+            } => {
+                tracing::info!(%source, "starting a shadow run");
+                let tasks = self.tasks.values().map(|t| &**t);
+                let report = self.feed.start_shadow(*policy, source, tasks);
+                self.answer(reply, Ok(report));
+            }
+            Command::ShadowReport { reply } => {
+                let report = self.feed.shadow_report();
+                self.answer(reply, Ok(report));
+            }
+            Command::StopShadow { reply } => {
+                let report = self.feed.remove_shadow();
+                if report.is_some() {
+                    tracing::info!("shadow run removed");
+                }
+                self.answer(reply, Ok(report));
             }
         }
     }

@@ -59,7 +59,6 @@ pub use component_file::{
 pub use proposal::{check_proposal, ProposalRefusal, ProposedAgent, ProposedTask};
 pub use wasm::{CALL_DEADLINE_TICKS, EPOCH_TICK, MEMORY_LIMIT_BYTES};
 
-
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));
 }
@@ -231,6 +230,8 @@ pub(crate) trait Backend: Send {
         outcome: Outcome,
     ) -> Result<(), CallError>;
     fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError>;
+    /// How many epoch ticks each later call may run for; the native fallback has no deadline.
+    fn set_deadline_ticks(&mut self, _ticks: u64) {}
 }
 
 /// The body of `GET /api/policy`.
@@ -336,6 +337,9 @@ pub struct PolicyHost {
     failures: VecDeque<Instant>,
     status: PolicyStatus,
     latency: Latency,
+    /// Epoch ticks each call may run for: [`CALL_DEADLINE_TICKS`] unless
+    /// [`PolicyHost::set_call_deadline`] said otherwise.
+    deadline_ticks: u64,
 }
 
 impl std::fmt::Debug for PolicyHost {
@@ -410,6 +414,7 @@ impl PolicyHost {
             failures: VecDeque::new(),
             status,
             latency: Latency::default(),
+            deadline_ticks: CALL_DEADLINE_TICKS,
         })
     }
 
@@ -422,6 +427,23 @@ impl PolicyHost {
     /// Marks this policy as the one the hub fell back to at start, and why.
     pub fn set_startup_fallback(&mut self, fallback: StartupFallback) {
         self.status.startup_fallback = Some(fallback);
+    }
+
+    /// Gives every later call of this host's instances `deadline` (rounded up to whole epoch
+    /// ticks) instead of [`CALL_DEADLINE`]. A shadow run's candidate gets a longer one: its
+    /// thread runs at a low priority, and must not be judged stuck for waiting for a CPU.
+    pub fn set_call_deadline(&mut self, deadline: Duration) {
+        let tick = EPOCH_TICK.as_nanos();
+        let ticks = deadline.as_nanos().div_ceil(tick).max(1);
+        self.deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        if let Some(backend) = self.backend.as_mut() {
+            backend.set_deadline_ticks(self.deadline_ticks);
+        }
+    }
+
+    /// The longest one call may run.
+    pub fn call_deadline(&self) -> Duration {
+        EPOCH_TICK * u32::try_from(self.deadline_ticks).unwrap_or(u32::MAX)
     }
 
     /// A task entered the queue.
@@ -496,8 +518,9 @@ impl PolicyHost {
                 self.engage_fallback();
             } else {
                 match self.compiled.instantiate(&self.config_text) {
-                    Ok(instance) => {
+                    Ok(mut instance) => {
                         warn!(policy = %self.status.name, "policy restarted after a failure");
+                        instance.set_deadline_ticks(self.deadline_ticks);
                         self.backend = Some(Box::new(instance));
                         return;
                     }
@@ -524,7 +547,8 @@ impl PolicyHost {
         self.backend = None;
         if !self.fallback_active {
             match self.compiled.instantiate(&self.config_text) {
-                Ok(instance) => {
+                Ok(mut instance) => {
+                    instance.set_deadline_ticks(self.deadline_ticks);
                     info!(policy = %self.status.name, "policy instance renewed");
                     self.backend = Some(Box::new(instance));
                     return;
@@ -541,6 +565,18 @@ impl PolicyHost {
             }
         }
         self.backend = Some(Box::new(native::Native(Greedy::default())));
+    }
+
+    /// A fresh instance of the loaded component with the same configuration, whatever the
+    /// crash-loop breaker has counted, and never the native fallback: for a caller that keeps
+    /// a breaker of its own and stops rather than fall back (a shadow run). The instance knows
+    /// nothing yet; the caller replays next. On an error the instance stays discarded.
+    pub fn restart_without_fallback(&mut self) -> Result<(), PolicyError> {
+        self.backend = None;
+        let mut instance = self.compiled.instantiate(&self.config_text)?;
+        instance.set_deadline_ticks(self.deadline_ticks);
+        self.backend = Some(Box::new(instance));
+        Ok(())
     }
 
     /// Counts proposals the engine refused (not queued, agent not idle, capabilities unmet,
@@ -591,7 +627,7 @@ impl PolicyHost {
                         warn!(
                             policy = %self.status.name,
                             call = what,
-                            deadline_ms = CALL_DEADLINE.as_millis() as u64,
+                            deadline_ms = self.call_deadline().as_millis() as u64,
                             "policy call timed out; instance discarded"
                         );
                     }

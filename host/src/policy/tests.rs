@@ -578,6 +578,40 @@ fn timeouts_feed_the_breaker_too() {
 }
 
 #[test]
+fn a_host_can_give_its_calls_another_deadline_which_restarts_keep() {
+    let mut host = hostile(DECIDE_LOOP);
+    let deadline = Duration::from_millis(100);
+    host.set_call_deadline(deadline);
+    assert_eq!(host.call_deadline(), deadline);
+    for attempt in 0..2 {
+        let started = Instant::now();
+        assert!(host.decide(0).is_empty());
+        let took = started.elapsed();
+        // The default deadline would have let the loop run past CALL_DEADLINE - EPOCH_TICK.
+        assert!(
+            took >= deadline - EPOCH_TICK && took < CALL_DEADLINE - EPOCH_TICK,
+            "attempt {attempt}: stopped after {took:?}"
+        );
+        host.restart_without_fallback().unwrap();
+    }
+    assert_eq!(host.status().counters.timeouts, 2);
+}
+
+#[test]
+fn a_restart_without_fallback_ignores_the_breaker() {
+    let mut host = hostile(DECIDE_TRAP);
+    for failure in 1..=5 {
+        assert!(host.decide(0).is_empty());
+        assert!(host.needs_replay(), "failure {failure}");
+        host.restart_without_fallback().unwrap();
+        assert!(!host.needs_replay());
+    }
+    let status = host.status();
+    assert!(!status.fallback_active);
+    assert_eq!((status.counters.traps, status.counters.fallbacks), (5, 0));
+}
+
+#[test]
 fn the_host_is_send_so_the_engine_can_own_it_on_any_thread() {
     fn is_send<T: Send>() {}
     is_send::<PolicyHost>();

@@ -159,6 +159,7 @@ impl Compiled {
             .map_err(|e| PolicyError::Instantiate(format!("its `create` call failed: {e:#}")))?;
         let policy = created.map_err(PolicyError::ConfigRejected)?;
         Ok(WasmInstance {
+            deadline_ticks: CALL_DEADLINE_TICKS,
             store,
             exports,
             policy,
@@ -317,6 +318,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A live policy instance. One store and instance are reused across calls (a call costs well
 /// under a microsecond that way); after a failed call the instance is unusable and is dropped.
 pub(crate) struct WasmInstance {
+    /// Epoch ticks each call may run for ([`CALL_DEADLINE_TICKS`] unless the host says).
+    deadline_ticks: u64,
     store: Store<GuestState>,
     exports: PolicyComponent,
     policy: ResourceAny,
@@ -327,7 +330,7 @@ impl WasmInstance {
         &mut self,
         f: impl FnOnce(wit::GuestPolicy<'_>, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        self.store.set_epoch_deadline(self.deadline_ticks);
         let policy = self.exports.switchyard_policy_scheduler().policy();
         f(policy, &mut self.store, self.policy).map_err(classify)
     }
@@ -342,6 +345,10 @@ fn classify(error: wasmtime::Error) -> CallError {
 }
 
 impl Backend for WasmInstance {
+    fn set_deadline_ticks(&mut self, ticks: u64) {
+        self.deadline_ticks = ticks;
+    }
+
     fn task_queued(&mut self, task: &TaskView) -> Result<(), CallError> {
         let task = wit::Task {
             id: task.id,

@@ -75,5 +75,11 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
             let content_type = request.content_type.as_deref();
             policy::put(state, &caller, content_type, &request.query, body).await
         }
+        Route::GetShadow => policy::get_shadow(state).await,
+        Route::PutShadow => {
+            let content_type = request.content_type.as_deref();
+            policy::put_shadow(state, content_type, &request.query, body).await
+        }
+        Route::DeleteShadow => policy::delete_shadow(state).await,
     }
 }

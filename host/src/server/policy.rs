@@ -1,9 +1,11 @@
-//! The policy in force: `GET /api/policy` reports it, `PUT /api/policy` swaps it.
+//! The policy in force: `GET /api/policy` reports it, `PUT /api/policy` swaps it. A shadow
+//! run beside it: `PUT /api/policy/shadow` starts one, `GET` reports it, `DELETE` ends it.
 
 use super::auth::Caller;
 use super::body::LazyBody;
 use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
+use crate::engine::shadow::ShadowReport;
 use crate::engine::Command;
 use crate::policy::{
     max_component_bytes, read_component_file, PolicyError, PolicyHost, PolicySource,
@@ -39,28 +41,7 @@ pub async fn put(
 ) -> ApiResult {
     let PolicyChange { component, config } =
         PolicyChange::parse(content_type, query, body.read().await?)?;
-    let (component, remembered_as) = match component {
-        PolicyComponent::Upload(bytes) => {
-            let limit = max_component_bytes();
-            if bytes.len() as u64 > limit {
-                return Err(too_large(PolicyError::ComponentTooLarge {
-                    what: "upload".into(),
-                    limit,
-                }));
-            }
-            (Some(bytes), "upload".to_string())
-        }
-        PolicyComponent::Builtin(name) => (None, format!("builtin:{name}")),
-        // A path is taken as `--policy` takes it, so `builtin:NAME` names a built-in here too.
-        PolicyComponent::Path(path) => match path.strip_prefix("builtin:") {
-            Some(name) => (None, format!("builtin:{name}")),
-            None => (Some(read_file(path.clone()).await?), path),
-        },
-    };
-    let source = match &component {
-        Some(bytes) => PolicySource::Bytes(bytes.clone()),
-        None => PolicySource::parse(&remembered_as),
-    };
+    let (source, remembered_as, component) = component_of(component).await?;
     let persisted = PersistedPolicy {
         source: remembered_as.clone(),
         config: config.clone(),
@@ -86,6 +67,86 @@ pub async fn put(
         )
         .await?;
     Ok(json(StatusCode::OK, json!(status)))
+}
+
+/// `PUT /api/policy/shadow`: the same body as `PUT /api/policy`; the policy is loaded off the
+/// engine's thread, then the engine starts a shadow run of it (replacing any run set).
+pub async fn put_shadow(
+    state: &AppState,
+    content_type: Option<&str>,
+    query: &str,
+    body: LazyBody,
+) -> ApiResult {
+    let PolicyChange { component, config } =
+        PolicyChange::parse(content_type, query, body.read().await?)?;
+    let (source, label, _) = component_of(component).await?;
+    let policy = load(source, config).await?;
+    let report = state
+        .engine
+        .ask(|reply| Command::StartShadow {
+            policy: Box::new(policy),
+            source: label,
+            reply,
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!(report)))
+}
+
+/// `GET /api/policy/shadow`: the shadow run's report, 404 when none is set.
+pub async fn get_shadow(state: &AppState) -> ApiResult {
+    let report = state
+        .engine
+        .ask(|reply| Command::ShadowReport { reply })
+        .await?;
+    shadow_answer(report)
+}
+
+/// `DELETE /api/policy/shadow`: ends the run at once and answers its final report; 404 when
+/// none is set.
+pub async fn delete_shadow(state: &AppState) -> ApiResult {
+    let report = state
+        .engine
+        .ask(|reply| Command::StopShadow { reply })
+        .await?;
+    shadow_answer(report)
+}
+
+fn shadow_answer(report: Option<ShadowReport>) -> ApiResult {
+    match report {
+        Some(report) => Ok(json(StatusCode::OK, json!(report))),
+        None => Err(ApiError::no_shadow_policy()),
+    }
+}
+
+/// Where a requested component comes from: the source to load, how it is remembered and
+/// reported (`upload`, `builtin:NAME` or the path), and the component's bytes (an upload, or a
+/// file read here: a regular file, within the size limit and the read deadline).
+async fn component_of(
+    component: PolicyComponent,
+) -> Result<(PolicySource, String, Option<Vec<u8>>), ApiError> {
+    let (bytes, remembered_as) = match component {
+        PolicyComponent::Upload(bytes) => {
+            let limit = max_component_bytes();
+            if bytes.len() as u64 > limit {
+                return Err(too_large(PolicyError::ComponentTooLarge {
+                    what: "upload".into(),
+                    limit,
+                }));
+            }
+            (Some(bytes), "upload".to_string())
+        }
+        PolicyComponent::Builtin(name) => (None, format!("builtin:{name}")),
+        // A path is taken as `--policy` takes it, so `builtin:NAME` names a built-in here too.
+        PolicyComponent::Path(path) => match path.strip_prefix("builtin:") {
+            Some(name) => (None, format!("builtin:{name}")),
+            None => (Some(read_file(path.clone()).await?), path),
+        },
+    };
+    let source = match &bytes {
+        Some(bytes) => PolicySource::Bytes(bytes.clone()),
+        None => PolicySource::parse(&remembered_as),
+    };
+    Ok((source, remembered_as, bytes))
 }
 
 /// Reads a component file on a blocking thread: a regular file, within the size limit (413

@@ -60,6 +60,11 @@ impl ApiError {
         }
     }
 
+    /// No shadow run is set (`/api/policy/shadow`).
+    pub fn no_shadow_policy() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "no_shadow_policy")
+    }
+
     /// The store could not be read or written; the request may succeed later.
     pub fn storage_unavailable() -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")

@@ -27,6 +27,9 @@ pub enum Route {
     AuditLog,
     GetPolicy,
     PutPolicy,
+    GetShadow,
+    PutShadow,
+    DeleteShadow,
     /// `GET /ws` without the WebSocket upgrade.
     WsWithoutUpgrade,
 }
@@ -58,6 +61,9 @@ impl Route {
             (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
+            (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
+            (&Method::PUT, ["api", "policy", "shadow"]) => Route::PutShadow,
+            (&Method::DELETE, ["api", "policy", "shadow"]) => Route::DeleteShadow,
             _ => return None,
         };
         Some(route)
@@ -74,7 +80,8 @@ impl Route {
             | Route::Stats
             | Route::GetTask(_)
             | Route::ListAgents
-            | Route::GetPolicy => Some(Role::Agent),
+            | Route::GetPolicy
+            | Route::GetShadow => Some(Role::Agent),
             Route::RetryTask(_)
             | Route::CancelTask(_)
             | Route::RequeueTask(_)
@@ -83,7 +90,9 @@ impl Route {
             | Route::RevokeTokens(_)
             | Route::RotateAdminToken
             | Route::AuditLog
-            | Route::PutPolicy => Some(Role::Admin),
+            | Route::PutPolicy
+            | Route::PutShadow
+            | Route::DeleteShadow => Some(Role::Admin),
         }
     }
 }
@@ -151,6 +160,25 @@ mod tests {
                 Some(Route::AuditLog),
                 Some(Role::Admin),
             ),
+            (
+                Method::GET,
+                "/api/policy/shadow",
+                Some(Route::GetShadow),
+                Some(Role::Agent),
+            ),
+            (
+                Method::PUT,
+                "/api/policy/shadow",
+                Some(Route::PutShadow),
+                Some(Role::Admin),
+            ),
+            (
+                Method::DELETE,
+                "/api/policy/shadow",
+                Some(Route::DeleteShadow),
+                Some(Role::Admin),
+            ),
+            (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),
         ];

@@ -6,7 +6,7 @@ mod policy;
 mod query;
 
 pub use audit::{AuditAction, AuditQuery, AuditRecord};
-pub use policy::{PolicyChange, PolicyComponent};
+pub use policy::{PolicyChange, PolicyComponent, ShadowState, ShadowStopReason};
 pub use query::TaskQuery;
 
 use serde_json::{Map, Value};

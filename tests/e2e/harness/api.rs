@@ -238,14 +238,21 @@ impl Api {
     /// `PUT /api/policy` uploading a component (`application/wasm`) as admin, with its
     /// configuration in the `config` query parameter when given.
     pub async fn put_policy_wasm(&self, component: Vec<u8>, config: Option<&Value>) -> Resp {
+        self.put_wasm("/api/policy", component, config).await
+    }
+
+    /// PUT of a component (`application/wasm`) to `path` as admin, with its configuration in
+    /// the `config` query parameter when given (`/api/policy`, `/api/policy/shadow`).
+    pub async fn put_wasm(&self, path: &str, component: Vec<u8>, config: Option<&Value>) -> Resp {
         let mut req = self
-            .builder(Method::PUT, "/api/policy", Some(&self.admin))
+            .builder(Method::PUT, path, Some(&self.admin))
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
             .body(component);
         if let Some(config) = config {
             req = req.query(&[("config", config.to_string())]);
         }
-        self.send(req, "PUT /api/policy (application/wasm)").await
+        self.send(req, &format!("PUT {path} (application/wasm)"))
+            .await
     }
 }
 

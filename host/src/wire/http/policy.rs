@@ -1,8 +1,10 @@
-//! The request of `PUT /api/policy`: a component, named in a JSON body or uploaded as the body,
-//! and the configuration to create it with.
+//! The request of `PUT /api/policy` (and of `PUT /api/policy/shadow`, which takes the same
+//! body): a component, named in a JSON body or uploaded as the body, and the configuration to
+//! create it with; and the codes a shadow run's report shares with its readers.
 
 use super::query::pairs;
 use super::{bad, object, BadRequest};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// The content type of an uploaded component; any other body is read as JSON.
@@ -68,6 +70,45 @@ impl PolicyChange {
             component,
             config: body.get("config").cloned().unwrap_or(Value::Null),
         })
+    }
+}
+
+/// Whether a shadow run (`/api/policy/shadow`) is still being fed, as its report says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowState {
+    /// Fed every event and asked at every decision pass.
+    Running,
+    /// Fed no more; the report keeps what it saw until the shadow is removed or replaced.
+    Stopped,
+}
+
+/// Why a shadow run stopped on its own. An operator's `DELETE` removes the run instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowStopReason {
+    /// Its calls trapped or ran past their deadline too often (the shadow's own breaker).
+    Failing,
+    /// Its successful calls took more than its time budget within one second.
+    OverBudget,
+    /// It could not keep up: its queue of events filled, and the engine never waits for it.
+    FellBehind,
+}
+
+impl ShadowStopReason {
+    /// The reason as the report writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowStopReason::Failing => "failing",
+            ShadowStopReason::OverBudget => "over_budget",
+            ShadowStopReason::FellBehind => "fell_behind",
+        }
+    }
+}
+
+impl std::fmt::Display for ShadowStopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
