@@ -28,7 +28,7 @@ pub async fn put(
     body: LazyBody,
 ) -> ApiResult {
     let PolicyChange { component, config } =
-        PolicyChange::parse(content_type, query, body.read().await?)?;
+        PolicyChange::parse(content_type, query, body.read(super::limits::POLICY_BODY).await?)?;
     let (source, remembered_as, upload) = match component {
         PolicyComponent::Upload(bytes) => (
             PolicySource::Bytes(bytes.clone()),

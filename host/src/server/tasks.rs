@@ -7,9 +7,10 @@ use super::AppState;
 use crate::engine::{Command, EngineError, Submitted};
 use crate::store::TaskFilter;
 use crate::wire::http::{NewTask, TaskQuery, PRIORITY_NAMES};
-use crate::wire::TaskId;
+use crate::wire::{now_ms, TaskId};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
+use warp::Reply;
 
 /// Dead-lettered tasks `GET /api/tasks/dead-letter` lists at most: as many as one page of
 /// `GET /api/tasks` may hold (the answer's `count` still counts them all).
@@ -23,7 +24,8 @@ fn task_id(text: &str) -> Result<TaskId, ApiError> {
 
 /// `POST /api/tasks`: one task.
 pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
-    let task = NewTask::parse(&body.read_object().await?)?;
+    let task = NewTask::parse(&body.read_object(state.limits.task_body()).await?)?;
+    check(state, &task, now_ms()).map_err(|refusal| refusal.naming(None))?;
     let submitted = submit_all(state, vec![task], submitted_by).await?;
     // The engine answers one entry per task submitted.
     let Submitted {
@@ -39,10 +41,46 @@ pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> A
 
 /// `POST /api/tasks/batch`: all the tasks or none.
 pub async fn submit_batch(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
-    let tasks = NewTask::parse_batch(&body.read_object().await?)?;
+    let tasks = NewTask::parse_batch(&body.read_object(state.limits.batch_body()).await?)?;
+    let now = now_ms();
+    for (index, task) in tasks.iter().enumerate() {
+        check(state, task, now).map_err(|refusal| refusal.naming(Some(index)))?;
+    }
     let submitted = submit_all(state, tasks, submitted_by).await?;
     let task_ids: Vec<TaskId> = submitted.iter().map(|s| s.task_id).collect();
     Ok(json(StatusCode::CREATED, json!({ "task_ids": task_ids })))
+}
+
+/// Why a task that parsed is still refused.
+enum Refusal {
+    TooLarge(usize),
+    Deadline(String),
+}
+
+impl Refusal {
+    /// The answer, naming the task's place in a batch if it has one.
+    fn naming(self, index: Option<usize>) -> ApiError {
+        let place = index.map_or(String::new(), |index| format!("tasks[{index}]: "));
+        match self {
+            Refusal::TooLarge(limit) => ApiError::too_large(
+                format!("{place}the task (description, metadata, needed_capabilities and fairness_key as JSON)"),
+                limit,
+                "--max-task-bytes",
+            ),
+            Refusal::Deadline(why) => ApiError::bad_request(format!("{place}{why}")),
+        }
+    }
+}
+
+/// The checks a parsed task still has to pass: the size limit (so its `task_assign` fits
+/// what agents accept) and a deadline that has not passed.
+fn check(state: &AppState, task: &NewTask, now: u64) -> Result<(), Refusal> {
+    let limit = state.limits.max_task_bytes;
+    if task.encoded_size() > limit {
+        return Err(Refusal::TooLarge(limit));
+    }
+    task.check_complete_by(now)
+        .map_err(|crate::wire::http::BadRequest(why)| Refusal::Deadline(why))
 }
 
 async fn submit_all(
@@ -62,16 +100,28 @@ async fn submit_all(
 
 /// `GET /api/tasks`: one page of tasks in submission order, filtered by the query.
 pub async fn list(state: &AppState, query: &str) -> ApiResult {
-    let filter = task_filter(TaskQuery::parse(query)?);
+    let filter = task_filter(TaskQuery::parse(query)?, state.limits.max_page_bytes);
     let page = state.read(|store, txn| store.list_tasks(txn, &filter))?;
-    Ok(json(
-        StatusCode::OK,
-        json!({"tasks": page.tasks, "count": page.tasks.len(), "next_cursor": page.next_cursor}),
-    ))
+    // Serialized straight from the tasks, without a JSON tree in between: a page is held once
+    // as tasks and once as text, no more.
+    let answer = Page {
+        count: page.tasks.len(),
+        tasks: &page.tasks,
+        next_cursor: page.next_cursor,
+    };
+    Ok(warp::reply::with_status(warp::reply::json(&answer), StatusCode::OK).into_response())
+}
+
+/// The answer of a listing.
+#[derive(serde::Serialize)]
+struct Page<'a> {
+    tasks: &'a [crate::task::Task],
+    count: usize,
+    next_cursor: Option<TaskId>,
 }
 
 /// The store's filter for what a query asks.
-fn task_filter(query: TaskQuery) -> TaskFilter {
+fn task_filter(query: TaskQuery, max_bytes: usize) -> TaskFilter {
     TaskFilter {
         status: query.status,
         priority: query.priority,
@@ -79,12 +129,15 @@ fn task_filter(query: TaskQuery) -> TaskFilter {
         fairness_key: query.fairness_key,
         after: query.cursor,
         limit: query.limit,
+        max_bytes,
     }
 }
 
 /// `GET /api/tasks/dead-letter`.
 pub async fn dead_letter(state: &AppState) -> ApiResult {
-    let (tasks, count) = state.read(|store, txn| store.dead_letter(txn, DEAD_LETTER_LIMIT))?;
+    let max_bytes = state.limits.max_page_bytes;
+    let (tasks, count) =
+        state.read(|store, txn| store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes))?;
     Ok(json(
         StatusCode::OK,
         json!({"tasks": tasks, "count": count}),
