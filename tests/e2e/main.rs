@@ -17,6 +17,8 @@ mod fairness;
 mod flow;
 mod hostile;
 mod http;
+mod limits;
 mod priority;
+mod shutdown;
 mod sidecar;
 mod swap;

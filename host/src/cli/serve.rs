@@ -198,14 +198,27 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lockout: Duration::from_millis(args.auth_lockout_ms),
         })),
     });
-    server::serve(listener, state, limits, crate::wait::shutdown_signal()).await;
+    let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
+    let (signalled, deadline) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        crate::wait::shutdown_signal().await;
+        let _ = signalled.send(tokio::time::Instant::now() + shutdown_timeout);
+    };
+    server::serve(listener, state, limits, shutdown).await;
     // Every connection is closed (or abandoned at the deadline): with the last engine handle
     // gone the engine stops, and the writer finishes the commit in hand before it does. Wait
-    // for that, within what is left of the deadline; past it, exit anyway (a commit is atomic:
-    // cut short, it is simply not there, and nothing in it was acknowledged).
-    let stopped = tokio::task::spawn_blocking(move || engine_thread.join());
-    let deadline = Duration::from_millis(args.shutdown_timeout_ms);
-    if tokio::time::timeout(deadline, stopped).await.is_err() {
+    // for that until the deadline; past it, exit anyway (a commit is atomic: cut short, it is
+    // simply not there, and nothing in it was acknowledged). A plain thread waits for the
+    // join, so an engine that does not stop cannot hold the process.
+    let deadline = deadline
+        .await
+        .unwrap_or_else(|_| tokio::time::Instant::now() + shutdown_timeout);
+    let (joined, engine_stopped) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = engine_thread.join();
+        let _ = joined.send(());
+    });
+    if tokio::time::timeout_at(deadline, engine_stopped).await.is_err() {
         tracing::warn!("the engine had not stopped at the shutdown deadline; exiting anyway");
     }
     tracing::info!("switchyard stopped");
