@@ -78,7 +78,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
     /// WebSocket connections that have not identified, per source address; beyond, 429.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub max_unidentified_per_ip: usize,
     /// A WebSocket connection that has not identified this long after opening is closed
     /// (1008 identify_timeout); pings do not extend it.

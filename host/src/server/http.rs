@@ -44,7 +44,11 @@ async fn authenticate_throttled(
             .map_err(ApiError::too_many_auth_failures)?;
     }
     let result = authenticate(state, authorization, role);
-    if let (Err(error), Some(ip)) = (&result, ip) {
+    // Only a token that was tried and is unknown counts: a request without one guesses nothing.
+    let guessed = authorization
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| !token.trim().is_empty());
+    if let (Err(error), Some(ip), true) = (&result, ip, guessed) {
         if error.status == warp::http::StatusCode::UNAUTHORIZED {
             tokio::time::sleep(state.throttle.failed(ip)).await;
         }
