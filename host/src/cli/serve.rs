@@ -64,9 +64,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16 << 10)]
     pub map_size_mib: usize,
     /// Largest task: its description, metadata, needed capabilities and fairness key as JSON.
-    /// Must leave room in --max-frame-bytes for the `task_assign` that carries it.
-    #[arg(long, default_value_t = DEFAULT_MAX_TASK_BYTES)]
-    pub max_task_bytes: usize,
+    /// Must leave room in --max-frame-bytes for the `task_assign` that carries it. Default:
+    /// 262144 (256 KiB), or --max-frame-bytes - 256 if that is less.
+    #[arg(long)]
+    pub max_task_bytes: Option<usize>,
     /// Largest body of `POST /api/tasks/batch`.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_batch_bytes: usize,
@@ -102,20 +103,30 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The task size limit: as given, else the default within what the frame limit allows.
+    fn max_task_bytes(&self) -> usize {
+        self.max_task_bytes.unwrap_or_else(|| {
+            DEFAULT_MAX_TASK_BYTES.min(self.max_frame_bytes.saturating_sub(TASK_ASSIGN_OVERHEAD))
+        })
+    }
+
     /// The limits that must agree with each other, checked before anything is opened.
     fn check_limits(&self) -> anyhow::Result<()> {
-        let frame = self.max_task_bytes.saturating_add(TASK_ASSIGN_OVERHEAD);
+        if self.max_frame_bytes <= TASK_ASSIGN_OVERHEAD {
+            bail!("--max-frame-bytes must be more than {TASK_ASSIGN_OVERHEAD}: a task_assign needs that much besides its task");
+        }
+        let task_bytes = self.max_task_bytes();
+        let frame = task_bytes.saturating_add(TASK_ASSIGN_OVERHEAD);
         if frame > self.max_frame_bytes {
             bail!(
-                "--max-task-bytes {} does not fit --max-frame-bytes {}: a task_assign carrying \
-                 such a task would be up to {frame} bytes, which agents would refuse \
+                "--max-task-bytes {task_bytes} does not fit --max-frame-bytes {}: a task_assign \
+                 carrying such a task would be up to {frame} bytes, which agents would refuse \
                  (keep --max-task-bytes at most --max-frame-bytes - {TASK_ASSIGN_OVERHEAD})",
-                self.max_task_bytes,
                 self.max_frame_bytes
             );
         }
         for (flag, value) in [
-            ("--max-task-bytes", self.max_task_bytes),
+            ("--max-task-bytes", task_bytes),
             ("--max-batch-bytes", self.max_batch_bytes),
             ("--max-page-bytes", self.max_page_bytes),
             ("--max-connections", self.max_connections),
@@ -189,7 +200,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine,
         store,
         limits: HttpLimits {
-            max_task_bytes: args.max_task_bytes,
+            max_task_bytes: args.max_task_bytes(),
             max_batch_bytes: args.max_batch_bytes,
             max_page_bytes: args.max_page_bytes,
         },
