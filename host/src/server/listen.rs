@@ -7,6 +7,7 @@
 use super::conns::{Connections, Open};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use warp::hyper::body::Incoming;
 use warp::hyper::service::Service as _;
+
+/// Connections over the cap being answered at once, at most.
+const MAX_REFUSING: usize = 64;
 
 /// Who a request came from, put in every request's extensions for the filters to read.
 #[derive(Clone)]
@@ -49,6 +53,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -65,7 +70,18 @@ pub async fn run(
         };
         let Some(open) = conns.open() else {
             tracing::debug!(%addr, "connection refused: too many open");
-            tokio::spawn(refuse(stream, conns.limits().max_connections));
+            // Each refusal holds its socket a moment; past a few at once, a flood is dropped
+            // unanswered rather than allowed to use up the file descriptors.
+            if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+                let refusing = refusing.clone();
+                let max_connections = conns.limits().max_connections;
+                tokio::spawn(async move {
+                    refuse(stream, max_connections).await;
+                    refusing.fetch_sub(1, Ordering::AcqRel);
+                });
+            } else {
+                refusing.fetch_sub(1, Ordering::AcqRel);
+            }
             continue;
         };
         let peer = Peer { addr, open };
