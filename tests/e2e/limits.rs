@@ -50,19 +50,41 @@ async fn tasks_over_the_size_limit_get_413_and_assigns_fit_the_frame_limit() {
     let at_limit = "\u{1}".repeat(content / 6) + &"x".repeat(content % 6);
     let over = format!("{at_limit}x");
     let refused = api
-        .request(Method::POST, "/api/tasks", Some(api.admin_token()), Some(&json!({"description": over})))
+        .request(
+            Method::POST,
+            "/api/tasks",
+            Some(api.admin_token()),
+            Some(&json!({"description": over})),
+        )
         .await;
     assert_eq!(refused.status, 413, "{}", refused.text);
-    assert!(refused.error().contains("--max-task-bytes"), "{}", refused.text);
+    assert!(
+        refused.error().contains("--max-task-bytes"),
+        "{}",
+        refused.text
+    );
     assert_eq!(refused.body["limit"], task_bytes, "{}", refused.text);
 
     let batch = json!({"tasks": [{"description": "small"}, {"description": over}]});
     let refused = api
-        .request(Method::POST, "/api/tasks/batch", Some(api.admin_token()), Some(&batch))
+        .request(
+            Method::POST,
+            "/api/tasks/batch",
+            Some(api.admin_token()),
+            Some(&batch),
+        )
         .await;
     assert_eq!(refused.status, 413, "{}", refused.text);
-    assert!(refused.error().starts_with("tasks[1]: "), "{}", refused.text);
-    assert_eq!(api.list_tasks("").await["count"], 0, "a refused batch adds nothing");
+    assert!(
+        refused.error().starts_with("tasks[1]: "),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        api.list_tasks("").await["count"],
+        0,
+        "a refused batch adds nothing"
+    );
 
     // A body larger than any task within the limit could need is refused before it is read.
     let body_limit = task_bytes * 6 + (64 << 10);
@@ -95,7 +117,10 @@ async fn a_task_limit_that_does_not_fit_the_frame_limit_is_refused_at_start() {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .args(["--max-frame-bytes", "65536", "--max-task-bytes", "65536"])
-        .env("SWITCHYARD_ADMIN_TOKEN", "limits-admin-token-limits-admin-token")
+        .env(
+            "SWITCHYARD_ADMIN_TOKEN",
+            "limits-admin-token-limits-admin-token",
+        )
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(STATE_TIMEOUT, output)
@@ -119,7 +144,10 @@ async fn listing_pages_are_bounded_by_bytes() {
     let api = hub.api();
     let mut ids = Vec::new();
     for n in 0..10 {
-        ids.push(api.submit(json!({"description": format!("{n}{}", "d".repeat(6000))})).await);
+        ids.push(
+            api.submit(json!({"description": format!("{n}{}", "d".repeat(6000))}))
+                .await,
+        );
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -130,7 +158,11 @@ async fn listing_pages_are_bounded_by_bytes() {
         };
         let page = api.list_tasks(&query).await;
         let tasks = page["tasks"].as_array().unwrap();
-        assert!(!tasks.is_empty() && tasks.len() <= 3, "{} tasks in a page", tasks.len());
+        assert!(
+            !tasks.is_empty() && tasks.len() <= 3,
+            "{} tasks in a page",
+            tasks.len()
+        );
         assert!(serde_json::to_string(tasks).unwrap().len() <= 20_000 + 200);
         seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap().to_string()));
         match page["next_cursor"].as_str() {
@@ -141,7 +173,9 @@ async fn listing_pages_are_bounded_by_bytes() {
     assert_eq!(seen, ids, "every task once, in order");
     // One task larger than a page still comes, alone.
     let hub = Hub::start(HubOpts::default().flag("--max-page-bytes", 100)).await;
-    hub.api().submit(json!({"description": "x".repeat(500)})).await;
+    hub.api()
+        .submit(json!({"description": "x".repeat(500)}))
+        .await;
     hub.api().submit(json!({"description": "y"})).await;
     let page = hub.api().list_tasks("").await;
     assert_eq!(page["count"], 1, "{page}");
@@ -156,14 +190,26 @@ async fn a_deadline_in_the_past_is_refused() {
     let api = hub.api();
     let past = now_ms() - 1_000;
     let refused = api
-        .post("/api/tasks", &json!({"description": "late", "complete_by": past}))
+        .post(
+            "/api/tasks",
+            &json!({"description": "late", "complete_by": past}),
+        )
         .await;
     assert_eq!(refused.status, 400, "{}", refused.text);
-    assert!(refused.error().starts_with("complete_by is in the past"), "{}", refused.text);
-    let batch = json!({"tasks": [{"description": "ok"}, {"description": "late", "complete_by": past}]});
+    assert!(
+        refused.error().starts_with("complete_by is in the past"),
+        "{}",
+        refused.text
+    );
+    let batch =
+        json!({"tasks": [{"description": "ok"}, {"description": "late", "complete_by": past}]});
     let refused = api.post("/api/tasks/batch", &batch).await;
     assert_eq!(refused.status, 400, "{}", refused.text);
-    assert!(refused.error().starts_with("tasks[1]: complete_by"), "{}", refused.text);
+    assert!(
+        refused.error().starts_with("tasks[1]: complete_by"),
+        "{}",
+        refused.text
+    );
     let stats = api.task_stats().await;
     assert_eq!(stats["by_status"]["queued"], 0, "{stats}");
     assert_eq!(stats["dead_letter"], 0, "{stats}");
@@ -195,14 +241,22 @@ async fn connections_past_the_cap_get_503() {
     assert!(answer.contains("too_many_connections"), "{answer}");
     assert!(answer.contains("\"limit\":3"), "{answer}");
     drop(idle);
-    poll_until("/health once the idle sockets closed", STATE_TIMEOUT, || async {
-        let answer = raw_exchange(&hub, b"GET /health HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n").await;
-        if answer.starts_with("HTTP/1.1 200") {
-            Ok(())
-        } else {
-            Err(answer)
-        }
-    })
+    poll_until(
+        "/health once the idle sockets closed",
+        STATE_TIMEOUT,
+        || async {
+            let answer = raw_exchange(
+                &hub,
+                b"GET /health HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            if answer.starts_with("HTTP/1.1 200") {
+                Ok(())
+            } else {
+                Err(answer)
+            }
+        },
+    )
     .await;
 }
 
@@ -285,11 +339,17 @@ async fn bad_tokens_are_slowed_then_refused() {
     let api = hub.api();
     for n in 1..=5 {
         let started = Instant::now();
-        let answer = api.request(Method::GET, "/api/tasks", Some("guess"), None).await;
+        let answer = api
+            .request(Method::GET, "/api/tasks", Some("guess"), None)
+            .await;
         assert_eq!(answer.status, 401, "guess {n}: {}", answer.text);
         if n == 5 {
             // Past three failures each answer waits 100 ms more: the fifth waits 200 ms.
-            assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() >= Duration::from_millis(200),
+                "{:?}",
+                started.elapsed()
+            );
         }
     }
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -300,7 +360,11 @@ async fn bad_tokens_are_slowed_then_refused() {
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 429);
-    let retry_after: u64 = answer.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = answer.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"], "too_many_auth_failures", "{body}");
@@ -308,7 +372,11 @@ async fn bad_tokens_are_slowed_then_refused() {
         Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 429),
         other => panic!("a WebSocket from a locked-out address: expected 429, got {other:?}"),
     }
-    assert_eq!(api.health().await["status"], "ok", "public routes still answer");
+    assert_eq!(
+        api.health().await["status"],
+        "ok",
+        "public routes still answer"
+    );
 }
 
 /// Item 8 over WebSocket: failed identifies count too; the one that reaches the limit closes
@@ -327,7 +395,10 @@ async fn failed_identifies_lock_the_address_out() {
         .send(json!({"type": "identify", "agent_id": "a1", "token": "wrong"}))
         .await;
     let (code, reason, _) = agent.expect_close(STATE_TIMEOUT).await;
-    assert_eq!((code, reason.as_str()), (Some(1008), "too_many_auth_failures"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (Some(1008), "too_many_auth_failures")
+    );
     let answer = hub.api().get("/api/tasks").await;
     assert_eq!(answer.status, 429, "{}", answer.text);
 }
@@ -345,7 +416,8 @@ async fn an_aborted_request_is_not_an_error() {
             .unwrap();
         drop(stream);
     }
-    hub.wait_for_log(&["HTTP connection ended with an error"]).await;
+    hub.wait_for_log(&["HTTP connection ended with an error"])
+        .await;
     assert_eq!(hub.api().health().await["status"], "ok");
     let errors: Vec<String> = hub
         .log_lines()

@@ -20,7 +20,11 @@ async fn sigterm_closes_every_agent_with_1001_and_loses_nothing() {
     }
     let mut ids = Vec::new();
     for n in 0..30 {
-        ids.push(hub.api().submit(json!({"description": format!("t{n}")})).await);
+        ids.push(
+            hub.api()
+                .submit(json!({"description": format!("t{n}")}))
+                .await,
+        );
     }
     // One task completed and acknowledged before the signal.
     let assign = agents[0].expect_assign().await;
@@ -30,7 +34,11 @@ async fn sigterm_closes_every_agent_with_1001_and_loses_nothing() {
     let terminated = hub.terminate(Duration::from_secs(15)).await;
     let status = terminated.status.expect("the hub exits after SIGTERM");
     assert!(status.success(), "{status:?}");
-    assert!(terminated.took < Duration::from_secs(5), "{:?}", terminated.took);
+    assert!(
+        terminated.took < Duration::from_secs(5),
+        "{:?}",
+        terminated.took
+    );
     for agent in &mut agents {
         let (code, reason, _) = agent.expect_close(STATE_TIMEOUT).await;
         assert_eq!(
@@ -82,7 +90,9 @@ async fn sigterm_exits_within_the_deadline_whatever_clients_do() {
     assert_eq!(hub.api().health().await["status"], "ok");
 
     let terminated = hub.terminate(Duration::from_secs(15)).await;
-    let status = terminated.status.expect("the hub exits despite its clients");
+    let status = terminated
+        .status
+        .expect("the hub exits despite its clients");
     assert!(status.success(), "{status:?}");
     assert!(
         terminated.took < Duration::from_millis(3500),

@@ -7,9 +7,9 @@ use crate::server::conns::ConnLimits;
 use crate::server::listen::ListenLimits;
 use crate::server::throttle::{AuthLimits, AuthThrottle};
 use crate::server::{self, AppState, HttpLimits, ServeLimits, WsLimits};
+use crate::store::{Role, Store, TokenRecord, PREFIX_LEN};
 use crate::wire::agent::hub::TASK_ASSIGN_OVERHEAD;
 use crate::wire::http::DEFAULT_MAX_TASK_BYTES;
-use crate::store::{Role, Store, TokenRecord, PREFIX_LEN};
 use crate::wire::now_ms;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -229,7 +229,10 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = engine_thread.join();
         let _ = joined.send(());
     });
-    if tokio::time::timeout_at(deadline, engine_stopped).await.is_err() {
+    if tokio::time::timeout_at(deadline, engine_stopped)
+        .await
+        .is_err()
+    {
         tracing::warn!("the engine had not stopped at the shutdown deadline; exiting anyway");
     }
     tracing::info!("switchyard stopped");

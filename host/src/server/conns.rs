@@ -80,7 +80,11 @@ impl Connections {
     /// Counts an unidentified WebSocket connection from `ip`; `None` when that address already
     /// has [`ConnLimits::max_unidentified_per_ip`] of them.
     pub fn unidentified(&self, ip: IpAddr) -> Option<Unidentified> {
-        let mut counts = self.0.unidentified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self
+            .0
+            .unidentified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.0.limits.max_unidentified_per_ip {
             return None;

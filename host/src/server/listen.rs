@@ -94,7 +94,10 @@ pub async fn run(
         ));
     }
     drop(listener);
-    tracing::info!(open = conns.count(), "stopped accepting; closing connections");
+    tracing::info!(
+        open = conns.count(),
+        "stopped accepting; closing connections"
+    );
     let _ = closing.send(true);
     if !conns.drained(limits.shutdown_timeout).await {
         tracing::warn!(
@@ -115,11 +118,12 @@ async fn serve_one(
 ) {
     let addr = peer.addr;
     let inner = hyper_util::service::TowerToHyperService::new(warp::service(routes));
-    let service = warp::hyper::service::service_fn(move |mut request: warp::http::Request<Incoming>| {
-        request.extensions_mut().insert(peer.clone());
-        let answer = inner.call(request);
-        async move { Ok::<_, Infallible>(answer.await.unwrap_or_else(|never| match never {})) }
-    });
+    let service =
+        warp::hyper::service::service_fn(move |mut request: warp::http::Request<Incoming>| {
+            request.extensions_mut().insert(peer.clone());
+            let answer = inner.call(request);
+            async move { Ok::<_, Infallible>(answer.await.unwrap_or_else(|never| match never {})) }
+        });
     let mut http = warp::hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);

@@ -27,8 +27,11 @@ pub async fn put(
     query: &str,
     body: LazyBody,
 ) -> ApiResult {
-    let PolicyChange { component, config } =
-        PolicyChange::parse(content_type, query, body.read(super::limits::POLICY_BODY).await?)?;
+    let PolicyChange { component, config } = PolicyChange::parse(
+        content_type,
+        query,
+        body.read(super::limits::POLICY_BODY).await?,
+    )?;
     let (source, remembered_as, upload) = match component {
         PolicyComponent::Upload(bytes) => (
             PolicySource::Bytes(bytes.clone()),

@@ -67,7 +67,9 @@ impl AuthThrottle {
         }
         let addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
         match addresses.get(&key(ip)) {
-            Some(failures) if failures.count >= self.limits.max_failures && failures.until > now => {
+            Some(failures)
+                if failures.count >= self.limits.max_failures && failures.until > now =>
+            {
                 Err(failures.until - now)
             }
             _ => Ok(()),
@@ -143,12 +145,23 @@ mod tests {
         let later = start + Duration::from_secs(10);
         throttle.failed_at(ip, later);
         let retry_after = throttle.check_at(ip, later).unwrap_err();
-        assert_eq!(retry_after, Duration::from_secs(60), "from the failure that locked");
+        assert_eq!(
+            retry_after,
+            Duration::from_secs(60),
+            "from the failure that locked"
+        );
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(throttle.check_at(other, later).is_ok(), "other addresses are not affected");
+        assert!(
+            throttle.check_at(other, later).is_ok(),
+            "other addresses are not affected"
+        );
         let after = later + Duration::from_secs(61);
         assert!(throttle.check_at(ip, after).is_ok(), "the lockout ends");
-        assert_eq!(throttle.failed_at(ip, after), Duration::ZERO, "and the count starts again");
+        assert_eq!(
+            throttle.failed_at(ip, after),
+            Duration::ZERO,
+            "and the count starts again"
+        );
     }
 
     #[test]

@@ -121,13 +121,8 @@ pub fn accept(
                         let io = hyper_util::rt::TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve_connection(
-                            socket,
-                            (conn, accepted_at, addr),
-                            unidentified,
-                            context,
-                        )
-                        .await;
+                        serve_connection(socket, (conn, accepted_at, addr), unidentified, context)
+                            .await;
                         // The socket leaves the connection count only now.
                         drop(open);
                     }

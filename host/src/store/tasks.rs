@@ -473,9 +473,19 @@ mod tests {
             (ids, page.next_cursor)
         };
         // Three tasks and a bit fit; the fourth starts the next page.
-        assert_eq!(page(None, one * 3 + one / 2), (vec![1, 2, 3], Some(TaskId(3))));
-        assert_eq!(page(Some(TaskId(3)), one * 3 + one / 2), (vec![4, 5, 6], Some(TaskId(6))));
-        assert_eq!(page(None, 1), (vec![1], Some(TaskId(1))), "one task at least");
+        assert_eq!(
+            page(None, one * 3 + one / 2),
+            (vec![1, 2, 3], Some(TaskId(3)))
+        );
+        assert_eq!(
+            page(Some(TaskId(3)), one * 3 + one / 2),
+            (vec![4, 5, 6], Some(TaskId(6)))
+        );
+        assert_eq!(
+            page(None, 1),
+            (vec![1], Some(TaskId(1))),
+            "one task at least"
+        );
         assert_eq!(page(Some(TaskId(8)), one * 5).1, None, "the last page");
         let (dead, _) = store.dead_letter(&txn, 100, 1).unwrap();
         assert!(dead.len() <= 1);

@@ -355,7 +355,11 @@ mod tests {
         // "ab" + {"k":1} + ["x"] + "t"
         assert_eq!(task.encoded_size(), 4 + 7 + 5 + 3);
         let escaped = parse(json!({"description": "\u{1}"})).unwrap();
-        assert_eq!(escaped.encoded_size(), 8 + 2 + 2, "\\u0001 in quotes, {{}}, []");
+        assert_eq!(
+            escaped.encoded_size(),
+            8 + 2 + 2,
+            "\\u0001 in quotes, {{}}, []"
+        );
     }
 
     #[test]
@@ -364,12 +368,17 @@ mod tests {
         assert!(task.check_complete_by(999).is_ok());
         let BadRequest(why) = task.check_complete_by(1000).unwrap_err();
         assert!(why.starts_with("complete_by is in the past"), "{why}");
-        assert!(parse(json!({"description": "d"})).unwrap().check_complete_by(u64::MAX).is_ok());
+        assert!(parse(json!({"description": "d"}))
+            .unwrap()
+            .check_complete_by(u64::MAX)
+            .is_ok());
     }
 
     #[test]
     fn needed_capabilities_are_bounded() {
-        let many: Vec<String> = (0..=MAX_NEEDED_CAPABILITIES).map(|i| format!("c{i}")).collect();
+        let many: Vec<String> = (0..=MAX_NEEDED_CAPABILITIES)
+            .map(|i| format!("c{i}"))
+            .collect();
         let error = parse(json!({"description": "d", "needed_capabilities": many})).unwrap_err();
         assert!(error.0.starts_with("needed_capabilities"), "{error}");
         let long = "x".repeat(MAX_CAPABILITY_NAME_BYTES + 1);

@@ -113,7 +113,11 @@ mod tests {
             (CloseReason::StorageUnavailable, 1011, "storage_unavailable"),
             (CloseReason::Superseded, 4000, "superseded"),
             (CloseReason::IdentifyTimeout, 1008, "identify_timeout"),
-            (CloseReason::TooManyAuthFailures, 1008, "too_many_auth_failures"),
+            (
+                CloseReason::TooManyAuthFailures,
+                1008,
+                "too_many_auth_failures",
+            ),
         ];
         assert_eq!(expected.len(), CloseReason::ALL.len());
         for (close, code, reason) in expected {
