@@ -318,3 +318,42 @@ fn load_policy(
     };
     PolicyHost::load(source, config).context("cannot load the policy")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        Serve::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_task_limit_defaults_to_what_the_frame_limit_allows() {
+        assert_eq!(args(&[]).max_task_bytes(), DEFAULT_MAX_TASK_BYTES);
+        let small = args(&["--max-frame-bytes", "4096"]);
+        assert_eq!(small.max_task_bytes(), 4096 - TASK_ASSIGN_OVERHEAD);
+        assert!(small.check_limits().is_ok());
+    }
+
+    #[test]
+    fn a_task_limit_over_the_frame_limit_is_refused_naming_both() {
+        let error = args(&["--max-frame-bytes", "65536", "--max-task-bytes", "65536"])
+            .check_limits()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--max-task-bytes 65536 does not fit --max-frame-bytes 65536"),
+            "{error}"
+        );
+        let error = args(&["--max-connections", "0"]).check_limits().unwrap_err();
+        assert!(error.to_string().contains("--max-connections"), "{error}");
+    }
+}
