@@ -353,7 +353,9 @@ mod tests {
             error.contains("--max-task-bytes 65536 does not fit --max-frame-bytes 65536"),
             "{error}"
         );
-        let error = args(&["--max-connections", "0"]).check_limits().unwrap_err();
+        let error = args(&["--max-connections", "0"])
+            .check_limits()
+            .unwrap_err();
         assert!(error.to_string().contains("--max-connections"), "{error}");
     }
 }

@@ -57,14 +57,22 @@ impl AppState {
         &self,
         read: impl FnOnce(&Store, &heed::RoTxn) -> store::Result<T>,
     ) -> Result<T, ApiError> {
-        self.store
-            .read_txn()
-            .and_then(|txn| read(&self.store, &txn))
-            .map_err(|error| {
-                tracing::error!(%error, "read failed");
-                ApiError::storage_unavailable()
-            })
+        read_store(&self.store, read)
     }
+}
+
+/// [`AppState::read`] for a handler that reads off the async threads (with a store it owns).
+fn read_store<T>(
+    store: &Store,
+    read: impl FnOnce(&Store, &heed::RoTxn) -> store::Result<T>,
+) -> Result<T, ApiError> {
+    store
+        .read_txn()
+        .and_then(|txn| read(store, &txn))
+        .map_err(|error| {
+            tracing::error!(%error, "read failed");
+            ApiError::storage_unavailable()
+        })
 }
 
 /// Serves until `shutdown` resolves; then stops accepting, closes every connection (each

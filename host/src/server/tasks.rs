@@ -10,7 +10,6 @@ use crate::wire::http::{NewTask, TaskQuery, PRIORITY_NAMES};
 use crate::wire::{now_ms, TaskId};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
-use warp::Reply;
 
 /// Dead-lettered tasks `GET /api/tasks/dead-letter` lists at most: as many as one page of
 /// `GET /api/tasks` may hold (the answer's `count` still counts them all).
@@ -98,18 +97,56 @@ async fn submit_all(
         .await
 }
 
+/// Listings read and encoded at once, at most; more wait their turn. A listing page is up to
+/// `--max-page-bytes` of tasks, held once decoded and once as text: this bounds the memory
+/// all listings together can take, whatever the number of callers.
+const CONCURRENT_LISTINGS: usize = 4;
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_LISTINGS);
+
+/// Runs a listing's read and encoding on the blocking pool, [`CONCURRENT_LISTINGS`] at most at
+/// once: decoding and encoding megabytes of tasks would otherwise hold an async worker thread,
+/// and with it every request queued behind it, `GET /health` included.
+async fn listing(
+    state: &AppState,
+    encode: impl FnOnce(&crate::store::Store) -> Result<Vec<u8>, ApiError> + Send + 'static,
+) -> ApiResult {
+    let _turn = LISTINGS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::storage_unavailable())?;
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || encode(&store))
+        .await
+        .map_err(|_| ApiError::storage_unavailable())??;
+    let mut response = warp::reply::Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
 /// `GET /api/tasks`: one page of tasks in submission order, filtered by the query.
 pub async fn list(state: &AppState, query: &str) -> ApiResult {
     let filter = task_filter(TaskQuery::parse(query)?, state.limits.max_page_bytes);
-    let page = state.read(|store, txn| store.list_tasks(txn, &filter))?;
-    // Serialized straight from the tasks, without a JSON tree in between: a page is held once
-    // as tasks and once as text, no more.
-    let answer = Page {
-        count: page.tasks.len(),
-        tasks: &page.tasks,
-        next_cursor: page.next_cursor,
-    };
-    Ok(warp::reply::with_status(warp::reply::json(&answer), StatusCode::OK).into_response())
+    listing(state, move |store| {
+        let page = super::read_store(store, |store, txn| store.list_tasks(txn, &filter))?;
+        // Encoded straight from the tasks, without a JSON tree in between.
+        let answer = Page {
+            count: page.tasks.len(),
+            tasks: &page.tasks,
+            next_cursor: page.next_cursor,
+        };
+        serde_json::to_vec(&answer).map_err(|_| ApiError::storage_unavailable())
+    })
+    .await
+}
+
+/// The answer of `GET /api/tasks/dead-letter`.
+#[derive(serde::Serialize)]
+struct DeadLetter<'a> {
+    tasks: &'a [crate::task::Task],
+    count: u64,
 }
 
 /// The answer of a listing.
@@ -136,12 +173,17 @@ fn task_filter(query: TaskQuery, max_bytes: usize) -> TaskFilter {
 /// `GET /api/tasks/dead-letter`.
 pub async fn dead_letter(state: &AppState) -> ApiResult {
     let max_bytes = state.limits.max_page_bytes;
-    let (tasks, count) =
-        state.read(|store, txn| store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes))?;
-    Ok(json(
-        StatusCode::OK,
-        json!({"tasks": tasks, "count": count}),
-    ))
+    listing(state, move |store| {
+        let (tasks, count) = super::read_store(store, |store, txn| {
+            store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes)
+        })?;
+        let answer = DeadLetter {
+            tasks: &tasks,
+            count,
+        };
+        serde_json::to_vec(&answer).map_err(|_| ApiError::storage_unavailable())
+    })
+    .await
 }
 
 /// `GET /api/tasks/stats`: tasks by status, queued tasks by priority name, the dead letter.
