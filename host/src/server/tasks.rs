@@ -51,35 +51,35 @@ pub async fn submit_batch(state: &AppState, submitted_by: String, body: LazyBody
 }
 
 /// Why a task that parsed is still refused.
-enum Refusal {
+enum Unacceptable {
     TooLarge(usize),
     Deadline(String),
 }
 
-impl Refusal {
+impl Unacceptable {
     /// The answer, naming the task's place in a batch if it has one.
     fn naming(self, index: Option<usize>) -> ApiError {
         let place = index.map_or(String::new(), |index| format!("tasks[{index}]: "));
         match self {
-            Refusal::TooLarge(limit) => ApiError::too_large(
+            Unacceptable::TooLarge(limit) => ApiError::too_large(
                 format!("{place}the task (description, metadata, needed_capabilities and fairness_key as JSON)"),
                 limit,
                 "--max-task-bytes",
             ),
-            Refusal::Deadline(why) => ApiError::bad_request(format!("{place}{why}")),
+            Unacceptable::Deadline(why) => ApiError::bad_request(format!("{place}{why}")),
         }
     }
 }
 
 /// The checks a parsed task still has to pass: the size limit (so its `task_assign` fits
 /// what agents accept) and a deadline that has not passed.
-fn check(state: &AppState, task: &NewTask, now: u64) -> Result<(), Refusal> {
+fn check(state: &AppState, task: &NewTask, now: u64) -> Result<(), Unacceptable> {
     let limit = state.limits.max_task_bytes;
     if task.encoded_size() > limit {
-        return Err(Refusal::TooLarge(limit));
+        return Err(Unacceptable::TooLarge(limit));
     }
     task.check_complete_by(now)
-        .map_err(|crate::wire::http::BadRequest(why)| Refusal::Deadline(why))
+        .map_err(|crate::wire::http::BadRequest(why)| Unacceptable::Deadline(why))
 }
 
 async fn submit_all(
