@@ -230,7 +230,11 @@ async fn connections_past_the_cap_get_503() {
     // The hub counts a socket once it accepts it; the three are accepted by the time a
     // fourth's answer comes back, whatever the order the kernel queued them in.
     let answer = poll_until("a 503 for the fourth connection", STATE_TIMEOUT, || async {
-        let answer = raw_exchange(&hub, b"GET /health HTTP/1.1\r\nhost: hub\r\n\r\n").await;
+        let answer = raw_exchange(
+            &hub,
+            b"GET /health HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n",
+        )
+        .await;
         if answer.starts_with("HTTP/1.1 503") {
             Ok(answer)
         } else {
