@@ -3,11 +3,16 @@
 
 use crate::engine::{new_token, Engine, EngineConfig};
 use crate::policy::{PolicyHost, PolicySource, StartupFallback};
-use crate::server::{self, AppState, WsLimits};
+use crate::server::conns::ConnLimits;
+use crate::server::listen::ListenLimits;
+use crate::server::throttle::{AuthLimits, AuthThrottle};
+use crate::server::{self, AppState, HttpLimits, ServeLimits, WsLimits};
 use crate::store::{
     write_admin_token, PersistedPolicy, Role, Store, TokenRecord, ADMIN_AGENT_ID, ADMIN_TOKEN_FILE,
     PREFIX_LEN,
 };
+use crate::wire::agent::hub::TASK_ASSIGN_OVERHEAD;
+use crate::wire::http::DEFAULT_MAX_TASK_BYTES;
 use crate::wire::now_ms;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -75,9 +80,111 @@ pub struct ServeArgs {
     /// The most the data may grow to, in MiB (address space, not memory).
     #[arg(long, default_value_t = 16 << 10)]
     pub map_size_mib: usize,
+    /// Largest task: its description, metadata, needed capabilities and fairness key as JSON.
+    /// Must leave room in --max-frame-bytes for the `task_assign` that carries it. Default:
+    /// 262144 (256 KiB), or --max-frame-bytes - 256 if that is less.
+    #[arg(long)]
+    pub max_task_bytes: Option<usize>,
+    /// Largest body of `POST /api/tasks/batch`.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_batch_bytes: usize,
+    /// Largest listing page (`GET /api/tasks`, the dead letter), its tasks as JSON; a page
+    /// holds one task whatever its size.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_page_bytes: usize,
+    /// Open connections at most (HTTP and WebSocket); beyond, 503. Keep it below `ulimit -n`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// WebSocket connections that have not identified, per source address; beyond, 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_unidentified_per_ip: usize,
+    /// A WebSocket connection that has not identified this long after opening is closed
+    /// (1008 identify_timeout); pings do not extend it.
+    #[arg(long, default_value_t = 10_000)]
+    pub identify_timeout_ms: u64,
+    /// A request whose headers take longer than this to arrive is dropped; an idle keep-alive
+    /// connection is closed after this long.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long to wait for connections to close before exiting anyway.
+    #[arg(long, default_value_t = 5_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Failed authentications (bad bearer token, failed identify) from one address within
+    /// --auth-lockout-ms after which the address is refused (429, or close 1008) until the
+    /// lockout ends; 0 turns the throttle off. Past 3, each refusal is answered more slowly.
+    #[arg(long, default_value_t = 20)]
+    pub auth_max_failures: u32,
+    /// How long failed authentications are counted, and how long a lockout lasts.
+    #[arg(long, default_value_t = 60_000)]
+    pub auth_lockout_ms: u64,
+}
+
+impl ServeArgs {
+    /// The task size limit: as given, else the default within what the frame limit allows.
+    fn max_task_bytes(&self) -> usize {
+        self.max_task_bytes.unwrap_or_else(|| {
+            DEFAULT_MAX_TASK_BYTES.min(self.max_frame_bytes.saturating_sub(TASK_ASSIGN_OVERHEAD))
+        })
+    }
+
+    /// The limits that must agree with each other, checked before anything is opened.
+    fn check_limits(&self) -> anyhow::Result<()> {
+        if self.max_frame_bytes <= TASK_ASSIGN_OVERHEAD {
+            bail!("--max-frame-bytes must be more than {TASK_ASSIGN_OVERHEAD}: a task_assign needs that much besides its task");
+        }
+        let task_bytes = self.max_task_bytes();
+        let frame = task_bytes.saturating_add(TASK_ASSIGN_OVERHEAD);
+        if frame > self.max_frame_bytes {
+            bail!(
+                "--max-task-bytes {task_bytes} does not fit --max-frame-bytes {}: a task_assign \
+                 carrying such a task would be up to {frame} bytes, which agents would refuse \
+                 (keep --max-task-bytes at most --max-frame-bytes - {TASK_ASSIGN_OVERHEAD})",
+                self.max_frame_bytes
+            );
+        }
+        for (flag, value) in [
+            ("--max-task-bytes", task_bytes),
+            ("--max-batch-bytes", self.max_batch_bytes),
+            ("--max-page-bytes", self.max_page_bytes),
+            ("--max-connections", self.max_connections),
+            ("--max-unidentified-per-ip", self.max_unidentified_per_ip),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        for (flag, value) in [
+            ("--identify-timeout-ms", self.identify_timeout_ms),
+            ("--header-read-timeout-ms", self.header_read_timeout_ms),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            ws: WsLimits {
+                max_frame_bytes: self.max_frame_bytes,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                identify_timeout: Duration::from_millis(self.identify_timeout_ms),
+            },
+            conns: ConnLimits {
+                max_connections: self.max_connections,
+                max_unidentified_per_ip: self.max_unidentified_per_ip,
+            },
+            listen: ListenLimits {
+                header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+                shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            },
+        }
+    }
 }
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.check_limits()?;
     let store = Arc::new(
         Store::open(&args.data_dir, args.map_size_mib << 20)
             .with_context(|| format!("cannot open the data folder {}", args.data_dir.display()))?,
@@ -103,7 +210,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_capabilities: args.max_capabilities,
         max_capability_bytes: args.max_capability_bytes,
     };
-    let (engine, _thread) =
+    let (engine, engine_thread) =
         Engine::start(store.clone(), policy, config).context("cannot load the live state")?;
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;
@@ -111,12 +218,46 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Scripts and tests wait for this line.
     println!("switchyard listening on {addr}");
     std::io::stdout().flush()?;
-    let limits = WsLimits {
-        max_frame_bytes: args.max_frame_bytes,
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+    let limits = args.serve_limits();
+    let state = Arc::new(AppState {
+        engine,
+        store,
+        limits: HttpLimits {
+            max_task_bytes: args.max_task_bytes(),
+            max_batch_bytes: args.max_batch_bytes,
+            max_page_bytes: args.max_page_bytes,
+        },
+        throttle: Arc::new(AuthThrottle::new(AuthLimits {
+            max_failures: args.auth_max_failures,
+            lockout: Duration::from_millis(args.auth_lockout_ms),
+        })),
+    });
+    let shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
+    let (signalled, deadline) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        crate::wait::shutdown_signal().await;
+        let _ = signalled.send(tokio::time::Instant::now() + shutdown_timeout);
     };
-    let state = Arc::new(AppState { engine, store });
-    server::serve(listener, state, limits, crate::wait::shutdown_signal()).await;
+    server::serve(listener, state, limits, shutdown).await;
+    // Every connection is closed (or abandoned at the deadline): with the last engine handle
+    // gone the engine stops, and the writer finishes the commit in hand before it does. Wait
+    // for that until the deadline; past it, exit anyway (a commit is atomic: cut short, it is
+    // simply not there, and nothing in it was acknowledged). A plain thread waits for the
+    // join, so an engine that does not stop cannot hold the process.
+    let deadline = deadline
+        .await
+        .unwrap_or_else(|_| tokio::time::Instant::now() + shutdown_timeout);
+    let (joined, engine_stopped) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = engine_thread.join();
+        let _ = joined.send(());
+    });
+    if tokio::time::timeout_at(deadline, engine_stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the engine had not stopped at the shutdown deadline; exiting anyway");
+    }
     tracing::info!("switchyard stopped");
     Ok(())
 }
@@ -301,4 +442,45 @@ fn load_persisted(
         path => path.to_string(),
     });
     Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        Serve::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_task_limit_defaults_to_what_the_frame_limit_allows() {
+        assert_eq!(args(&[]).max_task_bytes(), DEFAULT_MAX_TASK_BYTES);
+        let small = args(&["--max-frame-bytes", "4096"]);
+        assert_eq!(small.max_task_bytes(), 4096 - TASK_ASSIGN_OVERHEAD);
+        assert!(small.check_limits().is_ok());
+    }
+
+    #[test]
+    fn a_task_limit_over_the_frame_limit_is_refused_naming_both() {
+        let error = args(&["--max-frame-bytes", "65536", "--max-task-bytes", "65536"])
+            .check_limits()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--max-task-bytes 65536 does not fit --max-frame-bytes 65536"),
+            "{error}"
+        );
+        let error = args(&["--max-connections", "0"])
+            .check_limits()
+            .unwrap_err();
+        assert!(error.to_string().contains("--max-connections"), "{error}");
+    }
 }

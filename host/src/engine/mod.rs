@@ -189,6 +189,7 @@ fn run(mut state: EngineState, inbox: Receiver<Command>, writer: Writer) {
             }
         }
     }
+    writer.finish();
     tracing::info!("engine stopped");
 }
 

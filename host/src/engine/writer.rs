@@ -164,6 +164,7 @@ impl CommitStats {
 pub struct Writer {
     batches: Sender<Batch>,
     pub reports: Receiver<Committed>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
@@ -171,7 +172,7 @@ impl Writer {
     pub fn start(store: Arc<Store>, stats: Arc<CommitStats>) -> Writer {
         let (batches, inbox) = crossbeam_channel::bounded::<Batch>(1);
         let (report, reports) = crossbeam_channel::bounded(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("switchyard-writer".into())
             .spawn(move || {
                 for batch in inbox {
@@ -181,7 +182,25 @@ impl Writer {
                 }
             })
             .expect("the writer thread starts");
-        Writer { batches, reports }
+        Writer {
+            batches,
+            reports,
+            thread,
+        }
+    }
+
+    /// Stops the writer once the batch in hand, if any, is committed (and its answers sent),
+    /// and waits for that: a stopping hub finishes the commit in flight.
+    pub fn finish(self) {
+        let Writer {
+            batches,
+            reports,
+            thread,
+        } = self;
+        drop(batches);
+        // Its report has no one to go to: the engine has stopped.
+        drop(reports);
+        let _ = thread.join();
     }
 
     pub fn send(&self, batch: Batch) {

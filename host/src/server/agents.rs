@@ -22,7 +22,7 @@ pub async fn list(state: &AppState) -> ApiResult {
 
 /// `POST /admin/tokens`: a new agent token, answered once and stored only hashed.
 pub async fn create_token(state: &AppState, caller: &Caller, body: LazyBody) -> ApiResult {
-    let agent_id = token_request(&body.read_object().await?)?;
+    let agent_id = token_request(&body.read_object(super::limits::SMALL_BODY).await?)?;
     let token = state
         .engine
         .ask_audited(

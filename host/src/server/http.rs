@@ -23,8 +23,37 @@ pub struct Request {
     /// The query string without the `?`; empty when there is none.
     pub query: String,
     pub content_type: Option<String>,
+    /// The caller's address (for the auth throttle); always known when served by `listen`.
+    pub peer: Option<std::net::SocketAddr>,
     /// Read only after authentication succeeds.
     pub body: LazyBody,
+}
+
+/// [`authenticate`], through the auth throttle: a locked-out address is refused (429) before its
+/// token is looked at, and a failure is counted and answered late.
+async fn authenticate_throttled(
+    state: &AppState,
+    authorization: Option<&str>,
+    ip: Option<std::net::IpAddr>,
+    role: crate::store::Role,
+) -> Result<super::auth::Caller, ApiError> {
+    if let Some(ip) = ip {
+        state
+            .throttle
+            .check(ip)
+            .map_err(ApiError::too_many_auth_failures)?;
+    }
+    let result = authenticate(state, authorization, role);
+    // Only a token that was tried and is unknown counts: a request without one guesses nothing.
+    let guessed = authorization
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| !token.trim().is_empty());
+    if let (Err(error), Some(ip), true) = (&result, ip, guessed) {
+        if error.status == warp::http::StatusCode::UNAUTHORIZED {
+            tokio::time::sleep(state.throttle.failed(ip)).await;
+        }
+    }
+    result
 }
 
 /// Answers a request: unknown routes get 404 whoever asks, then the route's role is checked,
@@ -38,7 +67,11 @@ pub async fn handle(state: &AppState, request: Request) -> Response {
 async fn answer(state: &AppState, request: Request) -> ApiResult {
     let route = Route::resolve(&request.method, &request.path).ok_or_else(ApiError::not_found)?;
     let caller = match route.role() {
-        Some(role) => Some(authenticate(state, request.authorization.as_deref(), role)?),
+        Some(role) => {
+            let ip = request.peer.map(|peer| peer.ip());
+            let authorization = request.authorization.as_deref();
+            Some(authenticate_throttled(state, authorization, ip, role).await?)
+        }
         None => None,
     };
     // Every route that records who asked needs a role, so there is a caller to name.

@@ -7,31 +7,48 @@ mod agents;
 mod audit;
 mod auth;
 mod body;
+pub mod conns;
 mod http;
+pub mod limits;
+pub mod listen;
 mod metrics;
 mod policy;
 mod public;
 mod reply;
 mod routes;
 mod tasks;
+pub mod throttle;
 pub mod ws;
 
 use crate::engine::Engine;
 use crate::store::{self, Store};
 use body::LazyBody;
+use conns::Connections;
+use listen::{ListenLimits, Peer};
 use reply::ApiError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use throttle::AuthThrottle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::{Filter, Reply};
 
+pub use limits::HttpLimits;
 pub use ws::WsLimits;
 
 /// What request handlers share.
 pub struct AppState {
     pub engine: Engine,
     pub store: Arc<Store>,
+    pub limits: HttpLimits,
+    pub throttle: Arc<AuthThrottle>,
+}
+
+/// Everything `serve` needs to know of its limits besides the handlers' [`HttpLimits`].
+pub struct ServeLimits {
+    pub ws: WsLimits,
+    pub conns: conns::ConnLimits,
+    pub listen: ListenLimits,
 }
 
 impl AppState {
@@ -41,25 +58,42 @@ impl AppState {
         &self,
         read: impl FnOnce(&Store, &heed::RoTxn) -> store::Result<T>,
     ) -> Result<T, ApiError> {
-        self.store
-            .read_txn()
-            .and_then(|txn| read(&self.store, &txn))
-            .map_err(|error| {
-                tracing::error!(%error, "read failed");
-                ApiError::storage_unavailable()
-            })
+        read_store(&self.store, read)
     }
 }
 
-/// Serves until `shutdown` resolves; then asks every WebSocket to close and returns.
+/// [`AppState::read`] for a handler that reads off the async threads (with a store it owns).
+fn read_store<T>(
+    store: &Store,
+    read: impl FnOnce(&Store, &heed::RoTxn) -> store::Result<T>,
+) -> Result<T, ApiError> {
+    store
+        .read_txn()
+        .and_then(|txn| read(store, &txn))
+        .map_err(|error| {
+            tracing::error!(%error, "read failed");
+            ApiError::storage_unavailable()
+        })
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, closes every connection (each
+/// WebSocket with 1001) and returns once they are all closed or the shutdown deadline passed
+/// (see [`listen::run`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    limits: WsLimits,
+    limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (closing, closed) = watch::channel(false);
-    let ws_state = state.clone();
+    let conns = Connections::new(limits.conns);
+    let ws_context = ws::WsContext {
+        engine: state.engine.clone(),
+        limits: limits.ws,
+        closing: closed,
+        conns: conns.clone(),
+        throttle: state.throttle.clone(),
+    };
     // `warp::ws()` checks the upgrade headers (a plain GET falls through to the API's answer);
     // the upgrade itself is `ws::accept`'s, which configures the socket as warp cannot. The
     // upgrade handle is taken before `warp::ws()` takes it for itself.
@@ -70,11 +104,10 @@ pub async fn serve(
         >())
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
-        .and(warp::addr::remote())
+        .and(warp::filters::ext::optional::<Peer>())
         .map(
-            move |on_upgrade, _checked: warp::ws::Ws, key: String, peer: Option<SocketAddr>| {
-                let engine = ws_state.engine.clone();
-                ws::accept(on_upgrade, &key, peer, engine, limits, closed.clone())
+            move |on_upgrade, _checked: warp::ws::Ws, key: String, peer: Option<Peer>| {
+                ws::accept(on_upgrade, &key, peer, ws_context.clone())
             },
         );
     let api = warp::method()
@@ -82,9 +115,16 @@ pub async fn serve(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::filters::ext::optional::<Peer>())
         .and(warp::body::stream().map(LazyBody::new))
         .then(
-            move |method, path: warp::path::FullPath, authorization, content_type, query, body| {
+            move |method,
+                  path: warp::path::FullPath,
+                  authorization,
+                  content_type,
+                  query,
+                  peer: Option<Peer>,
+                  body| {
                 let state = state.clone();
                 let request = http::Request {
                     method,
@@ -92,6 +132,7 @@ pub async fn serve(
                     authorization,
                     query,
                     content_type,
+                    peer: peer.map(|peer| peer.addr),
                     body,
                 };
                 async move { http::handle(&state, request).await }
@@ -101,15 +142,10 @@ pub async fn serve(
         .or(api)
         .recover(|_rejection: warp::Rejection| async {
             Ok::<_, std::convert::Infallible>(ApiError::not_found().into_response())
-        });
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = closing.send(true);
         })
-        .run()
-        .await;
+        .map(Reply::into_response)
+        .boxed();
+    listen::run(listener, routes, conns, limits.listen, closing, shutdown).await;
 }
 
 /// Binds the listening socket, with an error that names the address.

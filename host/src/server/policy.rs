@@ -39,8 +39,11 @@ pub async fn put(
     query: &str,
     body: LazyBody,
 ) -> ApiResult {
-    let PolicyChange { component, config } =
-        PolicyChange::parse(content_type, query, body.read().await?)?;
+    let PolicyChange { component, config } = PolicyChange::parse(
+        content_type,
+        query,
+        body.read(super::limits::POLICY_BODY).await?,
+    )?;
     let (source, remembered_as, component) = component_of(component).await?;
     let persisted = PersistedPolicy {
         source: remembered_as.clone(),
@@ -77,8 +80,11 @@ pub async fn put_shadow(
     query: &str,
     body: LazyBody,
 ) -> ApiResult {
-    let PolicyChange { component, config } =
-        PolicyChange::parse(content_type, query, body.read().await?)?;
+    let PolicyChange { component, config } = PolicyChange::parse(
+        content_type,
+        query,
+        body.read(super::limits::POLICY_BODY).await?,
+    )?;
     let (source, label, _) = component_of(component).await?;
     let policy = load(source, config).await?;
     let report = state

@@ -24,6 +24,8 @@ pub fn json(status: StatusCode, body: Value) -> Response {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: Value,
+    /// Seconds for a `Retry-After` header, on refusals that end by themselves.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
         ApiError {
             status,
             body: json!({ "error": message.into() }),
+            retry_after: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             body: json!({"error": "task_not_found", "task_id": task_id.to_string()}),
+            retry_after: None,
         }
     }
 
@@ -57,6 +61,47 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             body: json!({"error": "token_not_found", "agent_id": agent_id}),
+            retry_after: None,
+        }
+    }
+
+    /// A size limit refused what was sent: 413, naming what and the limit (`flag` says which
+    /// `serve` flag sets it).
+    pub fn too_large(what: impl Display, limit: usize, flag: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            body: json!({
+                "error": format!("{what} is larger than the limit of {limit} bytes ({flag})"),
+                "limit": limit,
+            }),
+            retry_after: None,
+        }
+    }
+
+    /// The caller's address failed to authenticate too often and is refused for a while.
+    pub fn too_many_auth_failures(retry_after: std::time::Duration) -> ApiError {
+        let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: json!({
+                "error": "too_many_auth_failures",
+                "detail": format!("too many failed authentications from this address; try again in {seconds} s"),
+                "retry_after_secs": seconds,
+            }),
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// The caller's address holds as many unidentified WebSocket connections as it may.
+    pub fn too_many_unidentified(limit: usize) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: json!({
+                "error": "too_many_unidentified_connections",
+                "detail": format!("this address already has {limit} WebSocket connections that have not identified (--max-unidentified-per-ip)"),
+                "limit": limit,
+            }),
+            retry_after: Some(1),
         }
     }
 
@@ -73,7 +118,13 @@ impl ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        json(self.status, self.body)
+        let mut response = json(self.status, self.body);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -8,7 +8,7 @@ use super::AppState;
 use crate::engine::{Command, EngineError, Submitted};
 use crate::store::TaskFilter;
 use crate::wire::http::{AuditAction, NewTask, TaskQuery, PRIORITY_NAMES};
-use crate::wire::TaskId;
+use crate::wire::{now_ms, TaskId};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 
@@ -24,7 +24,8 @@ fn task_id(text: &str) -> Result<TaskId, ApiError> {
 
 /// `POST /api/tasks`: one task.
 pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
-    let task = NewTask::parse(&body.read_object().await?)?;
+    let task = NewTask::parse(&body.read_object(state.limits.task_body()).await?)?;
+    check(state, &task, now_ms()).map_err(|refusal| refusal.naming(None))?;
     let submitted = submit_all(state, vec![task], submitted_by).await?;
     // The engine answers one entry per task submitted.
     let Submitted {
@@ -40,10 +41,46 @@ pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> A
 
 /// `POST /api/tasks/batch`: all the tasks or none.
 pub async fn submit_batch(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
-    let tasks = NewTask::parse_batch(&body.read_object().await?)?;
+    let tasks = NewTask::parse_batch(&body.read_object(state.limits.batch_body()).await?)?;
+    let now = now_ms();
+    for (index, task) in tasks.iter().enumerate() {
+        check(state, task, now).map_err(|refusal| refusal.naming(Some(index)))?;
+    }
     let submitted = submit_all(state, tasks, submitted_by).await?;
     let task_ids: Vec<TaskId> = submitted.iter().map(|s| s.task_id).collect();
     Ok(json(StatusCode::CREATED, json!({ "task_ids": task_ids })))
+}
+
+/// Why a task that parsed is still refused.
+enum Unacceptable {
+    TooLarge(usize),
+    Deadline(String),
+}
+
+impl Unacceptable {
+    /// The answer, naming the task's place in a batch if it has one.
+    fn naming(self, index: Option<usize>) -> ApiError {
+        let place = index.map_or(String::new(), |index| format!("tasks[{index}]: "));
+        match self {
+            Unacceptable::TooLarge(limit) => ApiError::too_large(
+                format!("{place}the task (description, metadata, needed_capabilities and fairness_key as JSON)"),
+                limit,
+                "--max-task-bytes",
+            ),
+            Unacceptable::Deadline(why) => ApiError::bad_request(format!("{place}{why}")),
+        }
+    }
+}
+
+/// The checks a parsed task still has to pass: the size limit (so its `task_assign` fits
+/// what agents accept) and a deadline that has not passed.
+fn check(state: &AppState, task: &NewTask, now: u64) -> Result<(), Unacceptable> {
+    let limit = state.limits.max_task_bytes;
+    if task.encoded_size() > limit {
+        return Err(Unacceptable::TooLarge(limit));
+    }
+    task.check_complete_by(now)
+        .map_err(|crate::wire::http::BadRequest(why)| Unacceptable::Deadline(why))
 }
 
 async fn submit_all(
@@ -61,18 +98,68 @@ async fn submit_all(
         .await
 }
 
+/// Listings read and encoded at once, at most; more wait their turn. A listing page is up to
+/// `--max-page-bytes` of tasks, held once decoded and once as text: this bounds the memory
+/// all listings together can take, whatever the number of callers.
+const CONCURRENT_LISTINGS: usize = 4;
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_LISTINGS);
+
+/// Runs a listing's read and encoding on the blocking pool, [`CONCURRENT_LISTINGS`] at most at
+/// once: decoding and encoding megabytes of tasks would otherwise hold an async worker thread,
+/// and with it every request queued behind it, `GET /health` included.
+async fn listing(
+    state: &AppState,
+    encode: impl FnOnce(&crate::store::Store) -> Result<Vec<u8>, ApiError> + Send + 'static,
+) -> ApiResult {
+    let _turn = LISTINGS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::storage_unavailable())?;
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || encode(&store))
+        .await
+        .map_err(|_| ApiError::storage_unavailable())??;
+    let mut response = warp::reply::Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
 /// `GET /api/tasks`: one page of tasks in submission order, filtered by the query.
 pub async fn list(state: &AppState, query: &str) -> ApiResult {
-    let filter = task_filter(TaskQuery::parse(query)?);
-    let page = state.read(|store, txn| store.list_tasks(txn, &filter))?;
-    Ok(json(
-        StatusCode::OK,
-        json!({"tasks": page.tasks, "count": page.tasks.len(), "next_cursor": page.next_cursor}),
-    ))
+    let filter = task_filter(TaskQuery::parse(query)?, state.limits.max_page_bytes);
+    listing(state, move |store| {
+        let page = super::read_store(store, |store, txn| store.list_tasks(txn, &filter))?;
+        // Encoded straight from the tasks, without a JSON tree in between.
+        let answer = Page {
+            count: page.tasks.len(),
+            tasks: &page.tasks,
+            next_cursor: page.next_cursor,
+        };
+        serde_json::to_vec(&answer).map_err(|_| ApiError::storage_unavailable())
+    })
+    .await
+}
+
+/// The answer of `GET /api/tasks/dead-letter`.
+#[derive(serde::Serialize)]
+struct DeadLetter<'a> {
+    tasks: &'a [crate::task::Task],
+    count: u64,
+}
+
+/// The answer of a listing.
+#[derive(serde::Serialize)]
+struct Page<'a> {
+    tasks: &'a [crate::task::Task],
+    count: usize,
+    next_cursor: Option<TaskId>,
 }
 
 /// The store's filter for what a query asks.
-fn task_filter(query: TaskQuery) -> TaskFilter {
+fn task_filter(query: TaskQuery, max_bytes: usize) -> TaskFilter {
     TaskFilter {
         status: query.status,
         priority: query.priority,
@@ -80,16 +167,24 @@ fn task_filter(query: TaskQuery) -> TaskFilter {
         fairness_key: query.fairness_key,
         after: query.cursor,
         limit: query.limit,
+        max_bytes,
     }
 }
 
 /// `GET /api/tasks/dead-letter`.
 pub async fn dead_letter(state: &AppState) -> ApiResult {
-    let (tasks, count) = state.read(|store, txn| store.dead_letter(txn, DEAD_LETTER_LIMIT))?;
-    Ok(json(
-        StatusCode::OK,
-        json!({"tasks": tasks, "count": count}),
-    ))
+    let max_bytes = state.limits.max_page_bytes;
+    listing(state, move |store| {
+        let (tasks, count) = super::read_store(store, |store, txn| {
+            store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes)
+        })?;
+        let answer = DeadLetter {
+            tasks: &tasks,
+            count,
+        };
+        serde_json::to_vec(&answer).map_err(|_| ApiError::storage_unavailable())
+    })
+    .await
 }
 
 /// `GET /api/tasks/stats`: tasks by status, queued tasks by priority name, the dead letter.

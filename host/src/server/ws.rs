@@ -5,6 +5,10 @@
 //! replies and pushes alike, arrives through the connection's outbox in the order the engine
 //! decided it.
 
+use super::conns::{Connections, Unidentified};
+use super::listen::Peer;
+use super::reply::ApiError;
+use super::throttle::AuthThrottle;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::{Command, Engine};
 use crate::wire::agent::{
@@ -14,6 +18,7 @@ use crate::wire::now_ms;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -37,6 +42,20 @@ pub struct WsLimits {
     pub max_frame_bytes: usize,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// A connection that has not identified this long after it opened is closed
+    /// ([`CloseReason::IdentifyTimeout`]); pings do not extend it.
+    pub identify_timeout: Duration,
+}
+
+/// What every connection shares.
+#[derive(Clone)]
+pub struct WsContext {
+    pub engine: Engine,
+    pub limits: WsLimits,
+    /// Turns true when the hub stops: every connection sends its close frame.
+    pub closing: watch::Receiver<bool>,
+    pub conns: Connections,
+    pub throttle: Arc<AuthThrottle>,
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -57,14 +76,32 @@ const READ_BUFFER_BYTES: usize = 4 << 10;
 /// read attempt, including the ones that find nothing to read: under load that memset was a
 /// fifth of the hub's CPU (see BENCHMARKS.md). And 10,000 connections would each keep 128 KiB
 /// resident.
+///
+/// An address already holding its share of unidentified connections, or locked out by the auth
+/// throttle, gets 429 instead of the upgrade.
 pub fn accept(
     on_upgrade: Option<OnUpgrade>,
     key: &str,
-    peer: Option<SocketAddr>,
-    engine: Engine,
-    limits: WsLimits,
-    shutdown: watch::Receiver<bool>,
+    peer: Option<Peer>,
+    context: WsContext,
 ) -> warp::reply::Response {
+    let limits = context.limits;
+    let (addr, open, unidentified) = match peer {
+        Some(Peer { addr, open }) => {
+            if let Err(retry_after) = context.throttle.check(addr.ip()) {
+                return ApiError::too_many_auth_failures(retry_after).into_response();
+            }
+            match context.conns.unidentified(addr.ip()) {
+                Some(unidentified) => (Some(addr), Some(open), Some(unidentified)),
+                None => {
+                    let limit = context.conns.limits().max_unidentified_per_ip;
+                    tracing::debug!(%addr, limit, "WebSocket refused: too many unidentified");
+                    return ApiError::too_many_unidentified(limit).into_response();
+                }
+            }
+        }
+        None => (None, None, None),
+    };
     // Leave room above the protocol's limit so an oversize frame reaches the connection and is
     // answered with `frame_too_large`, not dropped by the socket layer.
     let socket_limit = limits.max_frame_bytes.saturating_mul(2).max(64 << 10);
@@ -84,14 +121,10 @@ pub fn accept(
                         let io = hyper_util::rt::TokioIo::new(upgraded);
                         let socket =
                             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                        serve_connection(
-                            socket,
-                            (conn, accepted_at, peer),
-                            engine,
-                            limits,
-                            shutdown,
-                        )
-                        .await;
+                        serve_connection(socket, (conn, accepted_at, addr), unidentified, context)
+                            .await;
+                        // The socket leaves the connection count only now.
+                        drop(open);
                     }
                     Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
                 }
@@ -129,14 +162,24 @@ fn close_message(close: CloseReason) -> Message {
     }))
 }
 
-/// Serves one upgraded connection until it closes. `shutdown` turning true closes it.
-pub async fn serve_connection(
+/// Serves one upgraded connection until it closes. `context.closing` turning true closes it.
+/// `unidentified` is the connection's place among its address's unidentified ones, given up
+/// when it identifies.
+async fn serve_connection(
     socket: AgentSocket,
     (conn, accepted_at, peer): (u64, u64, Option<SocketAddr>),
-    engine: Engine,
-    limits: WsLimits,
-    mut shutdown: watch::Receiver<bool>,
+    mut unidentified: Option<Unidentified>,
+    context: WsContext,
 ) {
+    let WsContext {
+        engine,
+        limits,
+        closing: mut shutdown,
+        throttle,
+        ..
+    } = context;
+    let identify_by = tokio::time::sleep(limits.identify_timeout);
+    tokio::pin!(identify_by);
     let (outbox, mut inbox) = Outbox::channel();
     let (mut sink, mut stream) = socket.split();
     let mut agent: Option<String> = None;
@@ -194,12 +237,18 @@ pub async fn serve_connection(
                 let direct = match parse_frame(text) {
                     Err(error) => Some(ServerMessage::error(error)),
                     Ok(ClientMessage::Identify(identify)) => {
+                        if let Some(ip) = peer.map(|peer| peer.ip()) {
+                            if throttle.check(ip).is_err() {
+                                break Some(CloseReason::TooManyAuthFailures);
+                            }
+                        }
                         let agent_id = identify.agent_id.clone();
                         let (done, outcome) = oneshot::channel();
                         engine.send(Command::Identify { conn, accepted_at, peer, outbox: outbox.clone(), identify, done });
                         // Frames are not read until the engine has decided, so nothing the agent
                         // sends next can overtake its identification.
                         if outcome.await.unwrap_or(false) {
+                            unidentified = None;
                             if let Some(previous) = agent.replace(agent_id.clone()) {
                                 if previous != agent_id {
                                     engine.send(Command::Disconnected { conn, agent: previous });
@@ -207,9 +256,18 @@ pub async fn serve_connection(
                             }
                         } else {
                             failed_identifies += 1;
+                            flush(&mut sink, &mut inbox).await;
+                            let ip = peer.map(|peer| peer.ip());
+                            let delay = ip.map(|ip| throttle.failed(ip));
                             if failed_identifies >= MAX_FAILED_IDENTIFIES {
-                                flush(&mut sink, &mut inbox).await;
                                 break Some(CloseReason::TooManyFailedIdentifies);
+                            }
+                            if let (Some(ip), Some(delay)) = (ip, delay) {
+                                // Slows the guesser down: nothing more is read meanwhile.
+                                tokio::time::sleep(delay).await;
+                                if throttle.check(ip).is_err() {
+                                    break Some(CloseReason::TooManyAuthFailures);
+                                }
                             }
                         }
                         None
@@ -236,6 +294,7 @@ pub async fn serve_connection(
                 }
             }
             _ = &mut idle => break Some(CloseReason::IdleTimeout),
+            _ = &mut identify_by, if agent.is_none() => break Some(CloseReason::IdentifyTimeout),
             _ = shutdown.changed() => break Some(CloseReason::ShuttingDown),
         }
     };
@@ -243,6 +302,7 @@ pub async fn serve_connection(
         let _ = sink.send(close_message(close)).await;
         let _ = sink.close().await;
     }
+    drop(unidentified);
     if let Some(agent) = agent {
         engine.send(Command::Disconnected { conn, agent });
     }

@@ -4,13 +4,14 @@
 
 use super::{codec, Result, Store, StoreError};
 use crate::task::{Task, TaskStatus};
+use crate::wire::http::json_len;
 use crate::wire::TaskId;
 use heed::{RoTxn, RwTxn};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// Filters of `GET /api/tasks`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub priority: Option<u8>,
@@ -19,6 +20,24 @@ pub struct TaskFilter {
     /// Start after this task.
     pub after: Option<TaskId>,
     pub limit: usize,
+    /// The page's tasks, as JSON, at most this many bytes; a page holds its first task
+    /// whatever its size, so a listing always moves on.
+    pub max_bytes: usize,
+}
+
+impl Default for TaskFilter {
+    /// Every task, in pages of 100, bounded by count only.
+    fn default() -> TaskFilter {
+        TaskFilter {
+            status: None,
+            priority: None,
+            assigned_to: None,
+            fairness_key: None,
+            after: None,
+            limit: 100,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 /// One page of a listing. `next_cursor` is set when more tasks may follow.
@@ -216,6 +235,7 @@ impl Store {
         let start = filter.after.map_or(0, |id| id.0.saturating_add(1));
         let mut tasks = Vec::new();
         let mut last = None;
+        let mut page_bytes = 0;
         let from = start.to_be_bytes();
         let range = (Bound::Included(&from[..]), Bound::Unbounded);
         for (scanned, entry) in self.tasks.range(txn, &range)?.enumerate() {
@@ -227,7 +247,6 @@ impl Store {
             }
             let (key, bytes) = entry?;
             let id = id_from(key);
-            last = Some(id);
             let task = decode_task(id, bytes)?;
             let keep = filter.status.is_none_or(|s| s == task.status)
                 && filter.priority.is_none_or(|p| p == task.priority)
@@ -240,8 +259,18 @@ impl Store {
                     .as_ref()
                     .is_none_or(|k| *k == task.fairness_key);
             if keep {
+                let size = json_len(&task);
+                if !tasks.is_empty() && page_bytes + size > filter.max_bytes {
+                    // The next page starts with this task.
+                    return Ok(TaskPage {
+                        tasks,
+                        next_cursor: last,
+                    });
+                }
+                page_bytes += size;
                 tasks.push(task);
             }
+            last = Some(id);
         }
         Ok(TaskPage {
             tasks,
@@ -249,16 +278,28 @@ impl Store {
         })
     }
 
-    /// Dead-lettered tasks (at most `limit`) and how many there are in all.
-    pub fn dead_letter(&self, txn: &RoTxn, limit: usize) -> Result<(Vec<Task>, u64)> {
+    /// Dead-lettered tasks (at most `limit`, and at most `max_bytes` of them as JSON, but at
+    /// least one) and how many there are in all.
+    pub fn dead_letter(
+        &self,
+        txn: &RoTxn,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Task>, u64)> {
         let mut ids = Vec::new();
         for entry in self.dead_letter.iter(txn)?.take(limit) {
             ids.push(id_from(entry?.0));
         }
-        Ok((
-            self.tasks_by_ids(txn, ids.into_iter())?,
-            self.dead_letter.len(txn)?,
-        ))
+        let mut tasks = Vec::new();
+        let mut bytes = 0;
+        for task in self.tasks_by_ids(txn, ids.into_iter())? {
+            bytes += json_len(&task);
+            if !tasks.is_empty() && bytes > max_bytes {
+                break;
+            }
+            tasks.push(task);
+        }
+        Ok((tasks, self.dead_letter.len(txn)?))
     }
 
     pub fn stats(&self, txn: &RoTxn) -> Result<Stats> {
@@ -457,8 +498,47 @@ mod tests {
         let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
         assert_eq!(ids, vec![5, 9]);
         assert_eq!(page.next_cursor, None);
-        let (dead, count) = store.dead_letter(&txn, 100).unwrap();
+        let (dead, count) = store.dead_letter(&txn, 100, usize::MAX).unwrap();
         assert_eq!((dead.len(), count, dead[0].id), (1, 1, TaskId(7)));
+    }
+
+    #[test]
+    fn pages_are_bounded_by_bytes_and_hold_at_least_one_task() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        for id in 1..=10 {
+            store.put_task(&mut txn, &new_task(id, 2), None).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = store.read_txn().unwrap();
+        let one = json_len(&store.task(&txn, TaskId(1)).unwrap().unwrap());
+        let page = |after, max_bytes| {
+            let filter = TaskFilter {
+                after,
+                max_bytes,
+                ..Default::default()
+            };
+            let page = store.list_tasks(&txn, &filter).unwrap();
+            let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
+            (ids, page.next_cursor)
+        };
+        // Three tasks and a bit fit; the fourth starts the next page.
+        assert_eq!(
+            page(None, one * 3 + one / 2),
+            (vec![1, 2, 3], Some(TaskId(3)))
+        );
+        assert_eq!(
+            page(Some(TaskId(3)), one * 3 + one / 2),
+            (vec![4, 5, 6], Some(TaskId(6)))
+        );
+        assert_eq!(
+            page(None, 1),
+            (vec![1], Some(TaskId(1))),
+            "one task at least"
+        );
+        assert_eq!(page(Some(TaskId(8)), one * 5).1, None, "the last page");
+        let (dead, _) = store.dead_letter(&txn, 100, 1).unwrap();
+        assert!(dead.len() <= 1);
     }
 
     #[test]
@@ -553,7 +633,7 @@ mod tests {
             .filter(|&id| store.task(&txn, TaskId(id)).unwrap().is_some())
             .collect();
         assert_eq!(left, [1, 4]);
-        let (dead, count) = store.dead_letter(&txn, 10).unwrap();
+        let (dead, count) = store.dead_letter(&txn, 10, usize::MAX).unwrap();
         assert_eq!((dead.len(), count), (2, 2));
         // Wrapped around: the next walk starts from the first again.
         assert_eq!(

@@ -18,6 +18,14 @@ const MAX_RETRIES_LIMIT: u64 = 1000;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Tasks in one batch submission.
 pub const MAX_BATCH: usize = 10_000;
+/// `serve --max-task-bytes` by default: a task's size as [`NewTask::encoded_size`] measures it.
+/// With [`crate::wire::agent::hub::TASK_ASSIGN_OVERHEAD`] its `task_assign` stays far within
+/// the 1 MiB frame limit agents have by default.
+pub const DEFAULT_MAX_TASK_BYTES: usize = 256 << 10;
+/// Capabilities one task may need.
+pub const MAX_NEEDED_CAPABILITIES: usize = 64;
+/// Bytes of one capability name a task needs.
+pub const MAX_CAPABILITY_NAME_BYTES: usize = 128;
 
 /// A task as submitted, before it has an id.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +133,20 @@ impl NewTask {
         };
         needed_capabilities.sort();
         needed_capabilities.dedup();
+        if needed_capabilities.len() > MAX_NEEDED_CAPABILITIES {
+            return Err(bad(format!(
+                "needed_capabilities must hold at most {MAX_NEEDED_CAPABILITIES} names"
+            )));
+        }
+        if let Some(long) = needed_capabilities
+            .iter()
+            .find(|name| name.len() > MAX_CAPABILITY_NAME_BYTES)
+        {
+            return Err(bad(format!(
+                "needed_capabilities: a name must be at most {MAX_CAPABILITY_NAME_BYTES} bytes, not {}",
+                long.len()
+            )));
+        }
         let fairness_key = match fields.get("fairness_key") {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) if !key.is_empty() => Some(key.clone()),
@@ -149,6 +171,28 @@ impl NewTask {
             run_timeout_ms: duration_ms(fields, "run_timeout_ms")?,
             heartbeat_timeout_ms: duration_ms(fields, "heartbeat_timeout_ms")?,
         })
+    }
+
+    /// The task's size as `serve --max-task-bytes` counts it: its description, metadata,
+    /// needed capabilities and fairness key, each encoded as JSON the way the hub stores and
+    /// sends them (so escapes count as what they cost, not as the characters they stand for).
+    /// The description and metadata are what a `task_assign` carries.
+    pub fn encoded_size(&self) -> usize {
+        json_len(&self.description)
+            + json_len(&self.metadata)
+            + json_len(&self.needed_capabilities)
+            + self.fairness_key.as_ref().map_or(0, json_len)
+    }
+
+    /// Refuses a `complete_by` that has already passed at `now`: such a task would be
+    /// dead-lettered as soon as it was queued, never run.
+    pub fn check_complete_by(&self, now: u64) -> Result<(), BadRequest> {
+        match self.complete_by {
+            Some(at) if at <= now => Err(bad(format!(
+                "complete_by is in the past ({at}; the hub's clock says {now}): the task could never run"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A new task with every optional field at its default.
@@ -185,6 +229,24 @@ impl NewTask {
             })
             .collect()
     }
+}
+
+/// The length of `value` encoded as JSON, without building the text.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Strings, vectors and JSON values always encode.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The longest timeout a task may ask for: 30 days.
@@ -302,6 +364,45 @@ mod tests {
             let error = parse(body.clone()).unwrap_err();
             assert!(error.0.contains(field), "{body} gave {error}");
         }
+    }
+
+    #[test]
+    fn the_size_counts_json_as_encoded() {
+        let task = parse(json!({"description": "ab", "metadata": {"k": 1},
+            "needed_capabilities": ["x"], "fairness_key": "t"}))
+        .unwrap();
+        // "ab" + {"k":1} + ["x"] + "t"
+        assert_eq!(task.encoded_size(), 4 + 7 + 5 + 3);
+        let escaped = parse(json!({"description": "\u{1}"})).unwrap();
+        assert_eq!(
+            escaped.encoded_size(),
+            8 + 2 + 2,
+            "\\u0001 in quotes, {{}}, []"
+        );
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_is_refused() {
+        let task = parse(json!({"description": "d", "complete_by": 1000})).unwrap();
+        assert!(task.check_complete_by(999).is_ok());
+        let BadRequest(why) = task.check_complete_by(1000).unwrap_err();
+        assert!(why.starts_with("complete_by is in the past"), "{why}");
+        assert!(parse(json!({"description": "d"}))
+            .unwrap()
+            .check_complete_by(u64::MAX)
+            .is_ok());
+    }
+
+    #[test]
+    fn needed_capabilities_are_bounded() {
+        let many: Vec<String> = (0..=MAX_NEEDED_CAPABILITIES)
+            .map(|i| format!("c{i}"))
+            .collect();
+        let error = parse(json!({"description": "d", "needed_capabilities": many})).unwrap_err();
+        assert!(error.0.starts_with("needed_capabilities"), "{error}");
+        let long = "x".repeat(MAX_CAPABILITY_NAME_BYTES + 1);
+        let error = parse(json!({"description": "d", "needed_capabilities": [long]})).unwrap_err();
+        assert!(error.0.starts_with("needed_capabilities"), "{error}");
     }
 
     #[test]

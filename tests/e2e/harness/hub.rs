@@ -72,8 +72,10 @@ pub struct HubOpts {
     pub policy: PolicyArg,
     /// `--listen` (default 127.0.0.1:0, a free port); set by [`Hub::restart_on_same_port`].
     pub listen: Option<SocketAddr>,
-    /// Any other flags, as given to [`HubOpts::flag`].
-    pub extra: Vec<String>,
+    /// Any other `serve` flags, with their values, in order.
+    pub flags: Vec<(String, String)>,
+    /// Environment variables for the hub process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl HubOpts {
@@ -114,10 +116,14 @@ impl HubOpts {
         };
         self
     }
-    /// Adds `flag value` to the command line (for flags without a field of their own).
-    pub fn flag(mut self, flag: &str, value: impl ToString) -> Self {
-        self.extra.push(flag.to_string());
-        self.extra.push(value.to_string());
+    /// Adds `--NAME VALUE` (give the name with its dashes).
+    pub fn flag(mut self, name: &str, value: impl ToString) -> Self {
+        self.flags.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Sets an environment variable of the hub process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
     /// Starts without `--policy`; see [`PolicyArg::Persisted`].
@@ -144,6 +150,10 @@ impl HubOpts {
                 args.push(v.to_string());
             }
         }
+        for (flag, value) in &self.flags {
+            args.push(flag.clone());
+            args.push(value.clone());
+        }
         match &self.policy {
             // The whole suite can be pointed at another policy (e.g. `builtin:fair` or a file).
             PolicyArg::UnderTest => {
@@ -162,7 +172,6 @@ impl HubOpts {
             }
             PolicyArg::Persisted => {}
         }
-        args.extend(self.extra.iter().cloned());
         args
     }
 }
@@ -242,6 +251,14 @@ impl StoppedHub {
     }
 }
 
+/// What [`Hub::terminate`] saw.
+#[derive(Debug)]
+pub struct Terminated {
+    pub status: Option<std::process::ExitStatus>,
+    pub took: Duration,
+    pub stopped: StoppedHub,
+}
+
 /// One running `switchyard serve` process with its own data folder.
 pub struct Hub {
     child: ChildGuard,
@@ -308,6 +325,7 @@ impl Hub {
             .arg(dir.path())
             .args(&args)
             .env("SWITCHYARD_ADMIN_TOKEN", &admin_token)
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -435,6 +453,48 @@ impl Hub {
             opts: self.opts.clone(),
             addr: self.addr,
         }
+    }
+
+    /// Sends SIGTERM and waits, at most `within`, for the process to exit. Returns its exit
+    /// status (`None`: still running at `within`, then killed), how long it took, and what is
+    /// left for [`Hub::restart_on`].
+    pub async fn terminate(mut self, within: Duration) -> Terminated {
+        let pid = self.child.0.id() as i32;
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child's pid, which it keeps until reaped below.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let mut status = None;
+        // Polls the exit status (std offers no way to await it), for `within` at most.
+        while started.elapsed() < within {
+            if let Some(exited) = self.child.0.try_wait().expect("wait for the hub") {
+                status = Some(exited);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = started.elapsed();
+        eprintln!("[hub {}] SIGTERM: {status:?} after {took:?}", self.addr);
+        if status.is_none() {
+            let _ = self.child.0.kill();
+            let _ = self.child.0.wait();
+        }
+        Terminated {
+            status,
+            took,
+            stopped: StoppedHub {
+                dir: self.dir.take().expect("data dir present until stopped"),
+                admin_token: self.admin_token.clone(),
+                opts: self.opts.clone(),
+                addr: self.addr,
+            },
+        }
+    }
+
+    /// Where the hub listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub fn ws_url(&self) -> String {

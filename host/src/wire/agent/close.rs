@@ -24,10 +24,15 @@ pub enum CloseReason {
     StorageUnavailable,
     /// A newer connection identified as the same agent.
     Superseded,
+    /// The connection did not identify within the identify timeout (pings do not extend it).
+    IdentifyTimeout,
+    /// The connection's source address failed to authenticate too often and is refused for a
+    /// while (the hub's auth throttle).
+    TooManyAuthFailures,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 10] = [
         CloseReason::IdleTimeout,
         CloseReason::ShuttingDown,
         CloseReason::TooManyFailedIdentifies,
@@ -36,6 +41,8 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::StorageUnavailable,
         CloseReason::Superseded,
+        CloseReason::IdentifyTimeout,
+        CloseReason::TooManyAuthFailures,
     ];
 
     /// The close frame's code.
@@ -43,7 +50,10 @@ impl CloseReason {
         match self {
             CloseReason::IdleTimeout => 1000,
             CloseReason::ShuttingDown => 1001,
-            CloseReason::TooManyFailedIdentifies | CloseReason::TokenRevoked => 1008,
+            CloseReason::TooManyFailedIdentifies
+            | CloseReason::TokenRevoked
+            | CloseReason::IdentifyTimeout
+            | CloseReason::TooManyAuthFailures => 1008,
             CloseReason::InvalidUtf8 => 1007,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::StorageUnavailable => 1011,
@@ -62,6 +72,8 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::StorageUnavailable => "storage_unavailable",
             CloseReason::Superseded => "superseded",
+            CloseReason::IdentifyTimeout => "identify_timeout",
+            CloseReason::TooManyAuthFailures => "too_many_auth_failures",
         }
     }
 
@@ -100,6 +112,12 @@ mod tests {
             (CloseReason::InvalidUtf8, 1007, "invalid_utf8"),
             (CloseReason::StorageUnavailable, 1011, "storage_unavailable"),
             (CloseReason::Superseded, 4000, "superseded"),
+            (CloseReason::IdentifyTimeout, 1008, "identify_timeout"),
+            (
+                CloseReason::TooManyAuthFailures,
+                1008,
+                "too_many_auth_failures",
+            ),
         ];
         assert_eq!(expected.len(), CloseReason::ALL.len());
         for (close, code, reason) in expected {

@@ -8,6 +8,13 @@ use crate::wire::TaskId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The most a `task_assign` frame adds to its task's description and metadata (each counted as
+/// its JSON): the type, the task id, the generation and the time at their longest, the field
+/// names and the punctuation, rounded up. A task within `serve --max-task-bytes` (which counts
+/// the description and metadata as JSON, and more) makes a frame within that plus this; `serve`
+/// refuses to start unless that fits `--max-frame-bytes`, the frame limit of the fleet.
+pub const TASK_ASSIGN_OVERHEAD: usize = 256;
+
 /// Every frame the hub sends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -156,6 +163,29 @@ pub struct AgentSummary {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_task_assign_adds_at_most_its_overhead() {
+        let frame = |description: &str, metadata: Value| {
+            ServerMessage::TaskAssign {
+                task_id: TaskId(u64::MAX).to_string(),
+                description: description.into(),
+                metadata,
+                generation: u64::MAX,
+                assigned_at: u64::MAX,
+            }
+            .to_json()
+        };
+        let json_len = |value: &Value| serde_json::to_string(value).unwrap().len();
+        // Control characters are the costliest to encode (six bytes each, `\u0001`).
+        let description = "\u{1}\"é".repeat(1000);
+        let metadata = json!({"k\u{2}": ["\u{3}", 1.5e300, null]});
+        for (description, metadata) in [("", json!({})), (description.as_str(), metadata)] {
+            let content = json_len(&Value::from(description)) + json_len(&metadata);
+            let overhead = frame(description, metadata).len() - content;
+            assert!(overhead <= TASK_ASSIGN_OVERHEAD, "{overhead}");
+        }
+    }
 
     #[test]
     fn server_messages_have_the_wire_shape() {
