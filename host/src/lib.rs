@@ -16,10 +16,12 @@
 //! - [`author`]: `switchyard policy new` and `policy build`, for policy crates outside this
 //!   repository.
 //! - [`wait`]: the shutdown signal and optional deadlines, shared by hub and sidecar.
+//! - [`duration`]: durations as people write them (`30s`, `7d`), for flags and files.
 
 pub mod author;
 pub mod bench;
 pub mod cli;
+pub mod duration;
 pub mod engine;
 pub mod lab;
 pub mod policy;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
     ("wait", 0),
+    ("duration", 0),
     ("task", 1),
     ("store", 2),
     ("policy", 2),

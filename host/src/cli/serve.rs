@@ -330,29 +330,16 @@ fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--retain`: `0`, or a whole number followed by s, m, h or d.
+/// `--retain`: `0`, or a duration with its unit ([`crate::duration::parse`]). A bare number
+/// other than 0 is refused: `--retain 7` meaning seconds would delete what was meant to stay.
 fn parse_retain(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
+    if text.trim() != "0" && !crate::duration::has_unit(text) {
+        return Err(format!(
+            "`{}` needs a unit: ms, s, m, h or d (e.g. 7d, 12h), or 0",
+            text.trim()
+        ));
     }
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = text.split_at(split);
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "`{text}` needs a unit: s, m, h or d (e.g. 7d, 12h), or 0"
-            ))
-        }
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a whole number followed by s, m, h or d"))?;
-    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+    crate::duration::parse(text)
 }
 
 /// The policy to start with: the one named on the command line, else the one in force when the

@@ -178,32 +178,14 @@ impl Span {
         self.0
     }
 
-    /// Parses `"250ms"`, `"30s"`, `"1.5m"`, `"2h"`; a number without a unit is seconds.
+    /// Parses `"250ms"`, `"30s"`, `"1.5m"`, `"2h"` ([`crate::duration::parse`]); a number
+    /// without a unit is seconds.
     pub fn parse(text: &str) -> Result<Span, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration (write e.g. 500ms, 30s, 5m, 2h)"))?;
-        let scale = match unit.trim() {
-            "ms" => 1.0,
-            "" | "s" => 1e3,
-            "m" | "min" => 60e3,
-            "h" => 3_600e3,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
-                ))
-            }
-        };
-        let ms = (number * scale).round();
-        if !ms.is_finite() || ms > MAX_DURATION_MS as f64 * 10.0 {
-            return Err(format!("{text:?} is out of range"));
+        let duration = crate::duration::parse(text)?;
+        match u64::try_from(duration.as_millis()) {
+            Ok(ms) if ms <= MAX_DURATION_MS.saturating_mul(10) => Ok(Span(ms)),
+            _ => Err(format!("{:?} is out of range", text.trim())),
         }
-        Ok(Span(ms as u64))
     }
 }
 

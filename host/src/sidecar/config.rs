@@ -207,33 +207,13 @@ enum DurationText {
     Text(String),
 }
 
-/// Parses a duration; `Ok(None)` is "none" (no limit), allowed only where `allow_none`.
+/// Parses a duration ([`crate::duration::parse`]); `Ok(None)` is "none" (no limit), allowed
+/// only where `allow_none`.
 pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("none") {
+    if text.trim().eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (write e.g. 500ms, 30s, 5m, 2h)"))?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(number * scale)
-        .map(Some)
-        .map_err(|_| format!("{text:?} is out of range"))
+    crate::duration::parse(text).map(Some)
 }
 
 impl DurationText {
