@@ -22,11 +22,13 @@ pub struct EngineConfig {
     pub max_capability_bytes: usize,
 }
 
-/// Capabilities per agent unless `serve --max-capabilities` says otherwise.
-pub const DEFAULT_MAX_CAPABILITIES: usize = 64;
+/// Capabilities per agent unless `serve --max-capabilities` says otherwise: as many as a task
+/// may need, so that any task can find an agent able to run it.
+pub const DEFAULT_MAX_CAPABILITIES: usize = crate::wire::http::MAX_NEEDED_CAPABILITIES;
 
-/// Bytes per capability name unless `serve --max-capability-bytes` says otherwise.
-pub const DEFAULT_MAX_CAPABILITY_BYTES: usize = 128;
+/// Bytes per capability name unless `serve --max-capability-bytes` says otherwise: the same
+/// bound as a task's capability names.
+pub const DEFAULT_MAX_CAPABILITY_BYTES: usize = crate::wire::http::MAX_CAPABILITY_NAME_BYTES;
 
 impl Default for EngineConfig {
     fn default() -> Self {
