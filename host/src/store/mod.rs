@@ -9,6 +9,9 @@ mod codec;
 mod tasks;
 mod tokens;
 
+/// The record codec, public for the fuzz targets (`fuzz/`), which feed its decoder arbitrary
+/// bytes; the rest of the hub reads and writes records through [`Store`].
+pub use codec::{decode_task, encode_task, DecodeError};
 pub use tasks::{Stats, TaskFilter, TaskPage, TaskWrite};
 pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, PREFIX_LEN};
 
