@@ -11,6 +11,7 @@ mod harness;
 
 mod agentcom;
 mod bad_input;
+mod chaos;
 mod durability;
 mod failures;
 mod fairness;
