@@ -238,5 +238,6 @@ fn generation(frame: &Value) -> u64 {
     frame["generation"].as_u64().expect("a generation")
 }
 
+mod props;
 mod reports;
 mod timeouts;
