@@ -380,10 +380,10 @@ fn read_frames(hub: &Fixture, actors: &mut [Actor], seen: &mut Seen) {
                     );
                     actor.given = Some((task, generation));
                 }
-                "task_cancel" | "task_reassign" => {
-                    if actor.given.as_ref().is_some_and(|(t, _)| *t == task) {
-                        actor.given = None;
-                    }
+                "task_cancel" | "task_reassign"
+                    if actor.given.as_ref().is_some_and(|(t, _)| *t == task) =>
+                {
+                    actor.given = None;
                 }
                 _ => {}
             }
