@@ -85,7 +85,7 @@ struct Slot {
     trail: std::collections::VecDeque<String>,
 }
 
-const TRAIL: usize = 300;
+const TRAIL: usize = 3_000;
 
 impl Slot {
     fn log(&mut self, line: String) {
