@@ -386,10 +386,17 @@ fn react(
                     .or_default();
                 *max = (*max).max(generation);
             });
+            // A `task_recovering` already sent for this assignment counts as an acceptance at
+            // the hub, even if the `task_assign` pushed again after the reconnect arrives first:
+            // the claim stands.
+            let claimed = slot
+                .held
+                .as_ref()
+                .is_some_and(|h| h.accepted && h.task_id == task_id && h.generation == generation);
             let held = Held {
                 task_id: task_id.to_string(),
                 generation,
-                accepted: frame["type"] == "task_continue",
+                accepted: claimed || frame["type"] == "task_continue",
             };
             if held.accepted {
                 let reply = complete(slot, &held);
