@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of every crate (policies natively, the host), and the end-to-end
-# suites, which start the real binary and drive it over loopback WebSockets and HTTP.
+# suites, which start the real binary and drive it over loopback WebSockets and HTTP. The
+# attacking tests run in their bounded forms (README.md, "Attacking the hub"): the SIGKILL chaos
+# test in the e2e suite, the engine's property tests, and the fuzz targets (fuzz/).
 #
 # Then the end-to-end suite again for each other policy bundled into the binary (each crate
 # under policies/), with SWITCHYARD_TEST_POLICY=builtin:NAME: a new policy is smoke-tested by

@@ -498,6 +498,18 @@ mod tests {
         assert!(matches!(decoded.history[0].event, Cow::Owned(_)));
     }
 
+    /// A float in a result is stored as JSON text: it must read back as the same number (see
+    /// `floats_read_back_unchanged` in wire/agent/client.rs).
+    #[test]
+    fn float_results_round_trip() {
+        let mut task = task();
+        let result: Value =
+            serde_json::from_str(r#"{"x":0.123456789412345678901234567890}"#).unwrap();
+        task.assign("a", 1);
+        task.complete(result, None, 2);
+        assert_eq!(decode_task(&encode_task(&task)).unwrap(), task);
+    }
+
     #[test]
     fn json_records_of_schema_1_still_decode() {
         let task = eventful_task();

@@ -14,6 +14,9 @@ mod tokens;
 
 pub use audit::AuditPage;
 pub use backup::{backup, BackupError};
+/// The record codec, public for the fuzz targets (`fuzz/`), which feed its decoder arbitrary
+/// bytes; the rest of the hub reads and writes records through [`Store`].
+pub use codec::{decode_task, encode_task, DecodeError};
 pub use files::{create_data_dir, write_admin_token, FileError, ADMIN_TOKEN_FILE};
 pub use tasks::{Purged, Stats, TaskFilter, TaskPage, TaskWrite};
 pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID, PREFIX_LEN};

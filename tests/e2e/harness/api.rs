@@ -139,6 +139,21 @@ impl Api {
             .await
     }
 
+    /// POST a JSON body as admin; `None` when the request fails (the hub died under it), for
+    /// tests that kill the hub under load. Returns the status and the JSON body (`Null` when
+    /// the body is not JSON).
+    pub async fn try_post(&self, path: &str, body: &Value) -> Option<(u16, Value)> {
+        let resp = self
+            .builder(Method::POST, path, Some(&self.admin))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// `POST /admin/tokens`: a new token for `agent_id` (asserts 201 and the answer's shape).
     pub async fn create_token(&self, agent_id: &str) -> String {
         let body = self

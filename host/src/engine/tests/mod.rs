@@ -239,5 +239,6 @@ fn generation(frame: &Value) -> u64 {
 }
 
 mod custody;
+mod props;
 mod reports;
 mod timeouts;

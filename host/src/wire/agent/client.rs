@@ -450,4 +450,21 @@ mod tests {
             );
         }
     }
+
+    /// Found by the agent frame fuzz target: with serde_json's default number parser, a float of
+    /// many digits read, written and read again came back one unit in the last place off, so
+    /// the sidecar's writing of a frame was not read back unchanged (and a result's float
+    /// changed on its way into the store).
+    #[test]
+    fn floats_read_back_unchanged() {
+        let frame = r#"{"type":"identify","agent_id":"a1","token":"t","status":{"load":0.123456789412345678901234567890}}"#;
+        let message = parse_frame(frame).unwrap();
+        assert_eq!(parse_frame(&message.to_json()).unwrap(), message);
+        let complete = parse(
+            json!({"type": "task_complete", "task_id": "t", "generation": 1,
+                                    "result": {"x": 0.12345678941234567}}),
+        )
+        .unwrap();
+        assert_eq!(parse_frame(&complete.to_json()).unwrap(), complete);
+    }
 }
