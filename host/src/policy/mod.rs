@@ -516,27 +516,9 @@ impl PolicyHost {
                     "policy keeps failing; switching to the built-in native greedy policy for good"
                 );
                 self.engage_fallback();
-            } else {
-                match self.compiled.instantiate(&self.config_text) {
-                    Ok(mut instance) => {
-                        warn!(policy = %self.status.name, "policy restarted after a failure");
-                        instance.set_deadline_ticks(self.deadline_ticks);
-                        self.backend = Some(Box::new(instance));
-                        return;
-                    }
-                    Err(e) => {
-                        error!(
-                            policy = %self.status.name,
-                            error = %e,
-                            "policy cannot be restarted; switching to the built-in native \
-                             greedy policy for good"
-                        );
-                        self.engage_fallback();
-                    }
-                }
             }
         }
-        self.backend = Some(Box::new(native::Native(Greedy::default())));
+        self.start_fresh(true);
     }
 
     /// Replaces a healthy instance with a fresh one that knows nothing (the caller replays
@@ -545,11 +527,21 @@ impl PolicyHost {
     /// the native fallback, as in [`PolicyHost::restart`].
     pub fn renew(&mut self) {
         self.backend = None;
+        self.start_fresh(false);
+    }
+
+    /// Puts a fresh instance of the component in place (or the native greedy policy, once the
+    /// fallback is engaged or if the component no longer starts, which engages it).
+    fn start_fresh(&mut self, after_failure: bool) {
         if !self.fallback_active {
             match self.compiled.instantiate(&self.config_text) {
                 Ok(mut instance) => {
+                    if after_failure {
+                        warn!(policy = %self.status.name, "policy restarted after a failure");
+                    } else {
+                        info!(policy = %self.status.name, "policy instance renewed");
+                    }
                     instance.set_deadline_ticks(self.deadline_ticks);
-                    info!(policy = %self.status.name, "policy instance renewed");
                     self.backend = Some(Box::new(instance));
                     return;
                 }

@@ -39,12 +39,12 @@ pub async fn put(
     query: &str,
     body: LazyBody,
 ) -> ApiResult {
-    let PolicyChange { component, config } = PolicyChange::parse(
-        content_type,
-        query,
-        body.read(super::limits::POLICY_BODY).await?,
-    )?;
-    let (source, remembered_as, component) = component_of(component).await?;
+    let Requested {
+        source,
+        remembered_as,
+        bytes: component,
+        config,
+    } = requested(content_type, query, body).await?;
     let persisted = PersistedPolicy {
         source: remembered_as.clone(),
         config: config.clone(),
@@ -80,12 +80,12 @@ pub async fn put_shadow(
     query: &str,
     body: LazyBody,
 ) -> ApiResult {
-    let PolicyChange { component, config } = PolicyChange::parse(
-        content_type,
-        query,
-        body.read(super::limits::POLICY_BODY).await?,
-    )?;
-    let (source, label, _) = component_of(component).await?;
+    let Requested {
+        source,
+        remembered_as: label,
+        config,
+        ..
+    } = requested(content_type, query, body).await?;
     let policy = load(source, config).await?;
     let report = state
         .engine
@@ -122,6 +122,36 @@ fn shadow_answer(report: Option<ShadowReport>) -> ApiResult {
         Some(report) => Ok(json(StatusCode::OK, json!(report))),
         None => Err(ApiError::no_shadow_policy()),
     }
+}
+
+/// What a `PUT` of a policy (in force or shadow) asks for, its component read and bounded.
+struct Requested {
+    source: PolicySource,
+    /// `upload`, `builtin:NAME` or the path.
+    remembered_as: String,
+    /// The component's bytes: an upload, or a file read here.
+    bytes: Option<Vec<u8>>,
+    config: Value,
+}
+
+/// Reads and parses the body of a `PUT` of a policy, and the component it names.
+async fn requested(
+    content_type: Option<&str>,
+    query: &str,
+    body: LazyBody,
+) -> Result<Requested, ApiError> {
+    let PolicyChange { component, config } = PolicyChange::parse(
+        content_type,
+        query,
+        body.read(super::limits::POLICY_BODY).await?,
+    )?;
+    let (source, remembered_as, bytes) = component_of(component).await?;
+    Ok(Requested {
+        source,
+        remembered_as,
+        bytes,
+        config,
+    })
 }
 
 /// Where a requested component comes from: the source to load, how it is remembered and

@@ -231,7 +231,6 @@ pub async fn retry(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     ))
 }
 
-/// `POST /api/tasks/:id/cancel`: the assignee, if any, is told to stop.
 /// `POST /api/tasks/:id/requeue` (admin): an assigned task back to the queue; its agent is
 /// told with `task_cancel`.
 pub async fn requeue(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
@@ -247,6 +246,7 @@ pub async fn requeue(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     ))
 }
 
+/// `POST /api/tasks/:id/cancel` (admin): the assignee, if any, is told to stop.
 pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
     let record = caller.audit(AuditAction::TaskCancel, task.to_string());
