@@ -16,6 +16,7 @@ mod author;
 mod bad_input;
 mod custody;
 mod durability;
+mod events;
 mod failures;
 mod fairness;
 mod flow;
