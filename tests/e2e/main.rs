@@ -17,6 +17,7 @@ mod bad_input;
 mod chaos;
 mod custody;
 mod durability;
+mod events;
 mod failures;
 mod fairness;
 mod flow;

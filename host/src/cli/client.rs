@@ -33,7 +33,7 @@ pub(super) fn encode(text: &str) -> String {
 }
 
 impl ClientArgs {
-    fn token(&self) -> anyhow::Result<String> {
+    pub(super) fn token(&self) -> anyhow::Result<String> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }

@@ -7,6 +7,7 @@ mod custody;
 mod lab;
 mod serve;
 mod shadow;
+mod watch;
 
 pub use client::ClientArgs;
 pub use lab::LabArgs;
@@ -32,6 +33,8 @@ pub struct Cli {
 pub enum Commands {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Print the hub's event stream live, one line per event (Ctrl-C stops).
+    Watch(watch::WatchArgs),
     /// Manage agent tokens.
     Token {
         #[command(subcommand)]
@@ -179,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Bench(args) => crate::bench::run(args).await,
+        Commands::Watch(args) => watch::run(args).await,
         Commands::Backup(args) => custody::backup(args),
         Commands::Audit(args) => custody::audit(args).await,
         Commands::Lab(args) => lab::run(args),

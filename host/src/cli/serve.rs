@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// The longest capability name an agent may give, in bytes.
     #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_CAPABILITY_BYTES)]
     pub max_capability_bytes: usize,
+    /// Events kept for resuming `GET /api/events` (`?after=`); older resume points get `reset`.
+    #[arg(long, default_value_t = crate::engine::events::DEFAULT_EVENT_RING)]
+    pub event_ring: usize,
+    /// Events buffered per `GET /api/events` subscriber; one that falls this far behind is
+    /// dropped (`dropped`).
+    #[arg(long, default_value_t = crate::engine::events::DEFAULT_EVENT_BUFFER)]
+    pub event_buffer: usize,
     /// The most the data may grow to, in MiB (address space, not memory).
     #[arg(long, default_value_t = 16 << 10)]
     pub map_size_mib: usize,
@@ -148,6 +155,8 @@ impl ServeArgs {
             ("--max-page-bytes", self.max_page_bytes),
             ("--max-connections", self.max_connections),
             ("--max-unidentified-per-ip", self.max_unidentified_per_ip),
+            ("--event-ring", self.event_ring),
+            ("--event-buffer", self.event_buffer),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
@@ -209,6 +218,8 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         run_timeout_ms: args.run_timeout_ms,
         max_capabilities: args.max_capabilities,
         max_capability_bytes: args.max_capability_bytes,
+        event_ring: args.event_ring,
+        event_buffer: args.event_buffer,
     };
     let (engine, engine_thread) =
         Engine::start(store.clone(), policy, config).context("cannot load the live state")?;

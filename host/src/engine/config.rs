@@ -20,6 +20,10 @@ pub struct EngineConfig {
     pub max_capabilities: usize,
     /// The longest capability name an agent may give, in bytes.
     pub max_capability_bytes: usize,
+    /// Events kept for resuming `GET /api/events`.
+    pub event_ring: usize,
+    /// Events buffered per event-stream subscriber before it is dropped.
+    pub event_buffer: usize,
 }
 
 /// Capabilities per agent unless `serve --max-capabilities` says otherwise: as many as a task
@@ -41,6 +45,8 @@ impl Default for EngineConfig {
             run_timeout_ms: 30 * 60 * 1000,
             max_capabilities: DEFAULT_MAX_CAPABILITIES,
             max_capability_bytes: DEFAULT_MAX_CAPABILITY_BYTES,
+            event_ring: super::events::DEFAULT_EVENT_RING,
+            event_buffer: super::events::DEFAULT_EVENT_BUFFER,
         }
     }
 }

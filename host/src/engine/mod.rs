@@ -10,6 +10,7 @@ pub mod agent;
 pub mod command;
 pub mod config;
 mod deadlines;
+pub mod events;
 mod feed;
 mod lifecycle;
 pub mod outbox;
@@ -57,6 +58,7 @@ pub struct Engine {
     commands: Sender<Command>,
     stats: Arc<EngineStats>,
     commit_stats: Arc<CommitStats>,
+    events: Arc<events::EventHub>,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
     ) -> Result<(Engine, JoinHandle<()>), StoreError> {
         let stats = Arc::new(EngineStats::default());
         let state = EngineState::load(store.clone(), policy, config, stats.clone(), now_ms())?;
+        let events = state.hub.clone();
         let (commands, inbox) = crossbeam_channel::unbounded();
         let commit_stats = Arc::new(CommitStats::default());
         let writer = Writer::start(store, commit_stats.clone());
@@ -80,6 +83,7 @@ impl Engine {
                 commands,
                 stats,
                 commit_stats,
+                events,
             },
             thread,
         ))
@@ -113,6 +117,11 @@ impl Engine {
             command: Box::new(command(reply)),
         })
         .await
+    }
+
+    /// The fan-out of the event stream.
+    pub fn events(&self) -> &Arc<events::EventHub> {
+        &self.events
     }
 
     /// What the writer has committed so far.

@@ -11,6 +11,7 @@
 use crate::engine::agent::{Agent, Connection, Holding};
 use crate::engine::command::{Command, EngineError, Reply};
 use crate::engine::config::EngineConfig;
+use crate::engine::events::EventHub;
 use crate::engine::feed::PolicyFeed;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::stats::EngineStats;
@@ -20,6 +21,7 @@ use crate::policy::PolicyHost;
 use crate::store::{self, Store, TaskWrite};
 use crate::task::{Task, TaskStatus};
 use crate::wire::agent::{CloseReason, ServerMessage};
+use crate::wire::events::{Event, TaskEvent};
 use crate::wire::TaskId;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -52,6 +54,10 @@ pub struct EngineState {
     pub(super) revoking: HashSet<String>,
     /// The audit record of the command being applied, written with the batch if it succeeds.
     pub(super) auditing: Option<crate::wire::http::AuditRecord>,
+    /// Events of the open batch other than task changes (those are taken at sealing), published
+    /// once it is committed.
+    pub(super) events: Vec<Event>,
+    pub(super) hub: Arc<EventHub>,
 }
 
 impl EngineState {
@@ -65,7 +71,7 @@ impl EngineState {
     ) -> Result<EngineState, store::StoreError> {
         let mut state = EngineState {
             store,
-            config,
+            config: config.clone(),
             feed: PolicyFeed::new(policy),
             tasks: HashMap::new(),
             dirty: HashMap::new(),
@@ -78,6 +84,8 @@ impl EngineState {
             deferred: Vec::new(),
             writes: Writes::default(),
             revoking: HashSet::new(),
+            events: Vec::new(),
+            hub: Arc::new(EventHub::new(config.event_ring, config.event_buffer)),
             auditing: None,
         };
         let started = std::time::Instant::now();
@@ -258,9 +266,11 @@ impl EngineState {
         let dirty = std::mem::take(&mut self.dirty);
         let mut tasks = Vec::with_capacity(dirty.len());
         let mut finished = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         for (id, previous) in dirty {
             if let Some(task) = self.tasks.get(&id) {
                 tasks.push(TaskWrite::new(task, previous));
+                events.push(task_event(task));
                 if !task.status.is_active() {
                     finished.push(id);
                 }
@@ -272,6 +282,8 @@ impl EngineState {
             writes: std::mem::take(&mut self.writes),
             pushes: std::mem::take(&mut self.pushes),
             deferred: std::mem::take(&mut self.deferred),
+            events,
+            hub: Some(self.hub.clone()),
         }
     }
 
@@ -495,4 +507,22 @@ impl EngineState {
         self.dirty.entry(id).or_insert(Some(task.status));
         task
     }
+}
+
+/// The event of a task's change: its state now, named by the last history event.
+fn task_event(task: &Task) -> Event {
+    // The history is newest first.
+    let (event, at) = task.history.front().map_or(("", task.updated_at), |entry| {
+        (&*entry.event, entry.timestamp)
+    });
+    Event::Task(TaskEvent {
+        task_id: task.id.to_string(),
+        status: task.status.as_str().to_owned(),
+        priority: task.priority,
+        assigned_to: task.assigned_to.clone(),
+        generation: task.generation,
+        fairness_key: task.fairness_key.clone(),
+        event: event.to_owned(),
+        at,
+    })
 }

@@ -11,10 +11,12 @@
 //! releases its pushes and answers after the commit, or refuses them if it failed.
 
 use crate::engine::command::EngineError;
+use crate::engine::events::EventHub;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::store::{
     AgentRecord, PersistedPolicy, Purged, Store, StoreError, TaskWrite, TokenRecord,
 };
+use crate::wire::events::Event;
 use crate::wire::http::AuditRecord;
 use crate::wire::TaskId;
 use crossbeam_channel::{Receiver, Sender};
@@ -65,6 +67,9 @@ pub struct Batch {
     pub writes: Writes,
     pub pushes: Vec<(Outbox, Outbound)>,
     pub deferred: Vec<Deferred>,
+    /// What the batch publishes on the event stream once it is durable.
+    pub events: Vec<Event>,
+    pub hub: Option<Arc<EventHub>>,
 }
 
 impl Batch {
@@ -78,16 +83,20 @@ impl Batch {
     /// writer. One that pushes goes through the writer even with nothing to write, so its
     /// frames leave after those of the batch before (the writer may still be releasing them).
     pub fn answers_only(&self) -> bool {
-        !self.writes_anything() && self.pushes.is_empty()
+        !self.writes_anything() && self.pushes.is_empty() && self.events.is_empty()
     }
 
     /// Lets the pushes out, then the answers: the batch is durable (or wrote nothing).
+    /// Events go last, so the answers do not wait for their framing.
     pub fn release(self) {
         for (outbox, outbound) in self.pushes {
             outbox.control(outbound);
         }
         for answer in self.deferred {
             answer(Ok(()));
+        }
+        if let Some(hub) = &self.hub {
+            hub.publish(self.events);
         }
     }
 

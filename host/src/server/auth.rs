@@ -11,6 +11,8 @@ pub struct Caller {
     pub agent_id: String,
     /// The token's first characters, as listings show them.
     pub token_prefix: String,
+    /// Whether the token is an admin token.
+    pub admin: bool,
 }
 
 impl Caller {
@@ -52,5 +54,6 @@ pub fn authenticate(
     Ok(Caller {
         agent_id: record.agent_id,
         token_prefix: record.token_prefix,
+        admin: record.role == Role::Admin,
     })
 }

@@ -9,7 +9,7 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, audit, metrics, policy, public, tasks, AppState};
+use super::{agents, audit, events, metrics, policy, public, tasks, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -23,6 +23,8 @@ pub struct Request {
     /// The query string without the `?`; empty when there is none.
     pub query: String,
     pub content_type: Option<String>,
+    /// `Last-Event-ID`: where `GET /api/events` resumes.
+    pub last_event_id: Option<String>,
     /// The caller's address (for the auth throttle); always known when served by `listen`.
     pub peer: Option<std::net::SocketAddr>,
     /// Read only after authentication succeeds.
@@ -78,6 +80,7 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
     let caller = caller.unwrap_or(Caller {
         agent_id: String::new(),
         token_prefix: String::new(),
+        admin: false,
     });
     let submitted_by = caller.agent_id.clone();
     let body = request.body;
@@ -96,6 +99,11 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         Route::CancelTask(id) => tasks::cancel(state, &caller, &id).await,
         Route::RequeueTask(id) => tasks::requeue(state, &caller, &id).await,
         Route::ListAgents => agents::list(state).await,
+        Route::Events => {
+            let role = if caller.admin { "admin" } else { "agent" };
+            let last_event_id = request.last_event_id.as_deref();
+            events::stream(state, role, &request.query, last_event_id).await
+        }
         Route::CreateToken => agents::create_token(state, &caller, body).await,
         Route::ListTokens => agents::list_tokens(state).await,
         Route::RevokeTokens(agent_id) => {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod body;
 pub mod conns;
+mod events;
 mod http;
 pub mod limits;
 pub mod listen;
@@ -114,6 +115,7 @@ pub async fn serve(
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("last-event-id"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::filters::ext::optional::<Peer>())
         .and(warp::body::stream().map(LazyBody::new))
@@ -122,6 +124,7 @@ pub async fn serve(
                   path: warp::path::FullPath,
                   authorization,
                   content_type,
+                  last_event_id,
                   query,
                   peer: Option<Peer>,
                   body| {
@@ -132,6 +135,7 @@ pub async fn serve(
                     authorization,
                     query,
                     content_type,
+                    last_event_id,
                     peer: peer.map(|peer| peer.addr),
                     body,
                 };

@@ -20,6 +20,8 @@ pub enum Route {
     CancelTask(String),
     RequeueTask(String),
     ListAgents,
+    /// `GET /api/events`: the event stream.
+    Events,
     CreateToken,
     ListTokens,
     RevokeTokens(String),
@@ -54,6 +56,7 @@ impl Route {
             (&Method::POST, ["api", "tasks", id, "cancel"]) => Route::CancelTask(decode(id)),
             (&Method::POST, ["api", "tasks", id, "requeue"]) => Route::RequeueTask(decode(id)),
             (&Method::GET, ["api", "agents"]) => Route::ListAgents,
+            (&Method::GET, ["api", "events"]) => Route::Events,
             (&Method::POST, ["admin", "tokens"]) => Route::CreateToken,
             (&Method::GET, ["admin", "tokens"]) => Route::ListTokens,
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
@@ -80,6 +83,7 @@ impl Route {
             | Route::Stats
             | Route::GetTask(_)
             | Route::ListAgents
+            | Route::Events
             | Route::GetPolicy
             | Route::GetShadow => Some(Role::Agent),
             Route::RetryTask(_)
@@ -112,6 +116,12 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         let cases = [
             (Method::GET, "/health", Some(Route::Health), None),
+            (
+                Method::GET,
+                "/api/events",
+                Some(Route::Events),
+                Some(Role::Agent),
+            ),
             (
                 Method::POST,
                 "/api/tasks",

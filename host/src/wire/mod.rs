@@ -2,6 +2,7 @@
 //! HTTP API. Frames and bodies are validated here, once; the rest of the hub sees typed values.
 
 pub mod agent;
+pub mod events;
 pub mod http;
 mod task_id;
 mod task_status;

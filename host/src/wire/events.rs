@@ -1,0 +1,222 @@
+//! The event stream of `GET /api/events` (Server-Sent Events): what each event says, and how
+//! it is framed. Shared by the hub, `switchyard watch` and the dashboard.
+
+use serde::{Deserialize, Serialize};
+
+/// The `event:` name of each kind of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Hello,
+    Task,
+    Agent,
+    Policy,
+    Stats,
+    Reset,
+    Dropped,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Hello => "hello",
+            EventKind::Task => "task",
+            EventKind::Agent => "agent",
+            EventKind::Policy => "policy",
+            EventKind::Stats => "stats",
+            EventKind::Reset => "reset",
+            EventKind::Dropped => "dropped",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+}
+
+/// The first event of every stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The last sequence number published so far (0: none yet).
+    pub seq: u64,
+    /// The oldest sequence number still replayable with `after`.
+    pub oldest: u64,
+    /// `admin` or `agent`.
+    pub role: String,
+    pub at: u64,
+}
+
+/// A task changed, after the commit that made the change durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub task_id: String,
+    pub status: String,
+    pub priority: u8,
+    pub assigned_to: Option<String>,
+    pub generation: u64,
+    pub fairness_key: String,
+    /// The history event the change added (the last one, when one commit added several).
+    pub event: String,
+    pub at: u64,
+}
+
+/// What happened to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentChange {
+    Connected,
+    State,
+    Disconnected,
+}
+
+/// An agent connected, changed state or left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub agent_id: String,
+    pub fsm_state: String,
+    pub current_task_id: Option<String>,
+    pub capabilities: Vec<String>,
+    pub connected_at: Option<u64>,
+    pub last_seen: u64,
+    pub event: AgentChange,
+}
+
+/// Why a stream must be reloaded from snapshots (`reset`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reset {
+    /// `resume_point_too_old`.
+    pub reason: String,
+    pub oldest: u64,
+}
+
+/// Why a stream ended (`dropped`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// `subscriber_too_slow`.
+    pub reason: String,
+    /// The subscriber's buffer, in events.
+    pub limit: usize,
+}
+
+/// An event the hub publishes with a sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Task(TaskEvent),
+    Agent(AgentEvent),
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Task(_) => EventKind::Task,
+            Event::Agent(_) => EventKind::Agent,
+        }
+    }
+
+    /// The `data:` line: one line of JSON.
+    pub fn data(&self) -> String {
+        let json = match self {
+            Event::Task(event) => serde_json::to_string(event),
+            Event::Agent(event) => serde_json::to_string(event),
+        };
+        json.expect("event payloads serialize")
+    }
+}
+
+/// One event as it goes on the wire: `id:` (when it has a sequence number), `event:`, `data:`
+/// and the blank line that ends it.
+pub fn frame(seq: Option<u64>, kind: EventKind, data: &str) -> String {
+    let mut text = String::with_capacity(data.len() + 40);
+    if let Some(seq) = seq {
+        text.push_str("id: ");
+        text.push_str(&seq.to_string());
+        text.push('\n');
+    }
+    text.push_str("event: ");
+    text.push_str(kind.as_str());
+    text.push_str("\ndata: ");
+    text.push_str(data);
+    text.push_str("\n\n");
+    text
+}
+
+/// The keepalive comment sent after this many seconds of silence.
+pub const KEEPALIVE_SECS: u64 = 15;
+/// The keepalive comment line.
+pub const KEEPALIVE: &str = ": keepalive\n\n";
+
+/// One event read back from a stream (by `switchyard watch` and the tests).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Received {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+}
+
+/// Reads events out of SSE text as it arrives: feed it chunks, take whole events.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buffer: String,
+    current: Received,
+}
+
+impl Parser {
+    /// Adds `chunk` and returns the events it completed.
+    pub fn feed(&mut self, chunk: &str) -> Vec<Received> {
+        self.buffer.push_str(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.find('\n') {
+            let line: String = self.buffer.drain(..=end).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.current.event.is_empty() || !self.current.data.is_empty() {
+                    events.push(std::mem::take(&mut self.current));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = value.parse().ok(),
+                "event" => self.current.event = value.to_owned(),
+                "data" => {
+                    if !self.current.data.is_empty() {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_back() {
+        let mut parser = Parser::default();
+        let text = format!(
+            "{}{}{}",
+            frame(None, EventKind::Hello, "{\"seq\":0}"),
+            KEEPALIVE,
+            frame(Some(7), EventKind::Task, "{\"a\":1}")
+        );
+        let (first, second) = text.split_at(13);
+        let mut events = parser.feed(first);
+        events.extend(parser.feed(second));
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event, "hello");
+        assert_eq!(events[0].id, None);
+        assert_eq!(events[1].id, Some(7));
+        assert_eq!(events[1].data, "{\"a\":1}");
+        assert_eq!(EventKind::parse("dropped"), Some(EventKind::Dropped));
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+}
