@@ -14,6 +14,7 @@ mod harness;
 mod agentcom;
 mod author;
 mod bad_input;
+mod cli;
 mod custody;
 mod durability;
 mod failures;
