@@ -42,6 +42,24 @@ fn text(value: &Value, key: &str) -> String {
     }
 }
 
+/// An event's details as `key=value` pairs (`-` when none), shorter to read than JSON.
+fn details(value: &Value) -> String {
+    match value {
+        Value::Object(map) if !map.is_empty() => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null | Value::Object(_) => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A timestamp field (ms since the Unix epoch) as RFC 3339 UTC, `-` when absent.
 fn time(value: &Value, key: &str) -> String {
     value
@@ -163,7 +181,7 @@ pub(super) fn task(value: &Value, style: Style) -> String {
         timeline.row([
             time(entry, "timestamp"),
             text(entry, "event"),
-            text(entry, "details"),
+            details(entry.get("details").unwrap_or(&Value::Null)),
         ]);
     }
     out.push_str(&table_or(&timeline, style, "no history"));
@@ -195,9 +213,13 @@ pub(super) fn agents(value: &Value, style: Style) -> String {
 
 /// `switchyard token list`: agent ids and token prefixes.
 pub(super) fn tokens(value: &Value, style: Style) -> String {
-    let mut table = Table::new(["AGENT", "TOKEN PREFIX"]);
+    let mut table = Table::new(["AGENT", "ROLE", "TOKEN PREFIX"]);
     for token in list(value, "tokens") {
-        table.row([text(token, "agent_id"), text(token, "token_prefix")]);
+        table.row([
+            text(token, "agent_id"),
+            text(token, "role"),
+            text(token, "token_prefix"),
+        ]);
     }
     table_or(&table, style, "no tokens")
 }
@@ -432,7 +454,7 @@ mod tests {
         let task = json!({
             "id": "task-1", "status": "completed", "priority": 1, "description": "d",
             "history": [
-                {"event": "completed", "timestamp": 2000, "details": "by a1"},
+                {"event": "completed", "timestamp": 2000, "details": {"agent_id": "a1"}},
                 {"event": "submitted", "timestamp": 1000, "details": null},
             ],
         });
@@ -441,7 +463,11 @@ mod tests {
         let completed = text.rfind("completed").expect("completed in the timeline");
         assert!(submitted < completed, "{text}");
         assert!(text.contains("priority:     high"), "{text}");
-        assert!(text.contains("1970-01-01T00:00:01Z  submitted"), "{text}");
+        assert!(
+            text.contains("1970-01-01T00:00:01Z  submitted  -"),
+            "{text}"
+        );
+        assert!(text.contains("completed  agent_id=a1"), "{text}");
     }
 
     fn task_text(value: &Value) -> String {
