@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("switchyard: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(switchyard::cli::exit_code(&error))
         }
     }
 }

@@ -261,6 +261,7 @@ async fn admin_actions_are_audited_newest_first_a_page_at_a_time() {
     let out = run(
         &[
             "audit",
+            "--json",
             "--limit",
             "1",
             "--hub",

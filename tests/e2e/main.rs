@@ -15,6 +15,7 @@ mod agentcom;
 mod author;
 mod bad_input;
 mod chaos;
+mod cli;
 mod custody;
 mod durability;
 mod events;

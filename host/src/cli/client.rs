@@ -1,7 +1,6 @@
 //! The client side of the command line: how a command reaches the hub's HTTP API and prints
 //! what it answers.
 
-use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 use std::path::Path;
@@ -15,6 +14,59 @@ pub struct ClientArgs {
     /// The token to use (default: ./switchyard-data/admin.token when it exists).
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Why a call to the hub failed; each kind has its own exit code (README, "Exit codes").
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// No answer at all: the hub is down, the address is wrong, or it timed out.
+    #[error("cannot reach the hub at {hub}: {source}")]
+    Unreachable {
+        hub: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The hub answered with an error status (refused, not found, unauthorised, ...).
+    #[error("the hub refused ({status}): {why}")]
+    Refused {
+        status: reqwest::StatusCode,
+        why: String,
+    },
+    /// No token was given and none was found.
+    #[error(
+        "no token: pass --token, set SWITCHYARD_TOKEN, or run where switchyard-data/admin.token is"
+    )]
+    NoToken,
+}
+
+/// A command line that clap accepts but that does not say what to do; exits with
+/// [`exit::USAGE`] like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit codes of the command line.
+pub mod exit {
+    /// The command did what was asked.
+    pub const OK: u8 = 0;
+    /// The hub refused or did not find what was asked, or the command failed otherwise.
+    pub const REFUSED: u8 = 1;
+    /// The command line was wrong (also clap's code for usage errors).
+    pub const USAGE: u8 = 2;
+    /// The hub could not be reached.
+    pub const UNREACHABLE: u8 = 3;
+}
+
+/// The exit code for an error a command ended with.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<UsageError>() {
+        return exit::USAGE;
+    }
+    match error.downcast_ref::<HubError>() {
+        Some(HubError::Unreachable { .. }) => exit::UNREACHABLE,
+        Some(HubError::NoToken) => exit::USAGE,
+        Some(HubError::Refused { .. }) | None => exit::REFUSED,
+    }
 }
 
 pub(super) fn print(value: Value) -> anyhow::Result<()> {
@@ -40,7 +92,7 @@ impl ClientArgs {
         let fallback = Path::new("switchyard-data").join("admin.token");
         std::fs::read_to_string(&fallback)
             .map(|t| t.trim().to_owned())
-            .map_err(|_| anyhow::anyhow!("no token: pass --token, set SWITCHYARD_TOKEN, or run where switchyard-data/admin.token is"))
+            .map_err(|_| HubError::NoToken.into())
     }
 
     /// Calls the hub; a refusal becomes an error carrying the hub's message.
@@ -90,15 +142,19 @@ impl ClientArgs {
         let response = request
             .send()
             .await
-            .with_context(|| format!("cannot reach the hub at {}", self.hub))?;
+            .map_err(|source| HubError::Unreachable {
+                hub: self.hub.clone(),
+                source,
+            })?;
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let why = value
                 .get("error")
                 .and_then(Value::as_str)
-                .unwrap_or("no reason given");
-            bail!("the hub refused ({status}): {why}");
+                .unwrap_or("no reason given")
+                .to_owned();
+            return Err(HubError::Refused { status, why }.into());
         }
         Ok(value)
     }

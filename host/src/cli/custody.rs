@@ -28,6 +28,8 @@ pub struct AuditArgs {
     #[arg(long)]
     pub cursor: Option<u64>,
     #[command(flatten)]
+    pub output: super::view::OutputArgs,
+    #[command(flatten)]
     pub client: ClientArgs,
 }
 
@@ -68,5 +70,6 @@ pub(super) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(cursor) = args.cursor {
         path.push_str(&format!("&cursor={cursor}"));
     }
-    print(args.client.call("GET", &path, None).await?)
+    let page = args.client.call("GET", &path, None).await?;
+    super::view::show(args.output, &page, super::view::audit)
 }

@@ -7,16 +7,19 @@ mod custody;
 mod lab;
 mod serve;
 mod shadow;
+mod table;
+mod view;
 mod watch;
 
-pub use client::ClientArgs;
+pub use client::{exit, exit_code, ClientArgs};
 pub use lab::LabArgs;
 pub use serve::ServeArgs;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use client::{encode, print};
 use serde_json::{json, Value};
+use view::{show, OutputArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +66,23 @@ pub enum Commands {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the connected agents: state, current task, capabilities, connected since.
+    Agents {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A one-screen summary of the hub: health, tasks by status and queued by priority, agents
+    /// by state, the policy in force, its counters and fallback.
+    Status {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Show one task (`task ID`), or act on it (`task requeue ID`).
@@ -72,6 +92,8 @@ pub enum Commands {
         id: Option<String>,
         #[command(subcommand)]
         command: Option<TaskCommand>,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -116,6 +138,8 @@ pub enum TokenCommand {
     /// List tokens, agent and admin (prefixes only).
     List {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Revoke every token of an agent (or only the one with --prefix) and close its
@@ -140,6 +164,8 @@ pub enum TokenCommand {
 pub enum PolicyCommand {
     /// Show the policy in force and its counters.
     Show {
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -196,9 +222,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await?,
             ),
-            TokenCommand::List { client } => {
-                print(client.call("GET", "/admin/tokens", None).await?)
-            }
+            TokenCommand::List { output, client } => show(
+                output,
+                &client.call("GET", "/admin/tokens", None).await?,
+                view::tokens,
+            ),
             TokenCommand::Revoke {
                 agent_id,
                 prefix,
@@ -236,33 +264,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Tasks {
             status,
             limit,
+            output,
             client,
         } => {
             let mut path = format!("/api/tasks?limit={limit}");
             if let Some(status) = status {
                 path.push_str(&format!("&status={}", encode(&status)));
             }
-            print(client.call("GET", &path, None).await?)
+            show(output, &client.call("GET", &path, None).await?, view::tasks)
+        }
+        Commands::Agents { output, client } => show(
+            output,
+            &client.call("GET", "/api/agents", None).await?,
+            view::agents,
+        ),
+        Commands::Status { output, client } => {
+            show(output, &view::fetch_status(&client).await?, view::status)
         }
         Commands::Task {
             id,
             command,
+            output,
             client,
         } => match (id, command) {
-            (Some(id), None) => print(
-                client
+            (Some(id), None) => show(
+                output,
+                &client
                     .call("GET", &format!("/api/tasks/{}", encode(&id)), None)
                     .await?,
+                view::task,
             ),
             (_, Some(TaskCommand::Requeue { id, client })) => print(
                 client
                     .call("POST", &format!("/api/tasks/{}/requeue", encode(&id)), None)
                     .await?,
             ),
-            (None, None) => bail!("name a task: `switchyard task ID` or `task requeue ID`"),
+            (None, None) => Err(client::UsageError(
+                "name a task: `switchyard task ID` or `task requeue ID`".into(),
+            )
+            .into()),
         },
         Commands::Policy { command } => match command {
-            PolicyCommand::Show { client } => print(client.call("GET", "/api/policy", None).await?),
+            PolicyCommand::Show { output, client } => show(
+                output,
+                &client.call("GET", "/api/policy", None).await?,
+                view::policy,
+            ),
             PolicyCommand::Load {
                 policy,
                 config,

@@ -29,6 +29,8 @@ pub enum ShadowCommand {
     /// would refuse, the share of each fairness group, and whether it stopped and why.
     Show {
         #[command(flatten)]
+        output: super::view::OutputArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// End the shadow run at once and show its final report.
@@ -40,9 +42,11 @@ pub enum ShadowCommand {
 
 pub(super) async fn run(args: ShadowArgs) -> anyhow::Result<()> {
     match (args.command, args.source) {
-        (Some(ShadowCommand::Show { client }), None) => {
-            print(client.call("GET", SHADOW, None).await?)
-        }
+        (Some(ShadowCommand::Show { output, client }), None) => super::view::show(
+            output,
+            &client.call("GET", SHADOW, None).await?,
+            super::view::shadow,
+        ),
         (Some(ShadowCommand::Stop { client }), None) => {
             print(client.call("DELETE", SHADOW, None).await?)
         }
