@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 mod deadlines;
 mod feed;
+pub mod histogram;
 mod lifecycle;
 pub mod outbox;
 mod reports;
