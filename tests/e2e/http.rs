@@ -282,7 +282,7 @@ async fn metrics_count_commits_and_tasks() {
     };
     let before = scrape().await;
     assert!(
-        before.contains("# TYPE switchyard_commits_total counter"),
+        before.contains("# TYPE switchyard_commits counter"),
         "{before}"
     );
     assert!(
@@ -297,7 +297,7 @@ async fn metrics_count_commits_and_tasks() {
         - value(&before, "switchyard_task_writes_total");
     assert!(commits >= 1.0, "commits moved by {commits}");
     assert_eq!(writes, 1.0, "one task written");
-    assert!(value(&after, "switchyard_commit_seconds_total") > 0.0);
+    assert!(value(&after, "switchyard_commit_seconds_sum") > 0.0);
     assert_eq!(value(&after, "switchyard_commit_failures_total"), 0.0);
     assert_eq!(value(&after, "switchyard_tasks{status=\"queued\"}"), 1.0);
 }

@@ -26,6 +26,7 @@ mod hostile;
 mod http;
 mod lab;
 mod limits;
+mod metrics;
 mod priority;
 mod shadow;
 mod shutdown;

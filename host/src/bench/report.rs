@@ -108,7 +108,7 @@ impl CommitSample {
         };
         Some(CommitSample {
             commits: value("switchyard_commits_total")?,
-            seconds: value("switchyard_commit_seconds_total")?,
+            seconds: value("switchyard_commit_seconds_sum")?,
         })
     }
 }

@@ -29,7 +29,17 @@ impl EngineState {
                 self.feed.task_queued(&self.tasks[&task]);
                 AckStatus::Retried
             }
-            Requeue::DeadLetter => AckStatus::DeadLetter,
+            Requeue::DeadLetter => {
+                self.stats.dead_lettered();
+                AckStatus::DeadLetter
+            }
+        }
+    }
+
+    /// Records how long `task` ran, accepted to now, before its agent reported it finished.
+    pub(super) fn observe_run(&self, task: TaskId, now: u64) {
+        if let Some(accepted) = self.tasks.get(&task).and_then(|t| t.accepted_at) {
+            self.stats.run.observe_ms(now.saturating_sub(accepted));
         }
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 mod deadlines;
 pub mod events;
 mod feed;
+pub mod histogram;
 mod lifecycle;
 pub mod outbox;
 mod reports;

@@ -50,6 +50,7 @@ impl EngineState {
                 tokens_used,
             } => match self.holder_check(&task_id, agent_id, Some(generation)) {
                 Ok(id) => {
+                    self.observe_run(id, now);
                     self.task_mut(id).complete(result, tokens_used, now);
                     self.release(agent_id, id, Outcome::Completed, now);
                     ServerMessage::TaskAck {
@@ -65,6 +66,7 @@ impl EngineState {
                 error,
             } => match self.holder_check(&task_id, agent_id, Some(generation)) {
                 Ok(id) => {
+                    self.observe_run(id, now);
                     let requeue = self.task_mut(id).fail(&error, now);
                     self.release(agent_id, id, Outcome::Failed, now);
                     let status = self.after_return(id, requeue);

@@ -23,7 +23,9 @@ impl EngineState {
         if !self.feed.has_work() {
             return;
         }
+        let started = std::time::Instant::now();
         let mut proposals = self.feed.decide(now);
+        self.stats.decision.observe(started.elapsed());
         for _ in 0..policy::BREAKER_FAILURES {
             if !self.feed.needs_replay() {
                 break;
@@ -78,6 +80,10 @@ impl EngineState {
             return None;
         }
         let agent_id = agent_id.expect("checked above");
+        if let Some(task) = self.tasks.get(&id) {
+            self.stats
+                .waited(task.priority, now.saturating_sub(task.queued_at));
+        }
         let task = self.task_mut(id);
         task.assign(&agent_id, now);
         let message = task.assign_message();

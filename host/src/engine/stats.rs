@@ -1,9 +1,14 @@
 //! Counters the engine keeps for `/metrics`, readable from any thread without asking it.
 
+use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
 use crate::task::ReclaimReason;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-#[derive(Debug, Default)]
+/// Task priorities are 0 to 3 (`task.rs`); the wait histogram has one series per priority, so
+/// its label's cardinality is bounded.
+pub const PRIORITIES: usize = 4;
+
+#[derive(Debug)]
 pub struct EngineStats {
     /// Agents with an identified connection.
     connected: AtomicUsize,
@@ -13,6 +18,29 @@ pub struct EngineStats {
     replacements: AtomicU64,
     /// Capability names interned by the policy feed.
     capability_names: AtomicUsize,
+    /// Queued (or queued again) to assigned, by priority.
+    pub wait: [Histogram; PRIORITIES],
+    /// Accepted by the agent to reported complete or failed.
+    pub run: Histogram,
+    /// One call of the policy's `decide`, replays after a failure excluded.
+    pub decision: Histogram,
+    /// Tasks moved to the dead letter (retries or take-backs exhausted).
+    dead_letters: AtomicU64,
+}
+
+impl Default for EngineStats {
+    fn default() -> EngineStats {
+        EngineStats {
+            connected: AtomicUsize::new(0),
+            reclaims: Default::default(),
+            replacements: AtomicU64::new(0),
+            capability_names: AtomicUsize::new(0),
+            wait: std::array::from_fn(|_| Histogram::new(WAIT_BUCKETS)),
+            run: Histogram::new(WAIT_BUCKETS),
+            decision: Histogram::new(WORK_BUCKETS),
+            dead_letters: AtomicU64::new(0),
+        }
+    }
 }
 
 impl EngineStats {
@@ -58,6 +86,20 @@ impl EngineStats {
 
     pub(super) fn set_capability_names(&self, n: usize) {
         self.capability_names.store(n, Ordering::Relaxed);
+    }
+
+    /// Tasks dead-lettered since the hub started.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn dead_lettered(&self) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A task of `priority` waited `ms` in the queue before this assignment.
+    pub(super) fn waited(&self, priority: u8, ms: u64) {
+        self.wait[usize::from(priority).min(PRIORITIES - 1)].observe_ms(ms);
     }
 
     fn index(reason: ReclaimReason) -> usize {

@@ -119,13 +119,28 @@ pub struct Committed {
 }
 
 /// What the writer has done since the hub started, for `/metrics` and the load generator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CommitStats {
+    /// Each transaction's write and commit, disk flush included, failed ones too.
+    pub latency: super::histogram::Histogram,
     commits: AtomicU64,
     failures: AtomicU64,
     task_writes: AtomicU64,
     micros: AtomicU64,
     pruned: AtomicU64,
+}
+
+impl Default for CommitStats {
+    fn default() -> CommitStats {
+        CommitStats {
+            latency: super::histogram::Histogram::new(super::histogram::WORK_BUCKETS),
+            commits: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            task_writes: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            pruned: AtomicU64::new(0),
+        }
+    }
 }
 
 impl CommitStats {
@@ -166,6 +181,7 @@ impl CommitStats {
         }
         self.micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 }
 
