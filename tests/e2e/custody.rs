@@ -518,7 +518,12 @@ async fn finished_tasks_are_pruned_after_their_retention() {
     let bad = run(&["serve", "--retain", "7x"], &[]);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("needs a unit: s, m, h or d"), "{stderr}");
+    assert!(stderr.contains("unknown unit \"x\""), "{stderr}");
+    // A bare number would be seconds: refused, so `--retain 7` cannot mean 7 s by mistake.
+    let bare = run(&["serve", "--retain", "7"], &[]);
+    assert!(!bare.status.success());
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(stderr.contains("needs a unit"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,7 +85,18 @@ impl Value<'_> {
             Value::Counter(v) => encoder.encode_counter::<NoLabelSet, _, u64>(v, None),
             Value::Gauge(v) => encoder.encode_gauge(v),
             Value::Histogram(h) => {
-                encoder.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+                // The encoder sums the buckets itself: give it each bucket's own count.
+                let mut below = 0;
+                let per_bucket: Vec<(f64, u64)> = h
+                    .buckets
+                    .iter()
+                    .map(|&(bound, cumulative)| {
+                        let own = cumulative.saturating_sub(below);
+                        below = cumulative;
+                        (bound, own)
+                    })
+                    .collect();
+                encoder.encode_histogram::<NoLabelSet>(h.sum, h.count, &per_bucket, None)
             }
         }
     }
