@@ -60,9 +60,13 @@ impl EngineState {
     fn try_assign(&mut self, proposal: Assignment, now: u64) -> Option<u32> {
         let id = TaskId(proposal.task);
         let agent_id = self.agent_ids.get(proposal.agent as usize).cloned();
+        // Interning allocates: only a queued task's needs are worth it (any other proposal is
+        // refused before capabilities are looked at).
         let needs = match self.tasks.get(&id) {
-            Some(task) => self.feed.intern(&task.needed_capabilities),
-            None => Vec::new(),
+            Some(task) if task.status == TaskStatus::Queued => {
+                self.feed.intern(&task.needed_capabilities)
+            }
+            _ => Vec::new(),
         };
         let task = self.tasks.get(&id).map(|task| policy::ProposedTask {
             queued: task.status == TaskStatus::Queued,
