@@ -29,5 +29,7 @@ pub mod server;
 pub mod sidecar;
 pub mod store;
 pub mod task;
+#[cfg(test)]
+mod test_support;
 pub mod wait;
 pub mod wire;

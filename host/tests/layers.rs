@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
     ("wait", 0),
     ("duration", 0),
+    ("test_support", 0),
     ("task", 1),
     ("store", 2),
     ("policy", 2),

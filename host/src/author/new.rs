@@ -149,30 +149,7 @@ fn check_empty(dir: &Path) -> Result<(), AuthorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!(
-                "switchyard-{name}-{}-{nanos:x}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     #[test]
     fn names_are_validated_with_the_reason() {
@@ -201,6 +178,7 @@ mod tests {
     #[test]
     fn writes_a_crate_into_a_missing_or_empty_folder_only() {
         let tmp = TempDir::new("policy-new");
+        std::fs::create_dir_all(&tmp.0).unwrap();
         let dir = tmp.0.join("my-fifo");
         let made = new_crate(&dir, None).expect("a new folder");
         assert_eq!(made.name, "my-fifo");

@@ -233,29 +233,8 @@ fn prune(dir: &Path, keep: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
     use std::time::Instant;
-
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            TempDir(std::env::temp_dir().join(format!(
-                "switchyard-{name}-{}-{nanos:x}",
-                std::process::id()
-            )))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn greedy_component() -> (&'static [u8], [u8; 32]) {
         let bytes = crate::policy::builtin::BUILTIN_POLICIES
