@@ -332,7 +332,7 @@ pub fn task_from_recipe(recipe: &[u8]) -> Task {
     }
     let new = NewTask::parse(&fields).unwrap_or_else(|e| panic!("recipe made a bad task: {e}"));
     let mut now = c.u64() % (1 << 50);
-    let mut task = Task::new(TaskId(c.u64()), new, &c.text(), now);
+    let mut task = Task::new(TaskId(c.u64()), new, &c.text(), &c.text(), now);
     for _ in 0..c.byte() % 64 {
         now += c.byte() as u64;
         let agent = format!("agent-{}", c.byte() % 4);

@@ -110,6 +110,10 @@ pub struct Task {
     pub result: Option<Value>,
     pub tokens_used: Option<u64>,
     pub submitted_by: String,
+    /// The tenant of the token that submitted it (never a field of the request). Fair share,
+    /// quotas and visibility follow it.
+    #[serde(default = "crate::wire::tenant::default_tenant")]
+    pub tenant: String,
     pub created_at: u64,
     pub updated_at: u64,
     /// When the task last entered the queue.
@@ -177,7 +181,7 @@ impl Task {
         }
     }
 
-    pub fn new(id: TaskId, new: NewTask, submitted_by: &str, now: u64) -> Task {
+    pub fn new(id: TaskId, new: NewTask, submitted_by: &str, tenant: &str, now: u64) -> Task {
         let mut task = Task {
             id,
             description: new.description,
@@ -201,6 +205,7 @@ impl Task {
             result: None,
             tokens_used: None,
             submitted_by: submitted_by.to_owned(),
+            tenant: tenant.to_owned(),
             created_at: now,
             updated_at: now,
             queued_at: now,
@@ -416,6 +421,7 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tenant::DEFAULT_TENANT;
     use serde_json::json;
 
     fn task(max_retries: u32) -> Task {
@@ -423,7 +429,7 @@ mod tests {
             max_retries,
             ..NewTask::with_description("d")
         };
-        Task::new(TaskId(1), new, "alice", 100)
+        Task::new(TaskId(1), new, "alice", DEFAULT_TENANT, 100)
     }
 
     #[test]

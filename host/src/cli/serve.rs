@@ -283,6 +283,7 @@ const MIN_ENV_TOKEN_LEN: usize = 32;
 /// `DIR/admin.token` (mode 0600, never through a link).
 fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     let record = |token: &str| TokenRecord {
+        tenant: crate::wire::tenant::default_tenant(),
         agent_id: ADMIN_AGENT_ID.into(),
         role: Role::Admin,
         token_prefix: token.chars().take(PREFIX_LEN).collect(),

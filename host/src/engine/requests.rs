@@ -21,7 +21,13 @@ impl EngineState {
             new.run_timeout_ms = new.run_timeout_ms.or(Some(self.config.run_timeout_ms));
             let id = TaskId(self.next_seq);
             self.next_seq += 1;
-            let task = Task::new(id, new, submitted_by, now);
+            let task = Task::new(
+                id,
+                new,
+                submitted_by,
+                crate::wire::tenant::DEFAULT_TENANT,
+                now,
+            );
             if let Some(at) = task.complete_by {
                 self.timers.at(at, Timer::Deadline { task: id });
             }

@@ -236,6 +236,7 @@ impl EngineState {
     pub(super) fn create_token(&mut self, agent_id: String, now: u64) -> String {
         let token = new_token();
         let record = TokenRecord {
+            tenant: crate::wire::tenant::default_tenant(),
             agent_id,
             role: Role::Agent,
             token_prefix: token[..store::PREFIX_LEN].to_owned(),
@@ -325,6 +326,7 @@ impl EngineState {
         self.writes.tokens.retain(|(_, t)| t.role != Role::Admin);
         let token = new_token();
         let record = TokenRecord {
+            tenant: crate::wire::tenant::default_tenant(),
             agent_id: ADMIN_AGENT_ID.to_owned(),
             role: Role::Admin,
             token_prefix: token[..store::PREFIX_LEN].to_owned(),

@@ -16,10 +16,12 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-/// The first byte of a binary task record (never `{`): the form this build writes. Form 2
-/// adds the run and heartbeat timeouts after the history; form 1 records (schema 2) end with
-/// the history and are read with no timeouts.
-const FORMAT: u8 = 2;
+/// The first byte of a binary task record (never `{`): the form this build writes. Form 3
+/// adds the tenant after the timeouts; form 2 records end with the run and heartbeat timeouts
+/// and belong to the default tenant; form 1 records (schema 2) end with the history and are
+/// read with no timeouts.
+const FORMAT: u8 = 3;
+const FORMAT_WITHOUT_TENANT: u8 = 2;
 const FORMAT_WITHOUT_TIMEOUTS: u8 = 1;
 
 /// Why a record could not be decoded.
@@ -80,6 +82,7 @@ pub fn encode_task(task: &Task) -> Vec<u8> {
     }
     out.opt_varint(task.run_timeout_ms);
     out.opt_varint(task.heartbeat_timeout_ms);
+    out.str(&task.tenant);
     out.0
 }
 
@@ -92,9 +95,9 @@ pub fn decode_task(bytes: &[u8]) -> Result<Task, DecodeError> {
             task.history.shrink_to_fit();
             Ok(task)
         }
-        Some(&form @ (FORMAT | FORMAT_WITHOUT_TIMEOUTS)) => {
+        Some(&form @ (FORMAT | FORMAT_WITHOUT_TENANT | FORMAT_WITHOUT_TIMEOUTS)) => {
             let mut input = Decoder(&bytes[1..]);
-            let task = input.task(form == FORMAT)?;
+            let task = input.task(form)?;
             match input.0.len() {
                 0 => Ok(task),
                 left => Err(DecodeError::Trailing(left)),
@@ -299,7 +302,7 @@ impl<'a> Decoder<'a> {
         Ok(serde_json::from_slice(self.take(len as usize)?)?)
     }
 
-    fn task(&mut self, with_timeouts: bool) -> Result<Task, DecodeError> {
+    fn task(&mut self, form: u8) -> Result<Task, DecodeError> {
         let id = TaskId(self.varint()?);
         let description = self.string()?;
         let metadata = self.json()?;
@@ -345,10 +348,15 @@ impl<'a> Decoder<'a> {
         for _ in 0..entries {
             history.push_back(self.history_entry()?);
         }
-        let (run_timeout_ms, heartbeat_timeout_ms) = if with_timeouts {
+        let (run_timeout_ms, heartbeat_timeout_ms) = if form >= FORMAT_WITHOUT_TENANT {
             (self.opt_varint()?, self.opt_varint()?)
         } else {
             (None, None)
+        };
+        let tenant = if form >= FORMAT {
+            self.string()?
+        } else {
+            crate::wire::tenant::default_tenant()
         };
         Ok(Task {
             id,
@@ -373,6 +381,7 @@ impl<'a> Decoder<'a> {
             result,
             tokens_used,
             submitted_by,
+            tenant,
             created_at,
             updated_at,
             queued_at,
@@ -441,7 +450,13 @@ mod tests {
             run_timeout_ms: Some(1_800_000),
             heartbeat_timeout_ms: Some(60_000),
         };
-        Task::new(TaskId(0xdead_beef), new, "submitter", 1_700_000_000_000)
+        Task::new(
+            TaskId(0xdead_beef),
+            new,
+            "submitter",
+            "team-a",
+            1_700_000_000_000,
+        )
     }
 
     /// A task through every kind of history entry the state machine writes.
@@ -473,10 +488,23 @@ mod tests {
         let mut task = eventful_task();
         task.run_timeout_ms = None;
         task.heartbeat_timeout_ms = None;
-        // Form 1 is form 2 without the two trailing absent options.
+        task.tenant = crate::wire::tenant::default_tenant();
+        // Form 1 is form 3 without the tenant ("default": 1 + 7 bytes) and the two trailing
+        // absent options.
         let mut bytes = encode_task(&task);
+        bytes.truncate(bytes.len() - 8);
         assert_eq!(bytes.split_off(bytes.len() - 2), vec![0, 0]);
         bytes[0] = FORMAT_WITHOUT_TIMEOUTS;
+        assert_eq!(decode_task(&bytes).unwrap(), task);
+    }
+
+    #[test]
+    fn records_of_the_form_before_tenants_belong_to_the_default_tenant() {
+        let mut task = eventful_task();
+        task.tenant = crate::wire::tenant::default_tenant();
+        let mut bytes = encode_task(&task);
+        bytes.truncate(bytes.len() - 8);
+        bytes[0] = FORMAT_WITHOUT_TENANT;
         assert_eq!(decode_task(&bytes).unwrap(), task);
     }
 

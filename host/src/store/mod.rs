@@ -1,5 +1,5 @@
 //! Durable state in LMDB (through heed): tasks, their status indices, hashed tokens, agents,
-//! and meta (schema version, the next task sequence number, the policy in force).
+//! tenants, and meta (schema version, the next task sequence number, the policy in force).
 //!
 //! One environment per process, opened once. Once it is open, only the engine's writer thread
 //! writes, one transaction per batch (group commit); HTTP handlers and the engine read through
@@ -10,6 +10,7 @@ mod backup;
 mod codec;
 mod files;
 mod tasks;
+mod tenants;
 mod tokens;
 
 pub use audit::AuditPage;
@@ -100,6 +101,9 @@ pub struct Store {
     /// record id (u64 BE) → audit record JSON (`audit`). Made on first open by a build that
     /// has it; older folders simply gain it.
     audit: Db,
+    /// tenant name → tenant record JSON (`tenants`). The `default` tenant is not stored until
+    /// an admin changes it.
+    tenants: Db,
 }
 
 const META_SCHEMA: &[u8] = b"schema_version";
@@ -137,11 +141,12 @@ impl Store {
                     open("agents")?,
                     open("meta")?,
                     open("audit")?,
+                    open("tenants")?,
                 ];
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
             .unwrap_commit();
-        let [tasks, queued, assigned, dead_letter, completed, cancelled, tokens, agents, meta, audit] =
+        let [tasks, queued, assigned, dead_letter, completed, cancelled, tokens, agents, meta, audit, tenants] =
             dbs;
         let store = Store {
             env,
@@ -156,6 +161,7 @@ impl Store {
             agents,
             meta,
             audit,
+            tenants,
         };
         store.check_schema()?;
         Ok(store)
@@ -291,6 +297,7 @@ mod tests {
     use super::*;
     use crate::task::{Task, TaskStatus};
     use crate::wire::http::NewTask;
+    use crate::wire::tenant::DEFAULT_TENANT;
     use crate::wire::TaskId;
 
     fn set_schema(store: &Store, version: u32) {
@@ -306,7 +313,7 @@ mod tests {
     fn a_version_1_folder_is_read_as_it_is_and_marked_current() {
         let dir = test_support::temp_dir();
         let new = NewTask::with_description("old");
-        let task = Task::new(TaskId(1), new, "tester", 1_000);
+        let task = Task::new(TaskId(1), new, "tester", DEFAULT_TENANT, 1_000);
         {
             // What schema version 1 wrote: the task as JSON, and its queued index entry.
             let store = Store::open(&dir, 64 << 20).unwrap();

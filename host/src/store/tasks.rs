@@ -400,6 +400,7 @@ mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
     use crate::wire::http::NewTask;
+    use crate::wire::tenant::DEFAULT_TENANT;
     use serde_json::json;
 
     impl Store {
@@ -419,7 +420,7 @@ mod tests {
             priority,
             ..NewTask::with_description(format!("task {id}"))
         };
-        Task::new(TaskId(id), new, "tester", 1_000 + id)
+        Task::new(TaskId(id), new, "tester", DEFAULT_TENANT, 1_000 + id)
     }
 
     #[test]

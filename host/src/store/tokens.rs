@@ -10,8 +10,12 @@ use sha2::{Digest, Sha256};
 pub enum Role {
     /// Everything.
     Admin,
-    /// Connect over `/ws` as its own agent, submit and read tasks.
+    /// Connect over `/ws` as its own agent; submit under its tenant; read its tenant's tasks
+    /// and the tasks it is or was assigned.
     Agent,
+    /// Submit tasks under its tenant; list, read, cancel and retry its tenant's tasks. Cannot
+    /// connect as an agent.
+    Client,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +23,9 @@ pub struct TokenRecord {
     /// The agent the token belongs to (`admin` for admin tokens).
     pub agent_id: String,
     pub role: Role,
+    /// The tenant its tasks belong to (`default` for tokens from before tenants).
+    #[serde(default = "crate::wire::tenant::default_tenant")]
+    pub tenant: String,
     /// The token's first characters, to tell tokens apart in listings.
     pub token_prefix: String,
     pub created_at: u64,
@@ -125,6 +132,7 @@ mod tests {
         let store = temp_store();
         let mut txn = store.write_txn().unwrap();
         let record = |agent: &str, role| TokenRecord {
+            tenant: crate::wire::tenant::default_tenant(),
             agent_id: agent.into(),
             role,
             token_prefix: "abcd1234".into(),
@@ -159,6 +167,7 @@ mod tests {
         let store = temp_store();
         let mut txn = store.write_txn().unwrap();
         let record = TokenRecord {
+            tenant: crate::wire::tenant::default_tenant(),
             agent_id: "a".into(),
             role: Role::Agent,
             token_prefix: "plainpre".into(),

@@ -6,6 +6,7 @@ pub mod events;
 pub mod http;
 mod task_id;
 mod task_status;
+pub mod tenant;
 
 pub use task_id::TaskId;
 pub use task_status::TaskStatus;

@@ -6,6 +6,7 @@ use crate::wire::http::{AuditAction, AuditRecord};
 
 fn admin_record(prefix: &str) -> TokenRecord {
     TokenRecord {
+        tenant: crate::wire::tenant::default_tenant(),
         agent_id: "admin".into(),
         role: Role::Admin,
         token_prefix: prefix.into(),
