@@ -55,6 +55,9 @@ pub struct Agent {
     /// Rejected a task: offered nothing until this time (or until it completes or fails one).
     pub cooldown_until: Option<u64>,
     pub idle_since: u64,
+    /// When the agent was given the task it holds (meaningless while it holds none): a finished
+    /// task is charged for the time it held its agent.
+    pub held_since: u64,
     /// Whether the agent has been idle since its connection was accepted (it has been
     /// assigned nothing on this connection): such agents queue for work in connection order.
     pub fresh: bool,
@@ -85,6 +88,7 @@ impl Agent {
             unresponsive: false,
             cooldown_until: None,
             idle_since: now,
+            held_since: now,
             fresh: false,
             last_progress_at: now,
             replacements: 0,
@@ -113,13 +117,14 @@ impl Agent {
         }
     }
 
-    pub fn hold(&mut self, task: TaskId) {
+    pub fn hold(&mut self, task: TaskId, now: u64) {
         debug_assert_eq!(
             self.holding,
             Holding::Nothing,
             "an agent holds one task at most"
         );
         self.holding = Holding::Assigned(task);
+        self.held_since = now;
         self.fresh = false;
     }
 
@@ -135,10 +140,14 @@ impl Agent {
     }
 
     /// The agent no longer holds `task` (finished, taken back, cancelled).
-    pub fn release(&mut self, task: TaskId, now: u64) {
+    /// Returns how long it held the task, in milliseconds (0 if it did not hold it).
+    pub fn release(&mut self, task: TaskId, now: u64) -> u64 {
         if self.holding.task() == Some(task) {
             self.holding = Holding::Nothing;
             self.idle_since = now;
+            now.saturating_sub(self.held_since)
+        } else {
+            0
         }
     }
 
@@ -181,7 +190,7 @@ mod tests {
         let mut agent = connected();
         assert_eq!(agent.fsm_state(), "idle");
         assert!(agent.can_take_work(10));
-        agent.hold(TaskId(7));
+        agent.hold(TaskId(7), 12);
         assert_eq!(agent.fsm_state(), "assigned");
         assert!(!agent.can_take_work(10));
         assert!(
@@ -190,7 +199,8 @@ mod tests {
         );
         assert!(agent.accept(TaskId(7)));
         assert_eq!(agent.fsm_state(), "working");
-        agent.release(TaskId(7), 20);
+        assert_eq!(agent.release(TaskId(7), 20), 8, "held from 12 to 20");
+        assert_eq!(agent.release(TaskId(7), 30), 0, "no longer held");
         assert_eq!(agent.fsm_state(), "idle");
         assert_eq!(agent.idle_since, 20);
     }
@@ -198,7 +208,7 @@ mod tests {
     #[test]
     fn offline_agent_keeps_its_task_and_stale_disconnects_are_ignored() {
         let mut agent = connected();
-        agent.hold(TaskId(1));
+        agent.hold(TaskId(1), 10);
         assert!(!agent.disconnect(99), "not the current connection");
         assert!(agent.disconnect(1));
         assert_eq!(agent.fsm_state(), "offline");

@@ -231,11 +231,12 @@ impl PolicyFeed {
         }
     }
 
-    /// An assignment of `task` to the agent with `handle` ended with `outcome`.
-    pub fn task_finished(&mut self, task: TaskId, handle: u32, outcome: Outcome) {
-        self.policy.task_finished(task.0, handle, outcome);
+    /// An assignment of `task` to the agent with `handle` ended with `outcome`, after holding
+    /// the agent for `held_ms`.
+    pub fn task_finished(&mut self, task: TaskId, handle: u32, outcome: Outcome, held_ms: u64) {
+        self.policy.task_finished(task.0, handle, outcome, held_ms);
         if let Some(shadow) = &mut self.shadow {
-            shadow.task_finished(task.0, handle, outcome);
+            shadow.task_finished(task.0, handle, outcome, held_ms);
         }
     }
 
@@ -396,6 +397,7 @@ impl PolicyFeed {
             id: task.id.0,
             priority: task.priority,
             needed_capabilities: self.intern(&task.needed_capabilities),
+            tenant: task.tenant.clone(),
             fairness_key: task.fairness_key.clone(),
             weight: task.weight,
             retry_count: task.retry_count,

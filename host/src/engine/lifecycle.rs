@@ -13,11 +13,12 @@ impl EngineState {
     /// The agent's assignment of `task` ended with `outcome`: it is free again.
     pub(super) fn release(&mut self, agent_id: &str, task: TaskId, outcome: Outcome, now: u64) {
         if let Some(agent) = self.agents.get_mut(agent_id) {
-            agent.release(task, now);
+            let held_ms = agent.release(task, now);
             if matches!(outcome, Outcome::Completed | Outcome::Failed) {
                 agent.cooldown_until = None;
             }
-            self.feed.task_finished(task, agent.handle, outcome);
+            self.feed
+                .task_finished(task, agent.handle, outcome, held_ms);
         }
         self.sync_ready(agent_id, now);
     }

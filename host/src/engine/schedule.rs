@@ -94,7 +94,7 @@ impl EngineState {
         let generation = task.generation;
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
         let handle = agent.handle;
-        agent.hold(id);
+        agent.hold(id, now);
         let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
         self.feed.assigned(id, agent);
         if let Some(outbox) = outbox {

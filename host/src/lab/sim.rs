@@ -205,8 +205,9 @@ impl Sim<'_> {
                     break;
                 }
                 self.running.pop();
+                let held_ms = self.work[task].run_ms;
                 self.policy
-                    .task_finished(handle(task), agent, Outcome::Completed);
+                    .task_finished(handle(task), agent, Outcome::Completed, held_ms);
                 self.ready(agent, now);
             }
             while let Some(submission) = self.work.get(self.states.len()) {
@@ -250,6 +251,7 @@ impl Sim<'_> {
             id: handle(index),
             priority: group.priority.0,
             needed_capabilities: self.needs[s.group].clone(),
+            tenant: crate::wire::tenant::default_tenant(),
             fairness_key: self.keys[s.group][s.key as usize].clone(),
             weight: group.weight,
             retry_count: 0,

@@ -172,9 +172,9 @@ mod tests {
 
     #[test]
     fn the_contract_is_read_from_the_wit() {
-        assert_eq!(contract_package(), "switchyard:policy@0.1.0");
-        assert_eq!(contract_version(), "0.1.0");
-        assert_eq!(contract_interface(), "switchyard:policy/scheduler@0.1.0");
+        assert_eq!(contract_package(), "switchyard:policy@0.2.0");
+        assert_eq!(contract_version(), "0.2.0");
+        assert_eq!(contract_interface(), "switchyard:policy/scheduler@0.2.0");
         assert_eq!(contract_interface(), crate::policy::wasm::INTERFACE);
         assert_eq!(package_of("// x\npackage a:b@1.2.3;\n"), Some("a:b@1.2.3"));
         assert_eq!(package_of("interface x {}"), None);

@@ -228,7 +228,10 @@ pub(crate) trait Backend: Send {
         task: TaskId,
         agent: AgentId,
         outcome: Outcome,
+        held_ms: u64,
     ) -> Result<(), CallError>;
+    fn tenant_weight(&mut self, tenant: &str, weight: f64) -> Result<(), CallError>;
+    fn tenant_removed(&mut self, tenant: &str) -> Result<(), CallError>;
     fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError>;
     /// How many epoch ticks each later call may run for; the native fallback has no deadline.
     fn set_deadline_ticks(&mut self, _ticks: u64) {}
@@ -472,9 +475,21 @@ impl PolicyHost {
         self.event("assigned", |b| b.assigned(task, agent));
     }
 
-    /// An assignment ended.
-    pub fn task_finished(&mut self, task: TaskId, agent: AgentId, outcome: Outcome) {
-        self.event("task-finished", |b| b.task_finished(task, agent, outcome));
+    /// An assignment ended, after holding its agent for `held_ms` milliseconds.
+    pub fn task_finished(&mut self, task: TaskId, agent: AgentId, outcome: Outcome, held_ms: u64) {
+        self.event("task-finished", |b| {
+            b.task_finished(task, agent, outcome, held_ms)
+        });
+    }
+
+    /// A tenant's weight: for every tenant after a load or restart, and on every change.
+    pub fn tenant_weight(&mut self, tenant: &str, weight: f64) {
+        self.event("tenant-weight", |b| b.tenant_weight(tenant, weight));
+    }
+
+    /// A tenant was deleted.
+    pub fn tenant_removed(&mut self, tenant: &str) {
+        self.event("tenant-removed", |b| b.tenant_removed(tenant));
     }
 
     /// The policy's proposals for `now` (milliseconds since the Unix epoch); empty when the

@@ -39,8 +39,19 @@ impl<P: Policy + Send> Backend for Native<P> {
         task: TaskId,
         agent: AgentId,
         outcome: Outcome,
+        held_ms: u64,
     ) -> Result<(), CallError> {
-        self.0.task_finished(task, agent, outcome);
+        self.0.task_finished(task, agent, outcome, held_ms);
+        Ok(())
+    }
+
+    fn tenant_weight(&mut self, tenant: &str, weight: f64) -> Result<(), CallError> {
+        self.0.tenant_weight(tenant, weight);
+        Ok(())
+    }
+
+    fn tenant_removed(&mut self, tenant: &str) -> Result<(), CallError> {
+        self.0.tenant_removed(tenant);
         Ok(())
     }
 

@@ -434,8 +434,8 @@ fn wasm_greedy_and_native_greedy_decide_identically() {
                         wasm.assigned(a.task, a.agent);
                         assert!(native.confirm(a), "{a:?}");
                         let outcome = [Outcome::Completed, Outcome::Failed][rng.below(2) as usize];
-                        wasm.task_finished(a.task, a.agent, outcome);
-                        native.policy.task_finished(a.task, a.agent, outcome);
+                        wasm.task_finished(a.task, a.agent, outcome, 10);
+                        native.policy.task_finished(a.task, a.agent, outcome, 10);
                     } else {
                         wasm.record_rejected(1);
                     }
@@ -514,7 +514,7 @@ fn a_healthy_hostile_component_answers() {
     host.task_queued(&task(1, 0, &[1]));
     host.agent_ready(&agent(1, &[1]));
     host.assigned(1, 1);
-    host.task_finished(1, 1, Outcome::Cancelled);
+    host.task_finished(1, 1, Outcome::Cancelled, 0);
     host.task_dequeued(1);
     host.agent_unready(1);
     assert!(host.decide(0).is_empty());

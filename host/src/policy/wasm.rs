@@ -169,7 +169,7 @@ impl Compiled {
 
 /// The interface a policy exports, as named in `wit/policy.wit` (a test checks it against
 /// [`super::contract::contract_interface`], which reads the WIT).
-pub const INTERFACE: &str = "switchyard:policy/scheduler@0.1.0";
+pub const INTERFACE: &str = "switchyard:policy/scheduler@0.2.0";
 
 /// Type-checks each function of the contract on its own, naming the one that does not match.
 /// The generated bindings check the same things, but all at once and without saying which.
@@ -223,9 +223,11 @@ fn check_contract(
     );
     check!(
         "[method]policy.task-finished",
-        (ResourceAny, TaskId, AgentId, wit::Outcome),
+        (ResourceAny, TaskId, AgentId, wit::Outcome, u64),
         ()
     );
+    check!("[method]policy.tenant-weight", (ResourceAny, &str, f64), ());
+    check!("[method]policy.tenant-removed", (ResourceAny, &str), ());
     check!(
         "[method]policy.decide",
         (ResourceAny, u64),
@@ -354,6 +356,7 @@ impl Backend for WasmInstance {
             id: task.id,
             priority: task.priority,
             needed_capabilities: &task.needed_capabilities,
+            tenant: &task.tenant,
             fairness_key: &task.fairness_key,
             weight: task.weight,
             retry_count: task.retry_count,
@@ -388,6 +391,7 @@ impl Backend for WasmInstance {
         task: TaskId,
         agent: AgentId,
         outcome: Outcome,
+        held_ms: u64,
     ) -> Result<(), CallError> {
         let outcome = match outcome {
             Outcome::Completed => wit::Outcome::Completed,
@@ -395,7 +399,15 @@ impl Backend for WasmInstance {
             Outcome::Returned => wit::Outcome::Returned,
             Outcome::Cancelled => wit::Outcome::Cancelled,
         };
-        self.call(|p, store, me| p.call_task_finished(store, me, task, agent, outcome))
+        self.call(|p, store, me| p.call_task_finished(store, me, task, agent, outcome, held_ms))
+    }
+
+    fn tenant_weight(&mut self, tenant: &str, weight: f64) -> Result<(), CallError> {
+        self.call(|p, store, me| p.call_tenant_weight(store, me, tenant, weight))
+    }
+
+    fn tenant_removed(&mut self, tenant: &str) -> Result<(), CallError> {
+        self.call(|p, store, me| p.call_tenant_removed(store, me, tenant))
     }
 
     fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError> {

@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(pairs(&first), [(1, 10)]);
         confirm_all(&mut p, &first);
         // Task 1 fails and returns to the queue with its id: it goes before 2 and 3 again.
-        p.task_finished(1, 10, Outcome::Returned);
+        p.task_finished(1, 10, Outcome::Returned, 5);
         p.task_queued(task(1, 2, &[]));
         p.agent_ready(agent(10, &[]));
         assert_eq!(pairs(&p.decide(0)), [(1, 10)]);

@@ -52,8 +52,11 @@ pub struct Task {
     pub priority: u8,
     /// Sorted ascending, no duplicates; all must be among the agent's capabilities.
     pub needed_capabilities: Vec<Capability>,
+    /// The tenant the task belongs to (the submitting token's tenant).
+    pub tenant: String,
+    /// The key fair share is counted under within the tenant.
     pub fairness_key: String,
-    /// Greater than zero.
+    /// Greater than zero; divides the tenant's share between its keys.
     pub weight: f64,
     pub retry_count: u32,
     /// Milliseconds since the Unix epoch.
@@ -107,8 +110,14 @@ pub trait Policy: Sized {
     fn agent_unready(&mut self, agent: AgentId);
     /// The host accepted a proposal: the task left the queue and the agent is busy.
     fn assigned(&mut self, task: TaskId, agent: AgentId);
-    /// An assignment ended. The default ignores it.
-    fn task_finished(&mut self, _task: TaskId, _agent: AgentId, _outcome: Outcome) {}
+    /// An assignment ended, after holding its agent for `held_ms` milliseconds. The default
+    /// ignores it.
+    fn task_finished(&mut self, _task: TaskId, _agent: AgentId, _outcome: Outcome, _held_ms: u64) {}
+    /// A tenant's weight (greater than zero), told for every tenant before any task and again
+    /// when it changes. The default ignores it.
+    fn tenant_weight(&mut self, _tenant: &str, _weight: f64) {}
+    /// A tenant was deleted; it has no tasks left. The default ignores it.
+    fn tenant_removed(&mut self, _tenant: &str) {}
     /// Proposes assignments. `now` is milliseconds since the Unix epoch.
     fn decide(&mut self, now: u64) -> Vec<Assignment>;
 }
@@ -239,6 +248,7 @@ pub mod glue {
                 id: task.id,
                 priority: task.priority,
                 needed_capabilities: task.needed_capabilities,
+                tenant: task.tenant,
                 fairness_key: task.fairness_key,
                 weight: task.weight,
                 retry_count: task.retry_count,
@@ -266,10 +276,24 @@ pub mod glue {
             self.inner.borrow_mut().assigned(task, agent);
         }
 
-        fn task_finished(&self, task: wit::TaskId, agent: wit::AgentId, o: wit::Outcome) {
+        fn task_finished(
+            &self,
+            task: wit::TaskId,
+            agent: wit::AgentId,
+            o: wit::Outcome,
+            held_ms: u64,
+        ) {
             self.inner
                 .borrow_mut()
-                .task_finished(task, agent, outcome(o));
+                .task_finished(task, agent, outcome(o), held_ms);
+        }
+
+        fn tenant_weight(&self, tenant: String, weight: f64) {
+            self.inner.borrow_mut().tenant_weight(&tenant, weight);
+        }
+
+        fn tenant_removed(&self, tenant: String) {
+            self.inner.borrow_mut().tenant_removed(&tenant);
         }
 
         fn decide(&self, now: u64) -> Vec<wit::Assignment> {

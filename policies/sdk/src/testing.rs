@@ -24,7 +24,12 @@ use crate::{satisfies, Agent, AgentId, Assignment, Capability, Outcome, Policy, 
 /// The fairness key of a task built by [`task`], until [`Task::with_key`] names another.
 pub const DEFAULT_KEY: &str = "k";
 
-/// A queued task as a plain submission makes it: fairness key [`DEFAULT_KEY`], weight 1, never
+/// The tenant of a task built by [`task`], until [`Task::with_tenant`] names another: the hub's
+/// `default` tenant, which always exists (weight 1 unless an admin changes it).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// A queued task as a plain submission makes it: tenant [`DEFAULT_TENANT`], fairness key
+/// [`DEFAULT_KEY`], weight 1, never
 /// retried, queued at time 0. The `with_` methods below change one field each.
 ///
 /// `needs` must be sorted ascending without duplicates, as the host sends capability lists.
@@ -34,6 +39,7 @@ pub fn task(id: TaskId, priority: u8, needs: &[Capability]) -> Task {
         id,
         priority,
         needed_capabilities: needs.to_vec(),
+        tenant: DEFAULT_TENANT.to_string(),
         fairness_key: DEFAULT_KEY.to_string(),
         weight: 1.0,
         retry_count: 0,
@@ -60,6 +66,12 @@ fn assert_capability_list(list: &[Capability]) {
 }
 
 impl Task {
+    /// The same task in another tenant.
+    pub fn with_tenant(mut self, tenant: &str) -> Task {
+        self.tenant = tenant.to_string();
+        self
+    }
+
     /// The same task under another fairness key.
     pub fn with_key(mut self, key: &str) -> Task {
         self.fairness_key = key.to_string();
@@ -224,7 +236,7 @@ impl<P: Policy> MiniHost<P> {
         }
         for (proposal, _, agent) in &served {
             self.policy
-                .task_finished(proposal.task, proposal.agent, Outcome::Completed);
+                .task_finished(proposal.task, proposal.agent, Outcome::Completed, 0);
             self.agent_ready(agent.clone());
         }
         served
@@ -309,6 +321,7 @@ mod tests {
                 id: 7,
                 priority: 1,
                 needed_capabilities: vec![2, 5],
+                tenant: DEFAULT_TENANT.into(),
                 fairness_key: "team".into(),
                 weight: 2.5,
                 retry_count: 0,

@@ -128,6 +128,7 @@ mod tests {
             id,
             priority,
             needed_capabilities: needs.to_vec(),
+            tenant: crate::wire::tenant::default_tenant(),
             fairness_key: key.into(),
             weight: 1.0,
             retry_count: 0,

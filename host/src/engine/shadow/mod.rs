@@ -119,7 +119,7 @@ enum Event {
     TaskDequeued(TaskId),
     AgentReady(AgentView),
     AgentUnready(AgentId),
-    TaskFinished(TaskId, AgentId, Outcome),
+    TaskFinished(TaskId, AgentId, Outcome, u64),
     /// A decision pass: the live policy was asked at `now`, and its proposals led to
     /// `assigned`. `agents_known` is how many agent handles the host has given out.
     Pass {
@@ -227,8 +227,8 @@ impl Shadow {
         self.send(Event::AgentUnready(agent));
     }
 
-    pub fn task_finished(&mut self, task: TaskId, agent: AgentId, outcome: Outcome) {
-        self.send(Event::TaskFinished(task, agent, outcome));
+    pub fn task_finished(&mut self, task: TaskId, agent: AgentId, outcome: Outcome, held_ms: u64) {
+        self.send(Event::TaskFinished(task, agent, outcome, held_ms));
     }
 
     pub fn pass(&mut self, now: u64, assigned: Vec<(TaskId, AgentId)>, agents_known: u32) {
@@ -334,8 +334,8 @@ impl Runner {
                 self.call(|p| p.agent_unready(agent));
                 self.mirror.agent_unready(agent);
             }
-            Event::TaskFinished(task, agent, outcome) => {
-                self.call(|p| p.task_finished(task, agent, outcome));
+            Event::TaskFinished(task, agent, outcome, held_ms) => {
+                self.call(|p| p.task_finished(task, agent, outcome, held_ms));
                 self.mirror.task_finished(task);
             }
             Event::Pass {

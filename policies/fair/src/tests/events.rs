@@ -74,7 +74,7 @@ fn a_returned_task_keeps_its_place() {
     p.agent_ready(agent(10, &[]));
     let first = p.decide(0);
     confirm_all(&mut p, &first);
-    p.task_finished(1, 10, Outcome::Returned);
+    p.task_finished(1, 10, Outcome::Returned, 5);
     p.task_queued(keyed(1, "a", 2, &[]).with_queued_at(5_000));
     p.agent_ready(agent(10, &[]));
     assert_eq!(tasks_of(&p.decide(5_000)), [1]);
