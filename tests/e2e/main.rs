@@ -29,6 +29,7 @@ mod limits;
 mod metrics;
 mod priority;
 mod shadow;
+mod sharing;
 mod shutdown;
 mod sidecar;
 mod swap;

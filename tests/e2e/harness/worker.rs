@@ -13,7 +13,8 @@ use super::agent::{Agent, Assign, Incoming};
 /// How a worker behaves.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerOpts {
-    /// Simulated work: time between the `accepted` ack and `task_complete`.
+    /// Simulated work: time between the `accepted` ack and `task_complete`, unless the task's
+    /// metadata names its own as `work_ms` (tests of sharing by agent time mix task lengths).
     pub work: Duration,
 }
 
@@ -39,6 +40,8 @@ struct Held {
     generation: u64,
     accepted: bool,
     complete_at: Option<Instant>,
+    /// How long this task works once accepted.
+    work: Duration,
 }
 
 struct Worker {
@@ -254,11 +257,17 @@ impl State {
                 if !self.awaiting_ack.is_empty() {
                     self.rep.assigns_before_ack += 1;
                 }
+                let work = a
+                    .metadata
+                    .get("work_ms")
+                    .and_then(Value::as_u64)
+                    .map_or(self.work, Duration::from_millis);
                 self.holding = Some(Held {
                     task_id: a.task_id.clone(),
                     generation: a.generation,
                     accepted: false,
                     complete_at: None,
+                    work,
                 });
                 agent
                     .send(json!({
@@ -273,18 +282,21 @@ impl State {
                 let id = v.get("task_id").and_then(Value::as_str).unwrap_or("");
                 match v.get("status").and_then(Value::as_str) {
                     Some("accepted") => {
-                        let work = self.work;
                         match &mut self.holding {
                             Some(h) if h.task_id == id && !h.accepted => {
                                 h.accepted = true;
-                                h.complete_at = Some(Instant::now() + work);
+                                h.complete_at = Some(Instant::now() + h.work);
                             }
                             _ => self
                                 .rep
                                 .violations
                                 .push(format!("{}: unexpected accepted ack {v}", agent.id)),
                         }
-                        if work.is_zero() && self.holding.as_ref().is_some_and(|h| h.accepted) {
+                        if self
+                            .holding
+                            .as_ref()
+                            .is_some_and(|h| h.accepted && h.work.is_zero())
+                        {
                             self.send_complete(agent).await;
                         }
                     }
