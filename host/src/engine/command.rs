@@ -33,6 +33,9 @@ pub enum EngineError {
         "cannot revoke the last admin token; rotate it instead (`switchyard token rotate-admin`)"
     )]
     LastAdminToken,
+    /// A token was asked for in a tenant that does not exist.
+    #[error("unknown tenant {0:?}: create it first (POST /admin/tenants)")]
+    UnknownTenant(String),
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -78,6 +81,8 @@ pub enum Command {
     Submit {
         tasks: Vec<NewTask>,
         submitted_by: String,
+        /// The submitting token's tenant: the tenant of every task.
+        tenant: String,
         reply: Reply<Vec<Submitted>>,
     },
     Cancel {
@@ -94,7 +99,7 @@ pub enum Command {
         reply: Reply<u8>,
     },
     CreateToken {
-        agent_id: String,
+        request: crate::wire::http::TokenRequest,
         reply: Reply<String>,
     },
     /// Revokes the tokens of `agent_id` (only the one shown as `prefix`, if given). Admin

@@ -13,6 +13,7 @@ impl EngineState {
         &mut self,
         tasks: Vec<NewTask>,
         submitted_by: &str,
+        tenant: &str,
         now: u64,
     ) -> Vec<Submitted> {
         let mut submitted = Vec::with_capacity(tasks.len());
@@ -21,13 +22,7 @@ impl EngineState {
             new.run_timeout_ms = new.run_timeout_ms.or(Some(self.config.run_timeout_ms));
             let id = TaskId(self.next_seq);
             self.next_seq += 1;
-            let task = Task::new(
-                id,
-                new,
-                submitted_by,
-                crate::wire::tenant::DEFAULT_TENANT,
-                now,
-            );
+            let task = Task::new(id, new, submitted_by, tenant, now);
             if let Some(at) = task.complete_by {
                 self.timers.at(at, Timer::Deadline { task: id });
             }

@@ -378,9 +378,10 @@ impl EngineState {
             Command::Submit {
                 tasks,
                 submitted_by,
+                tenant,
                 reply,
             } => {
-                let submitted = self.submit(tasks, &submitted_by, now);
+                let submitted = self.submit(tasks, &submitted_by, &tenant, now);
                 self.answer(reply, Ok(submitted));
             }
             Command::Cancel { task, reply } => {
@@ -395,9 +396,9 @@ impl EngineState {
                 let result = self.retry_dead_letter(task, now);
                 self.answer(reply, result);
             }
-            Command::CreateToken { agent_id, reply } => {
-                let token = self.create_token(agent_id, now);
-                self.answer(reply, Ok(token));
+            Command::CreateToken { request, reply } => {
+                let token = self.create_token(request, now);
+                self.answer(reply, token);
             }
             Command::RevokeTokens {
                 agent_id,
@@ -522,6 +523,7 @@ fn task_event(task: &Task) -> Event {
         assigned_to: task.assigned_to.clone(),
         generation: task.generation,
         fairness_key: task.fairness_key.clone(),
+        tenant: task.tenant.clone(),
         event: event.to_owned(),
         at,
     })

@@ -146,6 +146,7 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable => ApiError::storage_unavailable(),
             EngineError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::LastAdminToken => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            EngineError::UnknownTenant(_) => ApiError::bad_request(error.to_string()),
         }
     }
 }
