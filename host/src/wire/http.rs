@@ -305,10 +305,12 @@ pub fn token_request(fields: &Map<String, Value>) -> Result<TokenRequest, BadReq
     let tenant = match fields.get("tenant") {
         None | Some(Value::Null) => crate::wire::tenant::default_tenant(),
         Some(Value::String(name)) if crate::wire::tenant::valid_tenant_name(name) => name.clone(),
-        Some(other) => return Err(bad(format!(
+        Some(other) => {
+            return Err(bad(format!(
             "tenant must be a tenant name (1 to {} bytes of a-z, 0-9, '.', '_', '-'), not {other}",
             crate::wire::tenant::MAX_TENANT_NAME_BYTES
-        ))),
+        )))
+        }
     };
     Ok(TokenRequest {
         agent_id,
