@@ -27,6 +27,10 @@ pub enum Route {
     RevokeTokens(String),
     RotateAdminToken,
     AuditLog,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant(String),
+    DeleteTenant(String),
     GetPolicy,
     PutPolicy,
     GetShadow,
@@ -62,6 +66,10 @@ impl Route {
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
             (&Method::POST, ["admin", "tokens", "rotate-admin"]) => Route::RotateAdminToken,
             (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
+            (&Method::POST, ["admin", "tenants"]) => Route::CreateTenant,
+            (&Method::GET, ["admin", "tenants"]) => Route::ListTenants,
+            (&Method::PATCH, ["admin", "tenants", name]) => Route::UpdateTenant(decode(name)),
+            (&Method::DELETE, ["admin", "tenants", name]) => Route::DeleteTenant(decode(name)),
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
             (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
@@ -94,6 +102,10 @@ impl Route {
             | Route::RevokeTokens(_)
             | Route::RotateAdminToken
             | Route::AuditLog
+            | Route::CreateTenant
+            | Route::ListTenants
+            | Route::UpdateTenant(_)
+            | Route::DeleteTenant(_)
             | Route::PutPolicy
             | Route::PutShadow
             | Route::DeleteShadow => Some(Role::Admin),
@@ -188,6 +200,19 @@ mod tests {
                 Some(Route::DeleteShadow),
                 Some(Role::Admin),
             ),
+            (
+                Method::PATCH,
+                "/admin/tenants/team-a",
+                Some(Route::UpdateTenant("team-a".into())),
+                Some(Role::Admin),
+            ),
+            (
+                Method::GET,
+                "/admin/tenants",
+                Some(Route::ListTenants),
+                Some(Role::Admin),
+            ),
+            (Method::PUT, "/admin/tenants/a", None, None),
             (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),
