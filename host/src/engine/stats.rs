@@ -112,7 +112,10 @@ impl EngineStats {
 
     /// Submissions refused by a tenant's quota since the hub started, by tenant and limit.
     pub fn quota_refusals(&self) -> Vec<(String, QuotaLimit, u64)> {
-        let refusals = self.quota_refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let refusals = self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         refusals
             .iter()
             .map(|((tenant, limit), n)| (tenant.clone(), *limit, *n))
@@ -120,7 +123,10 @@ impl EngineStats {
     }
 
     pub(super) fn quota_refused(&self, tenant: &str, limit: QuotaLimit) {
-        let mut refusals = self.quota_refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut refusals = self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *refusals.entry((tenant.to_owned(), limit)).or_default() += 1;
     }
 

@@ -135,8 +135,7 @@ impl TenantPatch {
                 None => None,
                 Some(Value::Null) => {
                     return Err(BadRequest(
-                        "weight cannot be null; a tenant always has a weight (1 by default)"
-                            .into(),
+                        "weight cannot be null; a tenant always has a weight (1 by default)".into(),
                     ))
                 }
                 Some(value) => Some(weight(value)?),
