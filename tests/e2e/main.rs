@@ -32,3 +32,4 @@ mod shadow;
 mod shutdown;
 mod sidecar;
 mod swap;
+mod tenants;

@@ -8,6 +8,7 @@ mod lab;
 mod serve;
 mod shadow;
 mod table;
+mod tenant;
 mod view;
 mod watch;
 
@@ -38,6 +39,8 @@ pub enum Commands {
     Serve(ServeArgs),
     /// Print the hub's event stream live, one line per event (Ctrl-C stops).
     Watch(watch::WatchArgs),
+    /// Manage tenants (admin): the parties sharing the hub, their weights and quotas.
+    Tenant(tenant::TenantArgs),
     /// Manage agent tokens.
     Token {
         #[command(subcommand)]
@@ -227,6 +230,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Backup(args) => custody::backup(args),
         Commands::Audit(args) => custody::audit(args).await,
         Commands::Lab(args) => lab::run(args),
+        Commands::Tenant(args) => tenant::run(args).await,
         Commands::Token { command } => match command {
             TokenCommand::Create {
                 agent_id,

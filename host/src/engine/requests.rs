@@ -15,7 +15,8 @@ impl EngineState {
         submitted_by: &str,
         tenant: &str,
         now: u64,
-    ) -> Vec<Submitted> {
+    ) -> Result<Vec<Submitted>, EngineError> {
+        self.admit(tenant, tasks.len(), now)?;
         let mut submitted = Vec::with_capacity(tasks.len());
         for mut new in tasks {
             // A task that names no run timeout gets the hub's (0 there, or here: none).
@@ -36,7 +37,7 @@ impl EngineState {
             self.dirty.insert(id, None);
         }
         self.writes.next_seq = Some(self.next_seq);
-        submitted
+        Ok(submitted)
     }
 
     /// Loads a task that is not live (dead-lettered or finished) into the batch.

@@ -234,7 +234,7 @@ impl EngineState {
     }
 
     /// A new token for `agent_id` with `role` in `tenant`, stored with the batch. The tenant
-    /// must exist (in the store or the `default` one).
+    /// must exist (a deletion earlier in the batch counts: the engine's table is current).
     pub(super) fn create_token(
         &mut self,
         request: TokenRequest,
@@ -245,13 +245,8 @@ impl EngineState {
             role,
             tenant,
         } = request;
-        let known = self
-            .store
-            .read_txn()
-            .and_then(|txn| self.store.tenant(&txn, &tenant))
-            .map_err(|_| EngineError::Unavailable)?;
-        if known.is_none() {
-            return Err(EngineError::UnknownTenant(tenant));
+        if self.tenants.get(&tenant).is_none() {
+            return Err(EngineError::TenantNotFound(tenant));
         }
         let token = new_token();
         let record = TokenRecord {

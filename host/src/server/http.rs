@@ -9,7 +9,7 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, audit, events, metrics, policy, public, tasks, AppState};
+use super::{agents, audit, events, metrics, policy, public, tasks, tenants, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -105,6 +105,10 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         }
         Route::RotateAdminToken => agents::rotate_admin(state, &caller).await,
         Route::AuditLog => audit::list(state, &request.query).await,
+        Route::CreateTenant => tenants::create(state, &caller, body).await,
+        Route::ListTenants => tenants::list(state).await,
+        Route::UpdateTenant(name) => tenants::update(state, &caller, name, body).await,
+        Route::DeleteTenant(name) => tenants::delete(state, &caller, name).await,
         Route::GetPolicy => policy::get(state).await,
         Route::PutPolicy => {
             let content_type = request.content_type.as_deref();

@@ -27,6 +27,10 @@ pub enum Route {
     RevokeTokens(String),
     RotateAdminToken,
     AuditLog,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant(String),
+    DeleteTenant(String),
     GetPolicy,
     PutPolicy,
     GetShadow,
@@ -62,6 +66,10 @@ impl Route {
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
             (&Method::POST, ["admin", "tokens", "rotate-admin"]) => Route::RotateAdminToken,
             (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
+            (&Method::POST, ["admin", "tenants"]) => Route::CreateTenant,
+            (&Method::GET, ["admin", "tenants"]) => Route::ListTenants,
+            (&Method::PATCH, ["admin", "tenants", name]) => Route::UpdateTenant(decode(name)),
+            (&Method::DELETE, ["admin", "tenants", name]) => Route::DeleteTenant(decode(name)),
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
             (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
@@ -100,6 +108,10 @@ impl Route {
             | Route::RevokeTokens(_)
             | Route::RotateAdminToken
             | Route::AuditLog
+            | Route::CreateTenant
+            | Route::ListTenants
+            | Route::UpdateTenant(_)
+            | Route::DeleteTenant(_)
             | Route::PutPolicy
             | Route::PutShadow
             | Route::DeleteShadow => Some(ADMIN),
@@ -122,7 +134,7 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         use Role::{Admin, Agent, Client};
         let any: &[Role] = &[Client, Agent, Admin];
-        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 17] = [
+        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 20] = [
             (Method::GET, "/health", Some(Route::Health), None),
             (Method::GET, "/api/events", Some(Route::Events), Some(any)),
             (
@@ -197,6 +209,19 @@ mod tests {
                 Some(Route::PutShadow),
                 Some(&[Admin]),
             ),
+            (
+                Method::PATCH,
+                "/admin/tenants/team-a",
+                Some(Route::UpdateTenant("team-a".into())),
+                Some(&[Admin]),
+            ),
+            (
+                Method::GET,
+                "/admin/tenants",
+                Some(Route::ListTenants),
+                Some(&[Admin]),
+            ),
+            (Method::PUT, "/admin/tenants/a", None, None),
             (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),

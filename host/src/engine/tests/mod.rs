@@ -242,4 +242,5 @@ fn generation(frame: &Value) -> u64 {
 mod custody;
 mod props;
 mod reports;
+mod tenants;
 mod timeouts;
