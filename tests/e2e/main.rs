@@ -28,6 +28,7 @@ mod lab;
 mod limits;
 mod metrics;
 mod priority;
+mod roles;
 mod shadow;
 mod shutdown;
 mod sidecar;
