@@ -96,12 +96,13 @@ impl Route {
             | Route::Stats
             | Route::GetTask(_)
             | Route::Events
-            | Route::GetPolicy
-            | Route::GetShadow => Some(ANY),
+            | Route::GetPolicy => Some(ANY),
             Route::RetryTask(_) | Route::CancelTask(_) => Some(CLIENT_OR_ADMIN),
             // The fleet: which agents there are and what they hold. Clients submit work; they
             // have no business with the agents that run it.
             Route::ListAgents => Some(AGENT_OR_ADMIN),
+            // A shadow report's shares name the fairness keys of every tenant.
+            Route::GetShadow => Some(AGENT_OR_ADMIN),
             Route::RequeueTask(_)
             | Route::CreateToken
             | Route::ListTokens
@@ -201,7 +202,7 @@ mod tests {
                 Method::GET,
                 "/api/policy/shadow",
                 Some(Route::GetShadow),
-                Some(any),
+                Some(&[Agent, Admin]),
             ),
             (
                 Method::PUT,
