@@ -52,8 +52,9 @@ impl Counts {
     }
 }
 
-/// A token bucket for `submit_rate`: it holds up to one second's worth of submissions and
-/// refills at the rate, continuously.
+/// A token bucket for `submit_rate`: it holds up to one second's worth of submissions (at
+/// least one, so a rate below one a second still lets a task through now and then) and refills
+/// at the rate, continuously.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     rate: f64,
@@ -65,16 +66,18 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket.
     pub fn new(rate: f64, now: u64) -> Bucket {
-        Bucket {
+        let mut bucket = Bucket {
             rate,
-            tokens: rate,
+            tokens: 0.0,
             at: now,
-        }
+        };
+        bucket.tokens = bucket.burst();
+        bucket
     }
 
-    /// The most it holds: one second's worth.
+    /// The most it holds: one second's worth, and at least one.
     pub fn burst(&self) -> f64 {
-        self.rate
+        self.rate.max(1.0)
     }
 
     fn refill(&mut self, now: u64) {
@@ -214,10 +217,11 @@ impl TenantTable {
         bucket.take(n, now).map_err(|retry_after| {
             let rate = bucket.rate;
             let current = bucket.available(now);
-            let detail = if n as f64 > bucket.burst() {
+            let burst = bucket.burst();
+            let detail = if n as f64 > burst {
                 format!(
                     "tenant {tenant} may submit {rate} tasks per second, in bursts of at most \
-                     that many; a batch of {n} can never pass: split it"
+                     {burst}; a batch of {n} can never pass: split it"
                 )
             } else {
                 format!(
@@ -437,10 +441,12 @@ mod tests {
     #[test]
     fn a_slow_bucket_says_how_many_seconds_to_wait() {
         let mut bucket = Bucket::new(0.25, 0);
-        // The burst of a rate below one is less than one task: the first waits for it.
-        assert_eq!(bucket.take(1, 0), Err(3));
+        // A rate below one still holds one task: the first passes, the next in 4 s.
+        assert_eq!(bucket.take(1, 0), Ok(()));
+        assert_eq!(bucket.take(1, 0), Err(4));
+        assert_eq!(bucket.take(1, 3_000), Err(1));
         assert_eq!(bucket.take(1, 4_000), Ok(()));
-        assert_eq!(bucket.take(1, 4_000), Err(4));
+        assert_eq!(bucket.take(2, 4_000), Err(4), "a batch beyond the burst waits a refill");
     }
 
     #[test]

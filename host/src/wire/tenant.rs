@@ -37,7 +37,8 @@ pub struct Tenant {
     /// Tasks it may have queued at once; none: no limit.
     #[serde(default)]
     pub max_queued: Option<u64>,
-    /// Tasks per second it may submit (a burst of one second's worth); none: no limit.
+    /// Tasks per second it may submit (a burst of one second's worth, at least one); none: no
+    /// limit.
     #[serde(default)]
     pub submit_rate: Option<f64>,
     #[serde(default)]
