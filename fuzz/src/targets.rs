@@ -175,8 +175,14 @@ pub fn http_body(data: &[u8]) -> String {
         Err(e) => outcome.push_str(&format!("batch:{} ", prefix(&e.0))),
     }
     match token_request(&fields) {
-        Ok(id) => {
+        Ok(request) => {
+            let id = &request.agent_id;
             assert!(!id.is_empty() && id.len() <= 128, "agent id {id:?}");
+            assert!(
+                switchyard::wire::tenant::valid_tenant_name(&request.tenant),
+                "tenant {:?}",
+                request.tenant
+            );
             outcome.push_str("token:ok");
         }
         Err(e) => outcome.push_str(&format!("token:{}", prefix(&e.0))),

@@ -79,6 +79,7 @@ async fn tables_by_default_and_json_that_agrees() {
             "ID",
             "STATUS",
             "PRIORITY",
+            "TENANT",
             "AGENT",
             "RETRIES",
             "CREATED",
@@ -96,10 +97,10 @@ async fn tables_by_default_and_json_that_agrees() {
     }
     let first_row = cells(lines[1]);
     assert_eq!(
-        first_row[..4],
-        [first.as_str(), "assigned", "high", "cli-a1"]
+        first_row[..5],
+        [first.as_str(), "assigned", "high", "default", "cli-a1"]
     );
-    assert!(first_row[5].ends_with('Z'), "an RFC 3339 UTC time: {table}");
+    assert!(first_row[6].ends_with('Z'), "an RFC 3339 UTC time: {table}");
     assert_eq!(cells(lines[2])[0], second, "{table}");
     assert!(
         lines[2].ends_with("second line"),

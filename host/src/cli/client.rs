@@ -149,11 +149,15 @@ impl ClientArgs {
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let why = value
+            let mut why = value
                 .get("error")
                 .and_then(Value::as_str)
                 .unwrap_or("no reason given")
                 .to_owned();
+            // Refusals with a code (`tenant_in_use`, `quota_exceeded`, ...) say why in `detail`.
+            if let Some(detail) = value.get("detail").and_then(Value::as_str) {
+                why = format!("{why}: {detail}");
+            }
             return Err(HubError::Refused { status, why }.into());
         }
         Ok(value)

@@ -8,6 +8,7 @@ mod lab;
 mod serve;
 mod shadow;
 mod table;
+mod tenant;
 mod view;
 mod watch;
 
@@ -38,6 +39,8 @@ pub enum Commands {
     Serve(ServeArgs),
     /// Print the hub's event stream live, one line per event (Ctrl-C stops).
     Watch(watch::WatchArgs),
+    /// Manage tenants (admin): the parties sharing the hub, their weights and quotas.
+    Tenant(tenant::TenantArgs),
     /// Manage agent tokens.
     Token {
         #[command(subcommand)]
@@ -63,6 +66,10 @@ pub enum Commands {
         /// queued, assigned, completed, dead_letter or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Only this tenant's tasks (an admin's listing; a client or agent sees only its own
+        /// tenant's anyway).
+        #[arg(long)]
+        tenant: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         #[command(flatten)]
@@ -129,13 +136,24 @@ pub enum TaskCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a token for an agent (shown once).
+    /// Create a token (shown once): an agent's of the `default` tenant unless --role and
+    /// --tenant say otherwise.
     Create {
+        /// The agent id (for a client or admin token: a name for whoever holds it, shown in
+        /// `token list`, the audit log and the `submitted_by` of its tasks).
         agent_id: String,
+        /// agent (identifies over /ws, runs tasks), client (submits and manages its tenant's
+        /// tasks over HTTP) or admin (everything). Default: agent.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<crate::wire::role::Role>,
+        /// The tenant the token's tasks belong to and its reads are limited to. It must
+        /// exist. Default: default.
+        #[arg(long)]
+        tenant: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List tokens, agent and admin (prefixes only).
+    /// List tokens with their role and tenant (prefixes only).
     List {
         #[command(flatten)]
         output: OutputArgs,
@@ -212,16 +230,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Backup(args) => custody::backup(args),
         Commands::Audit(args) => custody::audit(args).await,
         Commands::Lab(args) => lab::run(args),
+        Commands::Tenant(args) => tenant::run(args).await,
         Commands::Token { command } => match command {
-            TokenCommand::Create { agent_id, client } => print(
-                client
-                    .call(
-                        "POST",
-                        "/admin/tokens",
-                        Some(json!({ "agent_id": agent_id })),
-                    )
-                    .await?,
-            ),
+            TokenCommand::Create {
+                agent_id,
+                role,
+                tenant,
+                client,
+            } => {
+                let mut body = json!({ "agent_id": agent_id });
+                if let Some(role) = role {
+                    body["role"] = json!(role);
+                }
+                if let Some(tenant) = tenant {
+                    body["tenant"] = json!(tenant);
+                }
+                print(client.call("POST", "/admin/tokens", Some(body)).await?)
+            }
             TokenCommand::List { output, client } => show(
                 output,
                 &client.call("GET", "/admin/tokens", None).await?,
@@ -263,6 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Commands::Tasks {
             status,
+            tenant,
             limit,
             output,
             client,
@@ -270,6 +296,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut path = format!("/api/tasks?limit={limit}");
             if let Some(status) = status {
                 path.push_str(&format!("&status={}", encode(&status)));
+            }
+            if let Some(tenant) = tenant {
+                path.push_str(&format!("&tenant={}", encode(&tenant)));
             }
             show(output, &client.call("GET", &path, None).await?, view::tasks)
         }
@@ -335,4 +364,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             PolicyCommand::Shadow(args) => shadow::run(args).await,
         },
     }
+}
+
+/// `--role`: a role by its name, or an error listing the roles.
+fn parse_role(name: &str) -> Result<crate::wire::role::Role, String> {
+    crate::wire::role::Role::parse(name).ok_or_else(|| {
+        format!(
+            "{name:?} is not a role: expected {}",
+            crate::wire::role::Role::expected()
+        )
+    })
 }

@@ -116,6 +116,7 @@ pub(super) fn tasks(value: &Value, style: Style) -> String {
         "ID",
         "STATUS",
         "PRIORITY",
+        "TENANT",
         "AGENT",
         "RETRIES",
         "CREATED",
@@ -126,6 +127,7 @@ pub(super) fn tasks(value: &Value, style: Style) -> String {
             text(task, "id"),
             text(task, "status"),
             priority(task),
+            text(task, "tenant"),
             text(task, "assigned_to"),
             text(task, "retry_count"),
             time(task, "created_at"),
@@ -166,6 +168,7 @@ pub(super) fn task(value: &Value, style: Style) -> String {
             ("last error", text(value, "last_error")),
             ("complete by", time(value, "complete_by")),
             ("submitted by", text(value, "submitted_by")),
+            ("tenant", text(value, "tenant")),
             ("created", time(value, "created_at")),
             ("updated", time(value, "updated_at")),
             ("metadata", text(value, "metadata")),
@@ -211,13 +214,14 @@ pub(super) fn agents(value: &Value, style: Style) -> String {
     table_or(&table, style, "no agents connected")
 }
 
-/// `switchyard token list`: agent ids and token prefixes.
+/// `switchyard token list`: agent ids, roles, tenants and token prefixes.
 pub(super) fn tokens(value: &Value, style: Style) -> String {
-    let mut table = Table::new(["AGENT", "ROLE", "TOKEN PREFIX"]);
+    let mut table = Table::new(["AGENT", "ROLE", "TENANT", "TOKEN PREFIX"]);
     for token in list(value, "tokens") {
         table.row([
             text(token, "agent_id"),
             text(token, "role"),
+            text(token, "tenant"),
             text(token, "token_prefix"),
         ]);
     }

@@ -7,6 +7,7 @@ use crate::policy::{PolicyHost, PolicyStatus};
 use crate::store::PersistedPolicy;
 use crate::wire::agent::{AgentSummary, ClientMessage, Identify};
 use crate::wire::http::{AuditRecord, NewTask};
+use crate::wire::tenant::{NewTenant, QuotaRefusal, Tenant, TenantPatch, TenantView};
 use crate::wire::TaskId;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
@@ -33,6 +34,16 @@ pub enum EngineError {
         "cannot revoke the last admin token; rotate it instead (`switchyard token rotate-admin`)"
     )]
     LastAdminToken,
+    #[error("tenant {0} already exists")]
+    TenantExists(String),
+    #[error("no tenant is named {0}")]
+    TenantNotFound(String),
+    /// The tenant cannot be deleted; `why` says what holds it.
+    #[error("tenant {tenant} cannot be deleted: {why}")]
+    TenantInUse { tenant: String, why: String },
+    /// A quota of the submitting tenant refused the submission; nothing of it was stored.
+    #[error("{}", .0.detail)]
+    Quota(Box<QuotaRefusal>),
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -78,6 +89,8 @@ pub enum Command {
     Submit {
         tasks: Vec<NewTask>,
         submitted_by: String,
+        /// The submitting token's tenant: the tenant of every task.
+        tenant: String,
         reply: Reply<Vec<Submitted>>,
     },
     Cancel {
@@ -94,7 +107,7 @@ pub enum Command {
         reply: Reply<u8>,
     },
     CreateToken {
-        agent_id: String,
+        request: crate::wire::http::TokenRequest,
         reply: Reply<String>,
     },
     /// Revokes the tokens of `agent_id` (only the one shown as `prefix`, if given). Admin
@@ -112,6 +125,27 @@ pub enum Command {
     Audited {
         record: AuditRecord,
         command: Box<Command>,
+    },
+    /// A new tenant (`POST /admin/tenants`), stored with the batch.
+    CreateTenant {
+        tenant: NewTenant,
+        reply: Reply<Tenant>,
+    },
+    /// Changes a tenant's weight or quotas (`PATCH /admin/tenants/:name`); answers the tenant
+    /// as it is now.
+    UpdateTenant {
+        name: String,
+        patch: TenantPatch,
+        reply: Reply<Tenant>,
+    },
+    /// Deletes a tenant with no tokens and no live tasks (never `default`).
+    DeleteTenant {
+        name: String,
+        reply: Reply<()>,
+    },
+    /// Every tenant with its live counts and share.
+    ListTenants {
+        reply: Reply<Vec<TenantView>>,
     },
     ListAgents {
         reply: Reply<Vec<AgentSummary>>,

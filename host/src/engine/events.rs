@@ -7,6 +7,10 @@
 //! slowing the thread that publishes. Subscribing takes the replay from the ring and joins the
 //! live subscribers under the same lock, so the replay and the live events meet with no gap and
 //! no duplicate.
+//!
+//! A subscriber may be limited to one tenant (a client's or agent's stream): it then gets only
+//! the task events of that tenant, and the ring's replay is filtered the same way. Its sequence
+//! numbers have gaps where other tenants' events were; resuming works the same.
 
 use crate::wire::events::{frame, Event};
 use std::collections::VecDeque;
@@ -22,6 +26,23 @@ pub const DEFAULT_EVENT_BUFFER: usize = 1_000;
 /// One event, framed once for every subscriber.
 pub type Framed = Arc<str>;
 
+/// An event as the ring keeps it: framed, and the tenant whose subscribers may see it (none:
+/// only subscribers of every tenant, the admins, see it).
+struct Kept {
+    seq: u64,
+    framed: Framed,
+    tenant: Option<Arc<str>>,
+}
+
+impl Kept {
+    fn visible_to(&self, scope: Option<&str>) -> bool {
+        match scope {
+            None => true,
+            Some(scope) => self.tenant.as_deref() == Some(scope),
+        }
+    }
+}
+
 pub struct EventHub {
     inner: Mutex<Inner>,
     ring_limit: usize,
@@ -31,13 +52,15 @@ pub struct EventHub {
 struct Inner {
     /// The last sequence number given (0: none yet).
     last: u64,
-    ring: VecDeque<(u64, Framed)>,
+    ring: VecDeque<Kept>,
     subscribers: Vec<Subscriber>,
 }
 
 struct Subscriber {
     sender: mpsc::Sender<Framed>,
     dropped: Arc<AtomicBool>,
+    /// The one tenant whose events it gets; none: every event.
+    scope: Option<String>,
 }
 
 /// Where a subscription starts.
@@ -95,13 +118,16 @@ impl EventHub {
         for event in events {
             inner.last += 1;
             let seq = inner.last;
-            let framed: Framed = frame(Some(seq), event.kind(), &event.data()).into();
-            if inner.ring.len() == self.ring_limit {
-                inner.ring.pop_front();
-            }
-            inner.ring.push_back((seq, framed.clone()));
+            let kept = Kept {
+                seq,
+                framed: frame(Some(seq), event.kind(), &event.data()).into(),
+                tenant: event.tenant().map(Arc::from),
+            };
             inner.subscribers.retain(|subscriber| {
-                match subscriber.sender.try_send(framed.clone()) {
+                if !kept.visible_to(subscriber.scope.as_deref()) {
+                    return true;
+                }
+                match subscriber.sender.try_send(kept.framed.clone()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         subscriber.dropped.store(true, Ordering::Release);
@@ -111,15 +137,19 @@ impl EventHub {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
+            if inner.ring.len() == self.ring_limit {
+                inner.ring.pop_front();
+            }
+            inner.ring.push_back(kept);
         }
     }
 
-    /// Subscribes, resuming after `after` when given.
-    pub fn subscribe(&self, after: Option<u64>) -> Subscription {
+    /// Subscribes, resuming after `after` when given; to `scope`'s events only, when given.
+    pub fn subscribe(&self, after: Option<u64>, scope: Option<&str>) -> Subscription {
         let (sender, live) = mpsc::channel(self.buffer);
         let dropped = Arc::new(AtomicBool::new(false));
         let mut inner = self.lock();
-        let oldest = inner.ring.front().map_or(inner.last + 1, |(seq, _)| *seq);
+        let oldest = inner.ring.front().map_or(inner.last + 1, |kept| kept.seq);
         let start = match after {
             None => Start::Replay(Vec::new()),
             // From the future (a hub that restarted numbers from 1) or past what the ring
@@ -129,14 +159,15 @@ impl EventHub {
                 inner
                     .ring
                     .iter()
-                    .filter(|(seq, _)| *seq > after)
-                    .map(|(_, framed)| framed.clone())
+                    .filter(|kept| kept.seq > after && kept.visible_to(scope))
+                    .map(|kept| kept.framed.clone())
                     .collect(),
             ),
         };
         inner.subscribers.push(Subscriber {
             sender,
             dropped: dropped.clone(),
+            scope: scope.map(str::to_owned),
         });
         Subscription {
             last: inner.last,
@@ -157,7 +188,52 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::events::{AgentChange, AgentEvent};
+    use crate::wire::events::{AgentChange, AgentEvent, TaskEvent};
+
+    impl EventHub {
+        fn subscribe_all(&self, after: Option<u64>) -> Subscription {
+            self.subscribe(after, None)
+        }
+    }
+
+    fn task_event(n: u64, tenant: &str) -> Event {
+        Event::Task(TaskEvent {
+            task_id: format!("t{n}"),
+            status: "queued".into(),
+            priority: 2,
+            assigned_to: None,
+            generation: 0,
+            fairness_key: String::new(),
+            tenant: tenant.into(),
+            event: "created".into(),
+            at: n,
+        })
+    }
+
+    #[test]
+    fn a_tenant_subscriber_gets_its_tenant_task_events_only() {
+        let hub = EventHub::new(100, 10);
+        let mut all = hub.subscribe(None, None);
+        let mut a = hub.subscribe(None, Some("a"));
+        hub.publish(vec![
+            task_event(1, "a"),
+            task_event(2, "b"),
+            event(3),
+            task_event(4, "a"),
+        ]);
+        let received = |sub: &mut Subscription| {
+            std::iter::from_fn(|| sub.live.try_recv().ok())
+                .map(|framed| framed.lines().next().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(received(&mut all), ["id: 1", "id: 2", "id: 3", "id: 4"]);
+        assert_eq!(received(&mut a), ["id: 1", "id: 4"]);
+        let Start::Replay(replay) = hub.subscribe(Some(1), Some("b")).start else {
+            panic!("expected a replay")
+        };
+        assert_eq!(replay.len(), 1);
+        assert!(replay[0].starts_with("id: 2\n"));
+    }
 
     fn event(n: u64) -> Event {
         Event::Agent(AgentEvent {
@@ -175,7 +251,7 @@ mod tests {
     fn resumes_without_gap_and_resets_when_too_old() {
         let hub = EventHub::new(3, 10);
         hub.publish((1..=5).map(event).collect());
-        let sub = hub.subscribe(Some(3));
+        let sub = hub.subscribe_all(Some(3));
         assert_eq!(sub.last, 5);
         assert_eq!(sub.oldest, 3);
         let Start::Replay(replay) = sub.start else {
@@ -183,16 +259,16 @@ mod tests {
         };
         assert_eq!(replay.len(), 2);
         assert!(replay[0].starts_with("id: 4\n"));
-        assert!(matches!(hub.subscribe(Some(1)).start, Start::Reset));
-        assert!(matches!(hub.subscribe(Some(9)).start, Start::Reset));
-        assert!(matches!(hub.subscribe(Some(2)).start, Start::Replay(_)));
+        assert!(matches!(hub.subscribe_all(Some(1)).start, Start::Reset));
+        assert!(matches!(hub.subscribe_all(Some(9)).start, Start::Reset));
+        assert!(matches!(hub.subscribe_all(Some(2)).start, Start::Replay(_)));
     }
 
     #[test]
     fn a_full_subscriber_is_dropped_without_blocking() {
         let hub = EventHub::new(100, 2);
-        let mut slow = hub.subscribe(None);
-        let mut fast = hub.subscribe(None);
+        let mut slow = hub.subscribe_all(None);
+        let mut fast = hub.subscribe_all(None);
         hub.publish((1..=2).map(event).collect());
         assert!(fast.live.try_recv().is_ok());
         assert!(fast.live.try_recv().is_ok());

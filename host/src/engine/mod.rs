@@ -22,6 +22,7 @@ mod schedule;
 pub mod shadow;
 mod state;
 pub mod stats;
+mod tenants;
 pub mod timers;
 mod writer;
 

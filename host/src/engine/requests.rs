@@ -13,21 +13,17 @@ impl EngineState {
         &mut self,
         tasks: Vec<NewTask>,
         submitted_by: &str,
+        tenant: &str,
         now: u64,
-    ) -> Vec<Submitted> {
+    ) -> Result<Vec<Submitted>, EngineError> {
+        self.admit(tenant, tasks.len(), now)?;
         let mut submitted = Vec::with_capacity(tasks.len());
         for mut new in tasks {
             // A task that names no run timeout gets the hub's (0 there, or here: none).
             new.run_timeout_ms = new.run_timeout_ms.or(Some(self.config.run_timeout_ms));
             let id = TaskId(self.next_seq);
             self.next_seq += 1;
-            let task = Task::new(
-                id,
-                new,
-                submitted_by,
-                crate::wire::tenant::DEFAULT_TENANT,
-                now,
-            );
+            let task = Task::new(id, new, submitted_by, tenant, now);
             if let Some(at) = task.complete_by {
                 self.timers.at(at, Timer::Deadline { task: id });
             }
@@ -41,7 +37,7 @@ impl EngineState {
             self.dirty.insert(id, None);
         }
         self.writes.next_seq = Some(self.next_seq);
-        submitted
+        Ok(submitted)
     }
 
     /// Loads a task that is not live (dead-lettered or finished) into the batch.

@@ -8,7 +8,7 @@ use crate::engine::timers::Timer;
 use crate::store::{self, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID};
 use crate::wire::agent::{AgentSummary, CloseReason, ErrorCode, Identify, ServerMessage};
 use crate::wire::events::{AgentChange, AgentEvent, Event};
-use crate::wire::http::valid_agent_id;
+use crate::wire::http::{valid_agent_id, TokenRequest};
 use tokio::sync::oneshot;
 
 /// Replacements of one agent's connection are logged at most this often.
@@ -192,7 +192,8 @@ impl EngineState {
                 }
                 Role::Agent if record.agent_id == identify.agent_id => Ok(()),
                 Role::Admin if valid_agent_id(&identify.agent_id) => Ok(()),
-                _ => Err(ErrorCode::TokenAgentMismatch),
+                Role::Client => Err(ErrorCode::ClientTokenCannotIdentify),
+                Role::Agent | Role::Admin => Err(ErrorCode::TokenAgentMismatch),
             },
         }
     }
@@ -232,18 +233,31 @@ impl EngineState {
         }));
     }
 
-    /// A new agent token for `agent_id`, stored with the batch.
-    pub(super) fn create_token(&mut self, agent_id: String, now: u64) -> String {
+    /// A new token for `agent_id` with `role` in `tenant`, stored with the batch. The tenant
+    /// must exist (a deletion earlier in the batch counts: the engine's table is current).
+    pub(super) fn create_token(
+        &mut self,
+        request: TokenRequest,
+        now: u64,
+    ) -> Result<String, EngineError> {
+        let TokenRequest {
+            agent_id,
+            role,
+            tenant,
+        } = request;
+        if self.tenants.get(&tenant).is_none() {
+            return Err(EngineError::TenantNotFound(tenant));
+        }
         let token = new_token();
         let record = TokenRecord {
-            tenant: crate::wire::tenant::default_tenant(),
+            tenant,
             agent_id,
-            role: Role::Agent,
+            role,
             token_prefix: token[..store::PREFIX_LEN].to_owned(),
             created_at: now,
         };
         self.writes.tokens.push((token.clone(), record));
-        token
+        Ok(token)
     }
 
     /// Revokes the tokens of `agent_id`, or only the one shown as `prefix`, and closes the
@@ -277,7 +291,7 @@ impl EngineState {
         }
         let agent_tokens: Vec<[u8; 32]> = entries
             .iter()
-            .filter(|(hash, t)| t.role == Role::Agent && matches(t) && live(hash))
+            .filter(|(hash, t)| t.role != Role::Admin && matches(t) && live(hash))
             .map(|(hash, _)| *hash)
             .collect();
         let mut count = doomed_admins.len();
@@ -290,7 +304,7 @@ impl EngineState {
                 let before = self.writes.tokens.len();
                 self.writes
                     .tokens
-                    .retain(|(_, t)| !(t.agent_id == agent_id && t.role == Role::Agent));
+                    .retain(|(_, t)| !(t.agent_id == agent_id && t.role != Role::Admin));
                 count += agent_tokens.len() + (before - self.writes.tokens.len());
                 self.writes.revoked.push(agent_id.to_owned());
                 self.revoking.insert(agent_id.to_owned());

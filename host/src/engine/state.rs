@@ -15,6 +15,7 @@ use crate::engine::events::EventHub;
 use crate::engine::feed::PolicyFeed;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::stats::EngineStats;
+use crate::engine::tenants::TenantTable;
 use crate::engine::timers::{Timer, Timers};
 use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::PolicyHost;
@@ -58,6 +59,8 @@ pub struct EngineState {
     /// once it is committed.
     pub(super) events: Vec<Event>,
     pub(super) hub: Arc<EventHub>,
+    /// Every tenant, its live counts and its submit-rate bucket (`engine::tenants`).
+    pub(super) tenants: TenantTable,
 }
 
 impl EngineState {
@@ -87,6 +90,7 @@ impl EngineState {
             events: Vec::new(),
             hub: Arc::new(EventHub::new(config.event_ring, config.event_buffer)),
             auditing: None,
+            tenants: TenantTable::default(),
         };
         let started = std::time::Instant::now();
         state.load_live_state(now)?;
@@ -108,7 +112,9 @@ impl EngineState {
         let next_seq = self.store.next_seq(&txn)?;
         let records = self.store.agents(&txn)?;
         let tasks = self.store.active_tasks(&txn)?;
+        let tenants = self.store.tenants(&txn)?;
         drop(txn);
+        self.tenants.load(tenants, now);
         self.next_seq = next_seq;
         for record in records {
             let agent = self.agent_entry(&record.agent_id, now);
@@ -154,6 +160,7 @@ impl EngineState {
             }
             self.tasks.insert(task.id, task);
         }
+        self.tenants.recount(self.tasks.values().map(|t| &**t));
         for id in run_watched {
             self.watch_run(id, now);
         }
@@ -235,6 +242,16 @@ impl EngineState {
             (queued, ready),
             "the feed's counts drifted"
         );
+        let mut recounted = crate::engine::tenants::TenantTable::default();
+        recounted.recount(self.tasks.values().map(|t| &**t));
+        let tenants: HashSet<&str> = self.tasks.values().map(|t| t.tenant.as_str()).collect();
+        for tenant in tenants {
+            assert_eq!(
+                self.tenant_counts(tenant),
+                recounted.counts(tenant),
+                "the counts of tenant {tenant} drifted"
+            );
+        }
         for agent in self.agents.values() {
             if agent.ready {
                 assert!(agent.connection.is_some() && agent.holding == Holding::Nothing);
@@ -270,6 +287,7 @@ impl EngineState {
         for (id, previous) in dirty {
             if let Some(task) = self.tasks.get(&id) {
                 tasks.push(TaskWrite::new(task, previous));
+                self.tenants.moved(&task.tenant, previous, task.status);
                 events.push(task_event(task));
                 if !task.status.is_active() {
                     finished.push(id);
@@ -378,10 +396,11 @@ impl EngineState {
             Command::Submit {
                 tasks,
                 submitted_by,
+                tenant,
                 reply,
             } => {
-                let submitted = self.submit(tasks, &submitted_by, now);
-                self.answer(reply, Ok(submitted));
+                let submitted = self.submit(tasks, &submitted_by, &tenant, now);
+                self.answer(reply, submitted);
             }
             Command::Cancel { task, reply } => {
                 let result = self.cancel(task, now);
@@ -395,9 +414,9 @@ impl EngineState {
                 let result = self.retry_dead_letter(task, now);
                 self.answer(reply, result);
             }
-            Command::CreateToken { agent_id, reply } => {
-                let token = self.create_token(agent_id, now);
-                self.answer(reply, Ok(token));
+            Command::CreateToken { request, reply } => {
+                let token = self.create_token(request, now);
+                self.answer(reply, token);
             }
             Command::RevokeTokens {
                 agent_id,
@@ -419,6 +438,22 @@ impl EngineState {
                 self.auditing = Some(record);
                 self.command(*command, now);
                 self.auditing = None;
+            }
+            Command::CreateTenant { tenant, reply } => {
+                let result = self.create_tenant(tenant, now);
+                self.answer(reply, result);
+            }
+            Command::UpdateTenant { name, patch, reply } => {
+                let result = self.update_tenant(&name, &patch, now);
+                self.answer(reply, result);
+            }
+            Command::DeleteTenant { name, reply } => {
+                let result = self.delete_tenant(&name);
+                self.answer(reply, result);
+            }
+            Command::ListTenants { reply } => {
+                let tenants = self.tenant_views();
+                self.answer(reply, Ok(tenants));
             }
             Command::ListAgents { reply } => {
                 let agents = self.summaries(false);
@@ -522,6 +557,7 @@ fn task_event(task: &Task) -> Event {
         assigned_to: task.assigned_to.clone(),
         generation: task.generation,
         fairness_key: task.fairness_key.clone(),
+        tenant: task.tenant.clone(),
         event: event.to_owned(),
         at,
     })

@@ -2,7 +2,10 @@
 
 use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
 use crate::task::ReclaimReason;
+use crate::wire::tenant::QuotaLimit;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Task priorities are 0 to 3 (`task.rs`); the wait histogram has one series per priority, so
 /// its label's cardinality is bounded.
@@ -26,6 +29,10 @@ pub struct EngineStats {
     pub decision: Histogram,
     /// Tasks moved to the dead letter (retries or take-backs exhausted).
     dead_letters: AtomicU64,
+    /// Submissions refused by a tenant's quota, by tenant and limit. Tenant names are made by
+    /// admins, so the series are bounded by the tenants that existed since the hub started.
+    /// Refusals are rare (and a scrape reads this briefly), so a lock is no bother here.
+    quota_refusals: Mutex<BTreeMap<(String, QuotaLimit), u64>>,
 }
 
 impl Default for EngineStats {
@@ -39,6 +46,7 @@ impl Default for EngineStats {
             run: Histogram::new(WAIT_BUCKETS),
             decision: Histogram::new(WORK_BUCKETS),
             dead_letters: AtomicU64::new(0),
+            quota_refusals: Mutex::default(),
         }
     }
 }
@@ -100,6 +108,26 @@ impl EngineStats {
     /// A task of `priority` waited `ms` in the queue before this assignment.
     pub(super) fn waited(&self, priority: u8, ms: u64) {
         self.wait[usize::from(priority).min(PRIORITIES - 1)].observe_ms(ms);
+    }
+
+    /// Submissions refused by a tenant's quota since the hub started, by tenant and limit.
+    pub fn quota_refusals(&self) -> Vec<(String, QuotaLimit, u64)> {
+        let refusals = self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refusals
+            .iter()
+            .map(|((tenant, limit), n)| (tenant.clone(), *limit, *n))
+            .collect()
+    }
+
+    pub(super) fn quota_refused(&self, tenant: &str, limit: QuotaLimit) {
+        let mut refusals = self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *refusals.entry((tenant.to_owned(), limit)).or_default() += 1;
     }
 
     fn index(reason: ReclaimReason) -> usize {

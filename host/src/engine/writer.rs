@@ -18,6 +18,7 @@ use crate::store::{
 };
 use crate::wire::events::Event;
 use crate::wire::http::AuditRecord;
+use crate::wire::tenant::Tenant;
 use crate::wire::TaskId;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,14 @@ pub struct Writes {
     pub next_seq: Option<u64>,
     /// Admin actions of this batch, recorded in its commit.
     pub audit: Vec<AuditRecord>,
+    /// Tenants created, changed or deleted, in the order they were.
+    pub tenants: Vec<TenantWrite>,
+}
+
+/// A change to the tenants table.
+pub enum TenantWrite {
+    Put(Tenant),
+    Delete(String),
 }
 
 impl Writes {
@@ -51,6 +60,7 @@ impl Writes {
             && self.revoked.is_empty()
             && self.revoked_hashes.is_empty()
             && self.audit.is_empty()
+            && self.tenants.is_empty()
             && self.agents.is_empty()
             && self.policy.is_none()
             && self.purge_before.is_none()
@@ -287,6 +297,14 @@ fn write(store: &Store, batch: &Batch) -> Result<Purged, StoreError> {
     }
     for (token, record) in &writes.tokens {
         store.put_token(&mut txn, token, record)?;
+    }
+    for change in &writes.tenants {
+        match change {
+            TenantWrite::Put(tenant) => store.put_tenant(&mut txn, tenant)?,
+            TenantWrite::Delete(name) => {
+                store.delete_tenant(&mut txn, name)?;
+            }
+        }
     }
     for record in &writes.agents {
         store.put_agent(&mut txn, record)?;

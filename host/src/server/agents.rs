@@ -20,26 +20,29 @@ pub async fn list(state: &AppState) -> ApiResult {
     Ok(json(StatusCode::OK, json!({ "agents": agents })))
 }
 
-/// `POST /admin/tokens`: a new agent token, answered once and stored only hashed.
+/// `POST /admin/tokens`: a new token (an agent's of the `default` tenant unless the body names
+/// a role and a tenant), answered once and stored only hashed. A tenant that does not exist is
+/// a 400 naming it.
 pub async fn create_token(state: &AppState, caller: &Caller, body: LazyBody) -> ApiResult {
-    let agent_id = token_request(&body.read_object(super::limits::SMALL_BODY).await?)?;
+    let request = token_request(&body.read_object(super::limits::SMALL_BODY).await?)?;
+    let answer = json!({
+        "agent_id": request.agent_id,
+        "role": request.role,
+        "tenant": request.tenant,
+    });
+    let target = request.agent_id.clone();
     let token = state
         .engine
-        .ask_audited(
-            caller.audit(AuditAction::TokenCreate, agent_id.clone()),
-            |reply| Command::CreateToken {
-                agent_id: agent_id.clone(),
-                reply,
-            },
-        )
+        .ask_audited(caller.audit(AuditAction::TokenCreate, target), |reply| {
+            Command::CreateToken { request, reply }
+        })
         .await?;
-    Ok(json(
-        StatusCode::CREATED,
-        json!({"agent_id": agent_id, "token": token}),
-    ))
+    let mut answer = answer;
+    answer["token"] = json!(token);
+    Ok(json(StatusCode::CREATED, answer))
 }
 
-/// `GET /admin/tokens`: every token by prefix only, agent and admin tokens alike.
+/// `GET /admin/tokens`: every token by prefix only, with its role and tenant.
 pub async fn list_tokens(state: &AppState) -> ApiResult {
     let tokens: Vec<Value> = state
         .read(|store, txn| store.tokens(txn))?
@@ -48,6 +51,7 @@ pub async fn list_tokens(state: &AppState) -> ApiResult {
             json!({
                 "agent_id": token.agent_id,
                 "role": token.role,
+                "tenant": token.tenant,
                 "token_prefix": token.token_prefix,
                 "created_at": token.created_at,
             })

@@ -2,6 +2,7 @@
 //! `engine::events`). A task per subscriber copies its subscription into the response body; a
 //! client that stops reading fills its buffer at the hub and is dropped there, never here.
 
+use super::auth::Caller;
 use super::reply::{ApiError, ApiResult};
 use super::AppState;
 use crate::engine::events::{Start, Subscription};
@@ -18,18 +19,27 @@ use warp::Reply;
 /// Chunks waiting for the socket per subscriber; the real buffer is the hub's.
 const CHUNKS: usize = 16;
 
-/// Answers `GET /api/events` for a caller of `role` (`admin` or `agent`), resuming after
-/// `?after=` or the `Last-Event-ID` header.
+/// Answers `GET /api/events`, resuming after `?after=` or the `Last-Event-ID` header. An admin
+/// gets every event; a client or agent only its tenant's task events (agents' changes name
+/// tasks of every tenant, so they are not shown to it).
 pub async fn stream(
     state: &AppState,
-    role: &'static str,
+    caller: &Caller,
     query: &str,
     last_event_id: Option<&str>,
 ) -> ApiResult {
     let after = resume_point(query, last_event_id)?;
-    let subscription = state.engine.events().subscribe(after);
+    let scope = caller.scope();
+    let subscription = state.engine.events().subscribe(after, scope);
+    let hello = Hello {
+        seq: subscription.last,
+        oldest: subscription.oldest,
+        role: caller.role.as_str().to_owned(),
+        tenant: scope.map(str::to_owned),
+        at: now_ms(),
+    };
     let (chunks, body) = mpsc::channel(CHUNKS);
-    tokio::spawn(forward(subscription, role, chunks));
+    tokio::spawn(forward(subscription, hello, chunks));
     let mut response = warp::reply::stream(Body(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -58,13 +68,7 @@ fn resume_point(query: &str, last_event_id: Option<&str>) -> Result<Option<u64>,
 
 /// Sends hello, the reset or the replay, then live events with keepalives, until the client
 /// leaves or the hub drops it (then `dropped`).
-async fn forward(mut subscription: Subscription, role: &'static str, chunks: mpsc::Sender<String>) {
-    let hello = Hello {
-        seq: subscription.last,
-        oldest: subscription.oldest,
-        role: role.to_owned(),
-        at: now_ms(),
-    };
+async fn forward(mut subscription: Subscription, hello: Hello, chunks: mpsc::Sender<String>) {
     let mut first = json_frame(EventKind::Hello, &hello);
     match std::mem::replace(&mut subscription.start, Start::Replay(Vec::new())) {
         Start::Reset => first.push_str(&json_frame(

@@ -9,7 +9,7 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, audit, events, metrics, policy, public, tasks, AppState};
+use super::{agents, audit, events, metrics, policy, public, tasks, tenants, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -37,7 +37,7 @@ async fn authenticate_throttled(
     state: &AppState,
     authorization: Option<&str>,
     ip: Option<std::net::IpAddr>,
-    role: crate::store::Role,
+    roles: &[crate::store::Role],
 ) -> Result<super::auth::Caller, ApiError> {
     if let Some(ip) = ip {
         state
@@ -45,7 +45,7 @@ async fn authenticate_throttled(
             .check(ip)
             .map_err(ApiError::too_many_auth_failures)?;
     }
-    let result = authenticate(state, authorization, role);
+    let result = authenticate(state, authorization, roles);
     // Only a token that was tried and is unknown counts: a request without one guesses nothing.
     let guessed = authorization
         .and_then(|value| value.strip_prefix("Bearer "))
@@ -58,7 +58,7 @@ async fn authenticate_throttled(
     result
 }
 
-/// Answers a request: unknown routes get 404 whoever asks, then the route's role is checked,
+/// Answers a request: unknown routes get 404 whoever asks, then the route's roles are checked,
 /// then its handler runs.
 pub async fn handle(state: &AppState, request: Request) -> Response {
     answer(state, request)
@@ -68,41 +68,35 @@ pub async fn handle(state: &AppState, request: Request) -> Response {
 
 async fn answer(state: &AppState, request: Request) -> ApiResult {
     let route = Route::resolve(&request.method, &request.path).ok_or_else(ApiError::not_found)?;
-    let caller = match route.role() {
-        Some(role) => {
+    let caller = match route.roles() {
+        Some(roles) => {
             let ip = request.peer.map(|peer| peer.ip());
             let authorization = request.authorization.as_deref();
-            Some(authenticate_throttled(state, authorization, ip, role).await?)
+            authenticate_throttled(state, authorization, ip, roles).await?
         }
-        None => None,
+        // Every route that records who asked or limits what it shows needs a role, so this
+        // caller is never asked.
+        None => Caller::anonymous(),
     };
-    // Every route that records who asked needs a role, so there is a caller to name.
-    let caller = caller.unwrap_or(Caller {
-        agent_id: String::new(),
-        token_prefix: String::new(),
-        admin: false,
-    });
-    let submitted_by = caller.agent_id.clone();
     let body = request.body;
     match route {
         Route::Health => public::health(state).await,
         Route::Metrics => metrics::metrics(state).await,
         Route::Dashboard => public::dashboard().await,
         Route::WsWithoutUpgrade => public::ws_without_upgrade().await,
-        Route::SubmitTask => tasks::submit(state, submitted_by, body).await,
-        Route::SubmitBatch => tasks::submit_batch(state, submitted_by, body).await,
-        Route::ListTasks => tasks::list(state, &request.query).await,
-        Route::DeadLetter => tasks::dead_letter(state).await,
-        Route::Stats => tasks::stats(state).await,
-        Route::GetTask(id) => tasks::get(state, &id).await,
+        Route::SubmitTask => tasks::submit(state, &caller, body).await,
+        Route::SubmitBatch => tasks::submit_batch(state, &caller, body).await,
+        Route::ListTasks => tasks::list(state, &caller, &request.query).await,
+        Route::DeadLetter => tasks::dead_letter(state, &caller, &request.query).await,
+        Route::Stats => tasks::stats(state, &caller, &request.query).await,
+        Route::GetTask(id) => tasks::get(state, &caller, &id).await,
         Route::RetryTask(id) => tasks::retry(state, &caller, &id).await,
         Route::CancelTask(id) => tasks::cancel(state, &caller, &id).await,
         Route::RequeueTask(id) => tasks::requeue(state, &caller, &id).await,
         Route::ListAgents => agents::list(state).await,
         Route::Events => {
-            let role = if caller.admin { "admin" } else { "agent" };
             let last_event_id = request.last_event_id.as_deref();
-            events::stream(state, role, &request.query, last_event_id).await
+            events::stream(state, &caller, &request.query, last_event_id).await
         }
         Route::CreateToken => agents::create_token(state, &caller, body).await,
         Route::ListTokens => agents::list_tokens(state).await,
@@ -111,6 +105,10 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         }
         Route::RotateAdminToken => agents::rotate_admin(state, &caller).await,
         Route::AuditLog => audit::list(state, &request.query).await,
+        Route::CreateTenant => tenants::create(state, &caller, body).await,
+        Route::ListTenants => tenants::list(state).await,
+        Route::UpdateTenant(name) => tenants::update(state, &caller, name, body).await,
+        Route::DeleteTenant(name) => tenants::delete(state, &caller, name).await,
         Route::GetPolicy => policy::get(state).await,
         Route::PutPolicy => {
             let content_type = request.content_type.as_deref();

@@ -19,8 +19,8 @@ use warp::Reply;
 /// The content type of the OpenMetrics text format that `prometheus-client` writes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// One label set: a name and its value.
-type Labels = [(&'static str, String); 1];
+/// One label set: names and their values.
+type Labels = Vec<(&'static str, String)>;
 
 /// One family's samples. Counter names are given without `_total`, which the encoder adds.
 #[derive(Debug)]
@@ -146,7 +146,7 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         .wait
         .iter()
         .enumerate()
-        .map(|(p, h)| (Some([("priority", p.to_string())]), h.snapshot()))
+        .map(|(p, h)| (Some(vec![("priority", p.to_string())]), h.snapshot()))
         .collect();
     out.add(
         "switchyard_task_wait_seconds",
@@ -203,7 +203,7 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         .iter()
         .map(|r| {
             (
-                Some([("reason", r.to_string())]),
+                Some(vec![("reason", r.to_string())]),
                 engine.reclaims(*r) as f64,
             )
         })
@@ -218,6 +218,46 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         "Connections replaced by a newer one with the same agent id (two processes, one id).",
         engine.replacements() as f64,
     );
+    let refusals = engine
+        .quota_refusals()
+        .into_iter()
+        .map(|(tenant, limit, n)| {
+            let labels = vec![("tenant", tenant), ("limit", limit.as_str().to_owned())];
+            (Some(labels), n as f64)
+        })
+        .collect();
+    out.add(
+        "switchyard_quota_refusals",
+        "Submissions refused by a tenant's quota (max_queued or submit_rate), by tenant and limit.",
+        Samples::Counter(refusals),
+    );
+    if let Ok(tenants) = state
+        .engine
+        .ask(|reply| Command::ListTenants { reply })
+        .await
+    {
+        let by_tenant = |count: fn(&crate::wire::tenant::TenantView) -> u64| {
+            tenants
+                .iter()
+                .map(|t| {
+                    (
+                        Some(vec![("tenant", t.tenant.name.clone())]),
+                        count(t) as f64,
+                    )
+                })
+                .collect()
+        };
+        out.add(
+            "switchyard_tenant_queued",
+            "Tasks queued, by tenant.",
+            Samples::Gauge(by_tenant(|t| t.queued)),
+        );
+        out.add(
+            "switchyard_tenant_assigned",
+            "Tasks assigned to an agent (pushed or running), by tenant.",
+            Samples::Gauge(by_tenant(|t| t.assigned)),
+        );
+    }
     if let Ok(stats) = state
         .store
         .read_txn()
@@ -226,7 +266,7 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         let samples = stats
             .by_status
             .iter()
-            .map(|(status, count)| (Some([("status", status.to_string())]), *count as f64))
+            .map(|(status, count)| (Some(vec![("status", status.to_string())]), *count as f64))
             .collect();
         out.add(
             "switchyard_tasks",

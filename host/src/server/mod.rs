@@ -18,6 +18,7 @@ mod public;
 mod reply;
 mod routes;
 mod tasks;
+mod tenants;
 pub mod throttle;
 pub mod ws;
 

@@ -105,6 +105,15 @@ impl ApiError {
         }
     }
 
+    /// No tenant has this name.
+    pub fn tenant_not_found(tenant: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": "tenant_not_found", "tenant": tenant}),
+            retry_after: None,
+        }
+    }
+
     /// No shadow run is set (`/api/policy/shadow`).
     pub fn no_shadow_policy() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "no_shadow_policy")
@@ -146,6 +155,22 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable => ApiError::storage_unavailable(),
             EngineError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::LastAdminToken => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            EngineError::TenantExists(ref tenant) => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({"error": "tenant_exists", "tenant": tenant, "detail": error.to_string()}),
+                retry_after: None,
+            },
+            EngineError::TenantNotFound(tenant) => ApiError::tenant_not_found(&tenant),
+            EngineError::TenantInUse { ref tenant, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({"error": "tenant_in_use", "tenant": tenant, "detail": error.to_string()}),
+                retry_after: None,
+            },
+            EngineError::Quota(refusal) => ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: refusal.retry_after_secs,
+                body: serde_json::to_value(&*refusal).expect("refusals serialize"),
+            },
         }
     }
 }

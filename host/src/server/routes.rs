@@ -1,4 +1,4 @@
-//! The routing table: every method and path the API answers, and the role each one needs.
+//! The routing table: every method and path the API answers, and the roles that may use it.
 
 use crate::store::Role;
 use percent_encoding::percent_decode_str;
@@ -27,6 +27,10 @@ pub enum Route {
     RevokeTokens(String),
     RotateAdminToken,
     AuditLog,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant(String),
+    DeleteTenant(String),
     GetPolicy,
     PutPolicy,
     GetShadow,
@@ -62,6 +66,10 @@ impl Route {
             (&Method::DELETE, ["admin", "tokens", agent]) => Route::RevokeTokens(decode(agent)),
             (&Method::POST, ["admin", "tokens", "rotate-admin"]) => Route::RotateAdminToken,
             (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
+            (&Method::POST, ["admin", "tenants"]) => Route::CreateTenant,
+            (&Method::GET, ["admin", "tenants"]) => Route::ListTenants,
+            (&Method::PATCH, ["admin", "tenants", name]) => Route::UpdateTenant(decode(name)),
+            (&Method::DELETE, ["admin", "tenants", name]) => Route::DeleteTenant(decode(name)),
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
             (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
@@ -72,8 +80,13 @@ impl Route {
         Some(route)
     }
 
-    /// The role a caller needs; `None` for public routes.
-    pub fn role(&self) -> Option<Role> {
+    /// The roles whose tokens may use the route; `None` for public routes. What a client or
+    /// agent then sees is limited to its tenant by the handler (docs/http-api.md has the table).
+    pub fn roles(&self) -> Option<&'static [Role]> {
+        const ANY: &[Role] = &[Role::Client, Role::Agent, Role::Admin];
+        const CLIENT_OR_ADMIN: &[Role] = &[Role::Client, Role::Admin];
+        const AGENT_OR_ADMIN: &[Role] = &[Role::Agent, Role::Admin];
+        const ADMIN: &[Role] = &[Role::Admin];
         match self {
             Route::Health | Route::Metrics | Route::Dashboard | Route::WsWithoutUpgrade => None,
             Route::SubmitTask
@@ -82,21 +95,27 @@ impl Route {
             | Route::DeadLetter
             | Route::Stats
             | Route::GetTask(_)
-            | Route::ListAgents
             | Route::Events
-            | Route::GetPolicy
-            | Route::GetShadow => Some(Role::Agent),
-            Route::RetryTask(_)
-            | Route::CancelTask(_)
-            | Route::RequeueTask(_)
+            | Route::GetPolicy => Some(ANY),
+            Route::RetryTask(_) | Route::CancelTask(_) => Some(CLIENT_OR_ADMIN),
+            // The fleet: which agents there are and what they hold. Clients submit work; they
+            // have no business with the agents that run it.
+            Route::ListAgents => Some(AGENT_OR_ADMIN),
+            // A shadow report's shares name the fairness keys of every tenant.
+            Route::GetShadow => Some(AGENT_OR_ADMIN),
+            Route::RequeueTask(_)
             | Route::CreateToken
             | Route::ListTokens
             | Route::RevokeTokens(_)
             | Route::RotateAdminToken
             | Route::AuditLog
+            | Route::CreateTenant
+            | Route::ListTenants
+            | Route::UpdateTenant(_)
+            | Route::DeleteTenant(_)
             | Route::PutPolicy
             | Route::PutShadow
-            | Route::DeleteShadow => Some(Role::Admin),
+            | Route::DeleteShadow => Some(ADMIN),
         }
     }
 }
@@ -114,88 +133,104 @@ mod tests {
 
     #[test]
     fn routes_resolve_with_their_roles() {
-        let cases = [
+        use Role::{Admin, Agent, Client};
+        let any: &[Role] = &[Client, Agent, Admin];
+        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 20] = [
             (Method::GET, "/health", Some(Route::Health), None),
-            (
-                Method::GET,
-                "/api/events",
-                Some(Route::Events),
-                Some(Role::Agent),
-            ),
+            (Method::GET, "/api/events", Some(Route::Events), Some(any)),
             (
                 Method::POST,
                 "/api/tasks",
                 Some(Route::SubmitTask),
-                Some(Role::Agent),
+                Some(any),
             ),
             (
                 Method::GET,
                 "/api/tasks/dead-letter",
                 Some(Route::DeadLetter),
-                Some(Role::Agent),
+                Some(any),
             ),
             (
                 Method::GET,
                 "/api/tasks/task-1",
                 Some(Route::GetTask("task-1".into())),
-                Some(Role::Agent),
+                Some(any),
             ),
             (
                 Method::POST,
                 "/api/tasks/x/retry",
                 Some(Route::RetryTask("x".into())),
-                Some(Role::Admin),
+                Some(&[Client, Admin]),
+            ),
+            (
+                Method::POST,
+                "/api/tasks/x/requeue",
+                Some(Route::RequeueTask("x".into())),
+                Some(&[Admin]),
+            ),
+            (
+                Method::GET,
+                "/api/agents",
+                Some(Route::ListAgents),
+                Some(&[Agent, Admin]),
             ),
             (
                 Method::DELETE,
                 "/admin/tokens/a%20b",
                 Some(Route::RevokeTokens("a b".into())),
-                Some(Role::Admin),
+                Some(&[Admin]),
             ),
             (
                 Method::PUT,
                 "/api/policy",
                 Some(Route::PutPolicy),
-                Some(Role::Admin),
+                Some(&[Admin]),
             ),
             (
                 Method::POST,
                 "/admin/tokens/rotate-admin",
                 Some(Route::RotateAdminToken),
-                Some(Role::Admin),
+                Some(&[Admin]),
             ),
             (
                 Method::GET,
                 "/admin/audit",
                 Some(Route::AuditLog),
-                Some(Role::Admin),
+                Some(&[Admin]),
             ),
             (
                 Method::GET,
                 "/api/policy/shadow",
                 Some(Route::GetShadow),
-                Some(Role::Agent),
+                Some(&[Agent, Admin]),
             ),
             (
                 Method::PUT,
                 "/api/policy/shadow",
                 Some(Route::PutShadow),
-                Some(Role::Admin),
+                Some(&[Admin]),
             ),
             (
-                Method::DELETE,
-                "/api/policy/shadow",
-                Some(Route::DeleteShadow),
-                Some(Role::Admin),
+                Method::PATCH,
+                "/admin/tenants/team-a",
+                Some(Route::UpdateTenant("team-a".into())),
+                Some(&[Admin]),
             ),
+            (
+                Method::GET,
+                "/admin/tenants",
+                Some(Route::ListTenants),
+                Some(&[Admin]),
+            ),
+            (Method::PUT, "/admin/tenants/a", None, None),
             (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),
         ];
-        for (method, path, route, role) in cases {
+        for (method, path, route, roles) in cases {
             let resolved = Route::resolve(&method, path);
             assert_eq!(resolved, route, "{method} {path}");
-            assert_eq!(resolved.and_then(|r| r.role()), role, "{method} {path}");
+            assert_eq!(resolved.and_then(|r| r.roles()), roles, "{method} {path}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! The task routes under `/api/tasks`: submitting, listing and reading tasks (from the store),
-//! and the admin's retry and cancel (through the engine).
+//! and retry, cancel and requeue (through the engine). A client or agent sees only its
+//! tenant's tasks (an agent also those it is or was assigned): any other task answers exactly
+//! as an unknown id does, so its existence is not revealed.
 
 use super::auth::Caller;
 use super::body::LazyBody;
@@ -7,7 +9,7 @@ use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
 use crate::engine::{Command, EngineError, Submitted};
 use crate::store::TaskFilter;
-use crate::wire::http::{AuditAction, NewTask, TaskQuery, PRIORITY_NAMES};
+use crate::wire::http::{tenant_query, AuditAction, NewTask, TaskQuery, PRIORITY_NAMES};
 use crate::wire::{now_ms, TaskId};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
@@ -23,10 +25,10 @@ fn task_id(text: &str) -> Result<TaskId, ApiError> {
 }
 
 /// `POST /api/tasks`: one task.
-pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
+pub async fn submit(state: &AppState, caller: &Caller, body: LazyBody) -> ApiResult {
     let task = NewTask::parse(&body.read_object(state.limits.task_body()).await?)?;
     check(state, &task, now_ms()).map_err(|refusal| refusal.naming(None))?;
-    let submitted = submit_all(state, vec![task], submitted_by).await?;
+    let submitted = submit_all(state, vec![task], caller).await?;
     // The engine answers one entry per task submitted.
     let Submitted {
         task_id,
@@ -40,13 +42,13 @@ pub async fn submit(state: &AppState, submitted_by: String, body: LazyBody) -> A
 }
 
 /// `POST /api/tasks/batch`: all the tasks or none.
-pub async fn submit_batch(state: &AppState, submitted_by: String, body: LazyBody) -> ApiResult {
+pub async fn submit_batch(state: &AppState, caller: &Caller, body: LazyBody) -> ApiResult {
     let tasks = NewTask::parse_batch(&body.read_object(state.limits.batch_body()).await?)?;
     let now = now_ms();
     for (index, task) in tasks.iter().enumerate() {
         check(state, task, now).map_err(|refusal| refusal.naming(Some(index)))?;
     }
-    let submitted = submit_all(state, tasks, submitted_by).await?;
+    let submitted = submit_all(state, tasks, caller).await?;
     let task_ids: Vec<TaskId> = submitted.iter().map(|s| s.task_id).collect();
     Ok(json(StatusCode::CREATED, json!({ "task_ids": task_ids })))
 }
@@ -83,19 +85,37 @@ fn check(state: &AppState, task: &NewTask, now: u64) -> Result<(), Unacceptable>
         .map_err(|crate::wire::http::BadRequest(why)| Unacceptable::Deadline(why))
 }
 
+/// Submits `tasks` as the caller's, in the caller's tenant.
 async fn submit_all(
     state: &AppState,
     tasks: Vec<NewTask>,
-    submitted_by: String,
+    caller: &Caller,
 ) -> Result<Vec<Submitted>, EngineError> {
     state
         .engine
         .ask(|reply| Command::Submit {
             tasks,
-            submitted_by,
+            submitted_by: caller.agent_id.clone(),
+            tenant: caller.tenant.clone(),
             reply,
         })
         .await
+}
+
+/// The tenant a listing reads: the one `?tenant=` names for an admin (none: all of them), the
+/// caller's own for anyone else, who may name only that one.
+fn listing_tenant(caller: &Caller, asked: Option<String>) -> Result<Option<String>, ApiError> {
+    match (caller.scope(), asked) {
+        (None, asked) => Ok(asked),
+        (Some(own), Some(asked)) if asked != own => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "forbidden: a {} token reads only its own tenant's tasks ({own:?})",
+                caller.role
+            ),
+        )),
+        (Some(own), _) => Ok(Some(own.to_owned())),
+    }
 }
 
 /// Listings read and encoded at once, at most; more wait their turn. A listing page is up to
@@ -128,8 +148,10 @@ async fn listing(
 }
 
 /// `GET /api/tasks`: one page of tasks in submission order, filtered by the query.
-pub async fn list(state: &AppState, query: &str) -> ApiResult {
-    let filter = task_filter(TaskQuery::parse(query)?, state.limits.max_page_bytes);
+pub async fn list(state: &AppState, caller: &Caller, query: &str) -> ApiResult {
+    let mut query = TaskQuery::parse(query)?;
+    query.tenant = listing_tenant(caller, query.tenant.take())?;
+    let filter = task_filter(query, state.limits.max_page_bytes);
     listing(state, move |store| {
         let page = super::read_store(store, |store, txn| store.list_tasks(txn, &filter))?;
         // Encoded straight from the tasks, without a JSON tree in between.
@@ -165,18 +187,22 @@ fn task_filter(query: TaskQuery, max_bytes: usize) -> TaskFilter {
         priority: query.priority,
         assigned_to: query.assigned_to,
         fairness_key: query.fairness_key,
+        tenant: query.tenant,
         after: query.cursor,
         limit: query.limit,
         max_bytes,
     }
 }
 
-/// `GET /api/tasks/dead-letter`.
-pub async fn dead_letter(state: &AppState) -> ApiResult {
+/// `GET /api/tasks/dead-letter`: every tenant's (an admin's, unless `?tenant=` names one) or
+/// the caller's tenant's.
+pub async fn dead_letter(state: &AppState, caller: &Caller, query: &str) -> ApiResult {
+    let tenant = listing_tenant(caller, tenant_query(query)?)?;
     let max_bytes = state.limits.max_page_bytes;
     listing(state, move |store| {
-        let (tasks, count) = super::read_store(store, |store, txn| {
-            store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes)
+        let (tasks, count) = super::read_store(store, |store, txn| match &tenant {
+            None => store.dead_letter(txn, DEAD_LETTER_LIMIT, max_bytes),
+            Some(tenant) => store.tenant_dead_letter(txn, tenant, DEAD_LETTER_LIMIT, max_bytes),
         })?;
         let answer = DeadLetter {
             tasks: &tasks,
@@ -187,32 +213,63 @@ pub async fn dead_letter(state: &AppState) -> ApiResult {
     .await
 }
 
-/// `GET /api/tasks/stats`: tasks by status, queued tasks by priority name, the dead letter.
-pub async fn stats(state: &AppState) -> ApiResult {
-    let stats = state.read(|store, txn| store.stats(txn))?;
+/// `GET /api/tasks/stats`: tasks by status, queued tasks by priority name, the dead letter. Of
+/// every tenant (from the status indices, at once), or of one (the caller's, or the one an
+/// admin's `?tenant=` names): its tasks are read, so that runs as a listing does.
+pub async fn stats(state: &AppState, caller: &Caller, query: &str) -> ApiResult {
+    match listing_tenant(caller, tenant_query(query)?)? {
+        None => {
+            let stats = state.read(|store, txn| store.stats(txn))?;
+            Ok(json(StatusCode::OK, stats_body(&stats)))
+        }
+        Some(tenant) => {
+            listing(state, move |store| {
+                let stats =
+                    super::read_store(store, |store, txn| store.tenant_stats(txn, &tenant))?;
+                serde_json::to_vec(&stats_body(&stats)).map_err(|_| ApiError::storage_unavailable())
+            })
+            .await
+        }
+    }
+}
+
+fn stats_body(stats: &crate::store::Stats) -> Value {
     let by_priority: Map<String, Value> = PRIORITY_NAMES
         .iter()
         .zip(stats.by_priority)
         .map(|(name, count)| (name.to_string(), json!(count)))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        json!({"by_status": stats.by_status, "by_priority": by_priority, "dead_letter": stats.dead_letter}),
-    ))
+    json!({"by_status": stats.by_status, "by_priority": by_priority, "dead_letter": stats.dead_letter})
 }
 
 /// `GET /api/tasks/:id`.
-pub async fn get(state: &AppState, id: &str) -> ApiResult {
+pub async fn get(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task_id = task_id(id)?;
     let task = state
         .read(|store, txn| store.task(txn, task_id))?
+        .filter(|task| caller.sees(task))
         .ok_or_else(|| ApiError::task_not_found(id))?;
     Ok(json(StatusCode::OK, json!(task)))
 }
 
-/// `POST /api/tasks/:id/retry`: a dead-lettered task goes back to the queue.
+/// Refuses a change to a task the caller may not see with the 404 the engine gives an unknown
+/// id. A task's tenant never changes, and a submission is answered once committed, so the
+/// stored task is enough to decide.
+fn check_visible(state: &AppState, caller: &Caller, task: TaskId) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        return Ok(());
+    }
+    match state.read(|store, txn| store.task(txn, task))? {
+        Some(found) if caller.sees(&found) => Ok(()),
+        _ => Err(ApiError::task_not_found(task)),
+    }
+}
+
+/// `POST /api/tasks/:id/retry` (admin, or a client of the task's tenant): a dead-lettered task
+/// goes back to the queue.
 pub async fn retry(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
+    check_visible(state, caller, task)?;
     let record = caller.audit(AuditAction::TaskRetry, task.to_string());
     let priority = state
         .engine
@@ -246,9 +303,11 @@ pub async fn requeue(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     ))
 }
 
-/// `POST /api/tasks/:id/cancel` (admin): the assignee, if any, is told to stop.
+/// `POST /api/tasks/:id/cancel` (admin, or a client of the task's tenant): the assignee, if
+/// any, is told to stop.
 pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> ApiResult {
     let task = task_id(id)?;
+    check_visible(state, caller, task)?;
     let record = caller.audit(AuditAction::TaskCancel, task.to_string());
     state
         .engine

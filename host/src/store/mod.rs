@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod codec;
 mod files;
+mod scoped;
 mod tasks;
 mod tenants;
 mod tokens;

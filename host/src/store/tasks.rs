@@ -17,6 +17,9 @@ pub struct TaskFilter {
     pub priority: Option<u8>,
     pub assigned_to: Option<String>,
     pub fairness_key: Option<String>,
+    /// Only this tenant's tasks. A page skips other tenants' tasks without coming back short
+    /// for them: only the end of the tasks or the scan limit ends a page early.
+    pub tenant: Option<String>,
     /// Start after this task.
     pub after: Option<TaskId>,
     pub limit: usize,
@@ -33,6 +36,7 @@ impl Default for TaskFilter {
             priority: None,
             assigned_to: None,
             fairness_key: None,
+            tenant: None,
             after: None,
             limit: 100,
             max_bytes: usize::MAX,
@@ -58,9 +62,9 @@ pub struct Stats {
 
 /// Tasks a listing reads at most before it returns a page, so a filter that matches little
 /// cannot make one request scan the whole store.
-const SCAN_LIMIT: usize = 50_000;
+pub(super) const SCAN_LIMIT: usize = 50_000;
 
-fn id_key(id: TaskId) -> [u8; 8] {
+pub(super) fn id_key(id: TaskId) -> [u8; 8] {
     id.0.to_be_bytes()
 }
 
@@ -78,13 +82,13 @@ fn finished_key(at: u64, id: TaskId) -> [u8; 16] {
     key
 }
 
-fn id_from(bytes: &[u8]) -> TaskId {
+pub(super) fn id_from(bytes: &[u8]) -> TaskId {
     let mut raw = [0; 8];
     raw.copy_from_slice(&bytes[bytes.len() - 8..]);
     TaskId(u64::from_be_bytes(raw))
 }
 
-fn decode_task(id: TaskId, bytes: &[u8]) -> Result<Task> {
+pub(super) fn decode_task(id: TaskId, bytes: &[u8]) -> Result<Task> {
     let task =
         codec::decode_task(bytes).map_err(|source| StoreError::CorruptTask { id, source })?;
     if task.id != id {
@@ -257,7 +261,8 @@ impl Store {
                 && filter
                     .fairness_key
                     .as_ref()
-                    .is_none_or(|k| *k == task.fairness_key);
+                    .is_none_or(|k| *k == task.fairness_key)
+                && filter.tenant.as_ref().is_none_or(|t| *t == task.tenant);
             if keep {
                 let size = json_len(&task);
                 if !tasks.is_empty() && page_bytes + size > filter.max_bytes {

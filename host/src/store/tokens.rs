@@ -5,18 +5,7 @@ use heed::{RoTxn, RwTxn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Connect over `/ws` as its own agent; submit under its tenant; read its tenant's tasks
-    /// and the tasks it is or was assigned.
-    Agent,
-    /// Submit tasks under its tenant; list, read, cancel and retry its tenant's tasks. Cannot
-    /// connect as an agent.
-    Client,
-}
+pub use crate::wire::role::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -88,13 +77,14 @@ impl Store {
         Ok(self.tokens.delete(txn, hash)?)
     }
 
-    /// Deletes every agent token of `agent_id`; returns how many.
+    /// Deletes every agent and client token of `agent_id` (admin tokens go one by one, by
+    /// hash); returns how many.
     pub fn revoke_tokens(&self, txn: &mut RwTxn, agent_id: &str) -> Result<usize> {
         let mut doomed = Vec::new();
         for entry in self.tokens.iter(txn)? {
             let (key, bytes) = entry?;
             let record: TokenRecord = decode("token", bytes)?;
-            if record.agent_id == agent_id && record.role == Role::Agent {
+            if record.agent_id == agent_id && record.role != Role::Admin {
                 doomed.push(key.to_vec());
             }
         }
@@ -160,6 +150,41 @@ mod tests {
         assert!(store.find_token(&txn, "secret-a").unwrap().is_none());
         assert!(store.has_admin_token(&txn).unwrap());
         txn.commit().unwrap();
+    }
+
+    #[test]
+    fn records_from_before_tenants_authenticate_as_the_default_tenant() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        // A token record as the previous version wrote it: no tenant field.
+        let old = br#"{"agent_id":"a","role":"agent","token_prefix":"abcd1234","created_at":5}"#;
+        store
+            .tokens
+            .put(&mut txn, &hash_token("old-secret"), old)
+            .unwrap();
+        let found = store.find_token(&txn, "old-secret").unwrap().unwrap();
+        assert_eq!(found.tenant, crate::wire::tenant::DEFAULT_TENANT);
+        assert_eq!((found.agent_id.as_str(), found.role), ("a", Role::Agent));
+    }
+
+    #[test]
+    fn client_tokens_are_revoked_with_the_agent_id() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let record = TokenRecord {
+            tenant: "team-a".into(),
+            agent_id: "ci".into(),
+            role: Role::Client,
+            token_prefix: "abcd1234".into(),
+            created_at: 1,
+        };
+        store.put_token(&mut txn, "client-secret", &record).unwrap();
+        assert_eq!(
+            store.find_token(&txn, "client-secret").unwrap(),
+            Some(record)
+        );
+        assert_eq!(store.revoke_tokens(&mut txn, "ci").unwrap(), 1);
+        assert!(store.find_token(&txn, "client-secret").unwrap().is_none());
     }
 
     #[test]

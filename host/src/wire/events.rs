@@ -41,8 +41,11 @@ pub struct Hello {
     pub seq: u64,
     /// The oldest sequence number still replayable with `after`.
     pub oldest: u64,
-    /// `admin` or `agent`.
+    /// The caller's role: `admin`, `agent` or `client`.
     pub role: String,
+    /// The tenant the stream is limited to (a client's or agent's); none: every tenant (admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub at: u64,
 }
 
@@ -55,6 +58,9 @@ pub struct TaskEvent {
     pub assigned_to: Option<String>,
     pub generation: u64,
     pub fairness_key: String,
+    /// The task's tenant (empty from a hub from before tenants).
+    #[serde(default)]
+    pub tenant: String,
     /// The history event the change added (the last one, when one commit added several).
     pub event: String,
     pub at: u64,
@@ -110,6 +116,15 @@ impl Event {
         match self {
             Event::Task(_) => EventKind::Task,
             Event::Agent(_) => EventKind::Agent,
+        }
+    }
+
+    /// The tenant whose streams show the event; none for an agent's change, which only streams
+    /// of every tenant (admins') show.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Event::Task(event) => Some(&event.tenant),
+            Event::Agent(_) => None,
         }
     }
 

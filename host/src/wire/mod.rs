@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod events;
 pub mod http;
+pub mod role;
 mod task_id;
 mod task_status;
 pub mod tenant;

@@ -170,6 +170,34 @@ impl Api {
         token.to_string()
     }
 
+    /// `POST /admin/tenants`: a tenant named `name` with the default weight and no quotas
+    /// (asserts 201).
+    pub async fn create_tenant(&self, name: &str) {
+        let body = self
+            .post("/admin/tenants", &json!({ "name": name }))
+            .await
+            .expect(201, "POST /admin/tenants");
+        assert_eq!(body["name"], name, "POST /admin/tenants: {body}");
+    }
+
+    /// `POST /admin/tokens` with a `role` and a `tenant`: the new token (asserts 201 and that
+    /// the answer echoes both).
+    pub async fn create_token_as(&self, agent_id: &str, role: &str, tenant: &str) -> String {
+        let body = self
+            .post(
+                "/admin/tokens",
+                &json!({ "agent_id": agent_id, "role": role, "tenant": tenant }),
+            )
+            .await
+            .expect(201, "POST /admin/tokens");
+        assert_eq!(
+            (&body["agent_id"], &body["role"], &body["tenant"]),
+            (&json!(agent_id), &json!(role), &json!(tenant)),
+            "POST /admin/tokens must echo what it made: {body}"
+        );
+        str_field(&body, "token").to_string()
+    }
+
     /// `POST /api/tasks` as admin; asserts 201 and the answer's shape; returns the task id.
     pub async fn submit(&self, task: Value) -> String {
         let body = self

@@ -107,7 +107,7 @@ async fn an_audited_command_is_recorded_with_its_commit_only_if_it_succeeds() {
     hub.engine
         .ask_audited(record(AuditAction::TokenCreate, "w"), |reply| {
             Command::CreateToken {
-                agent_id: "w".into(),
+                request: crate::wire::http::TokenRequest::agent("w"),
                 reply,
             }
         })

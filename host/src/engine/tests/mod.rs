@@ -45,6 +45,7 @@ impl Fixture {
             .ask(|reply| Command::Submit {
                 tasks: vec![task],
                 submitted_by: "tester".into(),
+                tenant: crate::wire::tenant::default_tenant(),
                 reply,
             })
             .await
@@ -56,7 +57,7 @@ impl Fixture {
     async fn token(&self, agent_id: &str) -> String {
         self.engine
             .ask(|reply| Command::CreateToken {
-                agent_id: agent_id.into(),
+                request: crate::wire::http::TokenRequest::agent(agent_id),
                 reply,
             })
             .await
@@ -241,4 +242,5 @@ fn generation(frame: &Value) -> u64 {
 mod custody;
 mod props;
 mod reports;
+mod tenants;
 mod timeouts;

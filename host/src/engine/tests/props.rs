@@ -338,7 +338,7 @@ async fn barrier(hub: &Fixture, step: usize, op: &Op) {
     let answer = hub
         .engine
         .ask(|reply| Command::CreateToken {
-            agent_id: "barrier".into(),
+            request: crate::wire::http::TokenRequest::agent("barrier"),
             reply,
         })
         .await;

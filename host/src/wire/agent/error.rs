@@ -128,6 +128,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// `identify` with another agent's token.
     TokenAgentMismatch,
+    /// `identify` with a client token: clients submit and read tasks over HTTP, they never run
+    /// them.
+    ClientTokenCannotIdentify,
     /// `identify` while the hub cannot read its tokens.
     StorageUnavailable,
     /// `identify` naming more capabilities than the hub takes (`serve --max-capabilities`).
@@ -152,6 +155,7 @@ impl ErrorCode {
             "not_identified" => Some(ErrorCode::NotIdentified),
             "invalid_token" => Some(ErrorCode::InvalidToken),
             "token_agent_mismatch" => Some(ErrorCode::TokenAgentMismatch),
+            "client_token_cannot_identify" => Some(ErrorCode::ClientTokenCannotIdentify),
             "storage_unavailable" => Some(ErrorCode::StorageUnavailable),
             "too_many_capabilities" => Some(ErrorCode::TooManyCapabilities),
             "capability_name_too_long" => Some(ErrorCode::CapabilityNameTooLong),
@@ -176,6 +180,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NotIdentified => f.write_str("not_identified"),
             ErrorCode::InvalidToken => f.write_str("invalid_token"),
             ErrorCode::TokenAgentMismatch => f.write_str("token_agent_mismatch"),
+            ErrorCode::ClientTokenCannotIdentify => f.write_str("client_token_cannot_identify"),
             ErrorCode::StorageUnavailable => f.write_str("storage_unavailable"),
             ErrorCode::TooManyCapabilities => f.write_str("too_many_capabilities"),
             ErrorCode::CapabilityNameTooLong => f.write_str("capability_name_too_long"),
@@ -213,6 +218,7 @@ pub(super) fn every_code() -> Vec<ErrorCode> {
         ErrorCode::NotIdentified,
         ErrorCode::InvalidToken,
         ErrorCode::TokenAgentMismatch,
+        ErrorCode::ClientTokenCannotIdentify,
         ErrorCode::StorageUnavailable,
         ErrorCode::TooManyCapabilities,
         ErrorCode::CapabilityNameTooLong,
@@ -233,7 +239,7 @@ mod tests {
     #[test]
     fn every_code_parses_back_to_itself() {
         let codes = every_code();
-        assert_eq!(codes.len(), 6 + 3 + 16);
+        assert_eq!(codes.len(), 7 + 3 + 16);
         for code in codes {
             assert_eq!(ErrorCode::parse(&code.to_string()), code, "{code}");
         }
@@ -251,6 +257,10 @@ mod tests {
             (ErrorCode::NotIdentified, "not_identified"),
             (ErrorCode::InvalidToken, "invalid_token"),
             (ErrorCode::TokenAgentMismatch, "token_agent_mismatch"),
+            (
+                ErrorCode::ClientTokenCannotIdentify,
+                "client_token_cannot_identify",
+            ),
             (ErrorCode::StorageUnavailable, "storage_unavailable"),
             (
                 ErrorCode::TaskReportRefused {

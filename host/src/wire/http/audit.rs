@@ -24,6 +24,12 @@ pub enum AuditAction {
     TaskCancel,
     /// `POST /api/tasks/:id/requeue`.
     TaskRequeue,
+    /// `POST /admin/tenants`; the target is the tenant's name.
+    TenantCreate,
+    /// `PATCH /admin/tenants/:name`; the target is the tenant's name.
+    TenantUpdate,
+    /// `DELETE /admin/tenants/:name`; the target is the tenant's name.
+    TenantDelete,
 }
 
 /// One admin action: who did what to what, and when. Recorded in the same commit as the action

@@ -19,6 +19,8 @@ pub struct TaskQuery {
     pub priority: Option<u8>,
     pub assigned_to: Option<String>,
     pub fairness_key: Option<String>,
+    /// Only this tenant's tasks (`tenant=`).
+    pub tenant: Option<String>,
     /// Tasks in the page, 1 to [`TaskQuery::MAX_LIMIT`].
     pub limit: usize,
     /// The page starts after this task (the previous page's `next_cursor`).
@@ -32,6 +34,7 @@ impl Default for TaskQuery {
             priority: None,
             assigned_to: None,
             fairness_key: None,
+            tenant: None,
             limit: TaskQuery::DEFAULT_LIMIT,
             cursor: None,
         }
@@ -54,12 +57,32 @@ impl TaskQuery {
                 "priority" => parsed.priority = Some(query_priority(value)?),
                 "assigned_to" => parsed.assigned_to = Some(value),
                 "fairness_key" => parsed.fairness_key = Some(value),
+                "tenant" => parsed.tenant = Some(tenant(value)?),
                 "limit" => parsed.limit = limit(&value)?,
                 "cursor" => parsed.cursor = Some(cursor(&value)?),
                 _ => {}
             }
         }
         Ok(parsed)
+    }
+}
+
+/// The `tenant=` of the dead letter and the stats (unknown parameters ignored, as above).
+pub fn tenant_query(query: &str) -> Result<Option<String>, BadRequest> {
+    let mut given = None;
+    for (name, value) in pairs(query)? {
+        if name == "tenant" {
+            given = Some(tenant(value)?);
+        }
+    }
+    Ok(given)
+}
+
+fn tenant(value: String) -> Result<String, BadRequest> {
+    if crate::wire::tenant::valid_tenant_name(&value) {
+        Ok(value)
+    } else {
+        Err(bad(format!("tenant must be a tenant name, not {value:?}")))
     }
 }
 
@@ -112,7 +135,7 @@ mod tests {
     fn every_parameter_is_typed() {
         let query = TaskQuery::parse(
             "status=dead_letter&priority=high&assigned_to=a%201&fairness_key=team&limit=5\
-             &cursor=task-000000000000000a&unknown=x",
+             &cursor=task-000000000000000a&tenant=team-a&unknown=x",
         )
         .unwrap();
         assert_eq!(
@@ -122,6 +145,7 @@ mod tests {
                 priority: Some(1),
                 assigned_to: Some("a 1".into()),
                 fairness_key: Some("team".into()),
+                tenant: Some("team-a".into()),
                 limit: 5,
                 cursor: Some(TaskId(10)),
             }
@@ -139,10 +163,18 @@ mod tests {
             ("limit=1001", "limit"),
             ("limit=ten", "limit"),
             ("cursor=x", "cursor"),
+            ("tenant=Team%20A", "tenant"),
         ] {
             let BadRequest(why) = TaskQuery::parse(query).unwrap_err();
             assert!(why.starts_with(parameter), "{query} gave {why}");
         }
+    }
+
+    #[test]
+    fn the_tenant_query_is_a_tenant_name() {
+        assert_eq!(tenant_query("").unwrap(), None);
+        assert_eq!(tenant_query("x=1&tenant=b").unwrap(), Some("b".into()));
+        assert!(tenant_query("tenant=").unwrap_err().0.starts_with("tenant"));
     }
 
     #[test]
