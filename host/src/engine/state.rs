@@ -108,8 +108,12 @@ impl EngineState {
         let next_seq = self.store.next_seq(&txn)?;
         let records = self.store.agents(&txn)?;
         let tasks = self.store.active_tasks(&txn)?;
+        let tenants = self.store.tenants(&txn)?;
         drop(txn);
         self.next_seq = next_seq;
+        // The policy is told these first when the state is replayed into it.
+        self.feed
+            .set_tenants(tenants.into_iter().map(|t| (t.name, t.weight)));
         for record in records {
             let agent = self.agent_entry(&record.agent_id, now);
             agent.name = record.name;
