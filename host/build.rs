@@ -161,12 +161,21 @@ fn run() -> Result<(), String> {
                 module_path.display()
             )
         })?;
-        let component = contract::wrap_core_module(&module).map_err(|e| {
+        let (component, version) = contract::wrap_core_module(&module).map_err(|e| {
             format!(
                 "cannot turn {} into a policy component: {e}",
                 module_path.display()
             )
         })?;
+        // Bundled policies are built with this repository's SDK: they speak the current
+        // contract, which `GET /api/policy` reports for every built-in.
+        if version != contract::ContractVersion::CURRENT {
+            return Err(format!(
+                "{} speaks contract {version}, not this repository's {}",
+                module_path.display(),
+                contract::ContractVersion::CURRENT
+            ));
+        }
 
         let file_name = format!("{}.wasm", policy.dir_name);
         write_if_changed(&shared_policies.join(&file_name), &component)?;

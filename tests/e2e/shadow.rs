@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use switchyard::policy::contract::{wrap_core_module_for, ContractVersion};
 use switchyard_hostile_policy::BAD_PROPOSALS_PER_DECISION;
 
 use crate::harness::api::Api;
@@ -518,8 +519,8 @@ async fn only_admins_start_or_stop_a_shadow_and_bad_candidates_are_refused() {
 
 /// A policy component whose `decide` runs `decide_body` (a core function returning a pointer
 /// to a (pointer, length) list), built from WAT and wrapped in the policy contract: a core
-/// module with the canonical-ABI exports wit-bindgen would produce, as
-/// host/src/policy/tests.rs builds its hostile components. Its name is `failing`.
+/// module with the canonical-ABI exports wit-bindgen would produce for contract 0.1.0, wrapped
+/// by the hub's own helper. Its name is `failing`.
 fn failing_component(decide_body: &str) -> Vec<u8> {
     const IFACE: &str = "switchyard:policy/scheduler@0.1.0";
     let wat = format!(
@@ -558,24 +559,7 @@ fn failing_component(decide_body: &str) -> Vec<u8> {
     {decide_body})
 )"#
     );
-    let mut module = wat::parse_str(&wat).expect("the WAT assembles");
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve
-        .push_str("policy.wit", include_str!("../../wit/policy.wit"))
-        .expect("the contract parses");
-    let world = resolve
-        .select_world(&[package], Some("policy-component"))
-        .expect("the policy-component world exists");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("metadata embeds");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .and_then(|encoder| encoder.validate(true).encode())
+    let module = wat::parse_str(&wat).expect("the WAT assembles");
+    wrap_core_module_for(ContractVersion::V0_1_0, &module)
         .expect("the module becomes a policy component")
 }

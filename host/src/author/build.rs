@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::AuthorError;
 use crate::policy::contract::{
-    contract_package, missing_target_advice, wasm_target_installed, wrap_core_module, WASM_TARGET,
+    missing_target_advice, wasm_target_installed, wrap_core_module, WASM_TARGET,
 };
 use crate::policy::{inspect_component, ComponentInfo};
 
@@ -52,7 +52,7 @@ pub fn build_crate(dir: &Path, out: Option<&Path>) -> Result<Built, AuthorError>
         path: module_path.clone(),
         source,
     })?;
-    let component = wrap_core_module(&module).map_err(|source| AuthorError::Wrap {
+    let (component, version) = wrap_core_module(&module).map_err(|source| AuthorError::Wrap {
         module: module_path.clone(),
         source,
     })?;
@@ -78,7 +78,7 @@ pub fn build_crate(dir: &Path, out: Option<&Path>) -> Result<Built, AuthorError>
         component: std::path::absolute(&out).unwrap_or(out),
         module: module_path,
         info,
-        contract: contract_package(),
+        contract: version.package(),
     })
 }
 

@@ -8,6 +8,8 @@
 //!
 //! The feed also owns what the policy sees of names: capability names become small integer
 //! handles (interned here), and a fresh instance is told the whole live state by [`replay`].
+//! The feed also remembers each tenant's weight, so that every fresh instance (after a load, a
+//! swap, a restart or a renumbering) and every shadow run is told them before any task.
 //!
 //! Policies keep ready agents in the order the host announces them, and serve the first in
 //! line (the one idle longest). The feed keeps that line: an agent that has been idle since its
@@ -58,6 +60,9 @@ pub struct PolicyFeed {
     next_order: u64,
     /// A candidate told the same events as the policy (never replays of them), if one is set.
     shadow: Option<Shadow>,
+    /// Each tenant's weight, by name: what a replay tells a fresh instance first. Ordered, so
+    /// every replay tells them in the same order.
+    tenants: BTreeMap<String, f64>,
 }
 
 impl PolicyFeed {
@@ -72,6 +77,45 @@ impl PolicyFeed {
             places: HashMap::new(),
             next_order: 0,
             shadow: None,
+            tenants: BTreeMap::new(),
+        }
+    }
+
+    /// Every tenant and its weight, as loaded from the store (which always holds `default`):
+    /// replaces what the feed remembers without telling the policy, which the caller replays
+    /// next ([`PolicyFeed::replay`] tells the weights first).
+    pub fn set_tenants(&mut self, tenants: impl IntoIterator<Item = (String, f64)>) {
+        self.tenants = tenants.into_iter().collect();
+    }
+
+    /// A tenant was created or its weight changed: the policy and the shadow are told, and the
+    /// weight is remembered for replays.
+    // Called by the engine's tenant table when an admin creates a tenant or changes its weight.
+    #[allow(dead_code)]
+    pub fn tenant_weight(&mut self, name: &str, weight: f64) {
+        self.policy.tenant_weight(name, weight);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.tenant_weight(name, weight);
+        }
+        match self.tenants.get_mut(name) {
+            Some(known) => *known = weight,
+            None => {
+                self.tenants.insert(name.to_string(), weight);
+            }
+        }
+    }
+
+    /// A tenant was deleted (it has no queued or assigned task left): the policy and the shadow
+    /// are told, and replays no longer name it.
+    // Called by the engine's tenant table when an admin deletes a tenant.
+    #[allow(dead_code)]
+    pub fn tenant_removed(&mut self, name: &str) {
+        if self.tenants.remove(name).is_none() {
+            return;
+        }
+        self.policy.tenant_removed(name);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.tenant_removed(name);
         }
     }
 
@@ -247,12 +291,16 @@ impl PolicyFeed {
         self.places.clear();
     }
 
-    /// Tells the instance the whole live state, in the orders the contract promises (queued
-    /// tasks by priority then submission, ready agents in line), and recounts the queue. An
-    /// instance discarded after a failure is replaced first.
+    /// Tells the instance the whole live state, in the orders the contract promises (every
+    /// tenant's weight first, then queued tasks by priority then submission, then ready agents
+    /// in line), and recounts the queue. An instance discarded after a failure is replaced
+    /// first.
     pub fn replay<'a>(&mut self, tasks: impl Iterator<Item = &'a Task>) {
         if self.policy.needs_replay() {
             self.policy.restart();
+        }
+        for (name, &weight) in &self.tenants {
+            self.policy.tenant_weight(name, weight);
         }
         // The sort key sits beside each reference: with a million tasks queued, following the
         // references on every comparison made the sort a large part of a restart. Ids are
@@ -353,7 +401,7 @@ impl PolicyFeed {
             previous.remove();
         }
         let (tasks, agents) = self.snapshot(tasks);
-        let shadow = Shadow::start(policy, source, tasks, agents);
+        let shadow = Shadow::start(policy, source, self.tenant_list(), tasks, agents);
         let report = shadow.report();
         self.shadow = Some(shadow);
         report
@@ -373,10 +421,19 @@ impl PolicyFeed {
     pub fn resync_shadow<'a>(&mut self, tasks: impl Iterator<Item = &'a Task>) {
         if self.shadow.is_some() {
             let (tasks, agents) = self.snapshot(tasks);
+            let tenants = self.tenant_list();
             if let Some(shadow) = &mut self.shadow {
-                shadow.resync(tasks, agents);
+                shadow.resync(tenants, tasks, agents);
             }
         }
+    }
+
+    /// The tenants' weights as values, for a shadow run.
+    fn tenant_list(&self) -> Vec<(String, f64)> {
+        self.tenants
+            .iter()
+            .map(|(name, &weight)| (name.clone(), weight))
+            .collect()
     }
 
     /// What a replay tells a policy, as values: the queued tasks by priority then submission,
@@ -434,5 +491,47 @@ mod tests {
         assert_eq!(feed.intern(&names(&["b", "a", "b"])), vec![0, 1]);
         assert_eq!(feed.intern(&names(&["a"])), vec![1]);
         assert_eq!(feed.intern(&names(&["c", "a"])), vec![1, 2]);
+    }
+
+    /// What the 0.1.0 echo policy was told of the last task queued: its weight × 1000 and the
+    /// length of its key (the adapter makes them its tenant's weight and name).
+    fn told(feed: &mut PolicyFeed) -> Vec<(u64, u32)> {
+        feed.decide(0).iter().map(|a| (a.task, a.agent)).collect()
+    }
+
+    #[test]
+    fn every_replay_tells_the_tenants_weights_before_any_task() {
+        let echo = PolicyHost::load(
+            crate::policy::PolicySource::Bytes(crate::policy::echo_v0_1()),
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let mut feed = PolicyFeed::new(echo);
+        feed.set_tenants([("default".to_string(), 1.0), ("team-a".to_string(), 2.5)]);
+        let task = |id: u64, tenant: &str| {
+            let new = crate::wire::http::NewTask::with_description("t");
+            Task::new(TaskId(id), new, "alice", tenant, 0)
+        };
+        let first = task(1, "team-a");
+        feed.replay(std::iter::once(&first));
+        assert_eq!(told(&mut feed), [(2_500, 6)]);
+
+        // A change reaches the policy at once, and later replays.
+        feed.tenant_weight("team-a", 4.0);
+        feed.task_queued(&task(2, "team-a"));
+        assert_eq!(told(&mut feed), [(4_000, 6)]);
+        feed.restart();
+        feed.replay(std::iter::once(&first));
+        assert_eq!(
+            told(&mut feed),
+            [(4_000, 6)],
+            "a fresh instance is told again"
+        );
+
+        // A removed tenant is no longer told: the adapter's default weight applies.
+        feed.tenant_removed("team-a");
+        feed.restart();
+        feed.replay(std::iter::once(&first));
+        assert_eq!(told(&mut feed), [(1_000, 6)]);
     }
 }

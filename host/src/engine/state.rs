@@ -116,6 +116,9 @@ impl EngineState {
         drop(txn);
         self.tenants.load(tenants, now);
         self.next_seq = next_seq;
+        // The policy is told these first when the state is replayed into it.
+        self.feed
+            .set_tenants(tenants.into_iter().map(|t| (t.name, t.weight)));
         for record in records {
             let agent = self.agent_entry(&record.agent_id, now);
             agent.name = record.name;

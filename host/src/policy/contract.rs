@@ -3,8 +3,8 @@
 //!
 //! Two builds share this file: the hub (`switchyard policy build`, through [`super`]) and
 //! `host/build.rs`, which compiles the bundled policies and includes this file with `#[path]`.
-//! It therefore names nothing of the host crate and depends only on `wit-component` and
-//! `thiserror`, which are both build- and normal dependencies of the host.
+//! It therefore names nothing of the host crate and depends only on `wit-component`,
+//! `wit-parser` and `thiserror`, which are all build- and normal dependencies of the host.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -15,10 +15,87 @@ use std::process::Command;
 /// that made it.
 pub const CONTRACT_WIT: &str = include_str!("../../../wit/policy.wit");
 
+/// The contract as it was at 0.1.0 (`wit/compat/0.1.0/policy.wit`): the hub still loads
+/// components built against it, and the tests build such components.
+pub const COMPAT_WIT_0_1_0: &str = include_str!("../../../wit/compat/0.1.0/policy.wit");
+
+/// A version of the policy contract the hub loads components of. The current one is
+/// [`ContractVersion::CURRENT`] (the version of [`CONTRACT_WIT`]); older ones run behind an
+/// adapter that translates the current events (docs/writing-a-policy.md says how).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContractVersion {
+    /// `switchyard:policy@0.1.0`: no tenants, no run time of a finished task.
+    V0_1_0,
+    /// `switchyard:policy@0.2.0`: a task names its tenant, the policy is told tenant weights,
+    /// a finished task reports how long it held its agent.
+    V0_2_0,
+}
+
+impl ContractVersion {
+    /// The version `switchyard policy new` writes and built-in policies speak.
+    pub const CURRENT: Self = Self::V0_2_0;
+
+    /// Every version a hub loads, oldest first.
+    pub const ALL: [Self; 2] = [Self::V0_1_0, Self::V0_2_0];
+
+    /// `0.1.0`, `0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1_0 => "0.1.0",
+            Self::V0_2_0 => "0.2.0",
+        }
+    }
+
+    /// The WIT document of this version.
+    pub fn wit(self) -> &'static str {
+        match self {
+            Self::V0_1_0 => COMPAT_WIT_0_1_0,
+            Self::V0_2_0 => CONTRACT_WIT,
+        }
+    }
+
+    /// The interface a component of this version exports,
+    /// `switchyard:policy/scheduler@VERSION`.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Self::V0_1_0 => "switchyard:policy/scheduler@0.1.0",
+            Self::V0_2_0 => "switchyard:policy/scheduler@0.2.0",
+        }
+    }
+
+    /// The package of this version, `switchyard:policy@VERSION`.
+    pub fn package(self) -> &'static str {
+        match self {
+            Self::V0_1_0 => "switchyard:policy@0.1.0",
+            Self::V0_2_0 => "switchyard:policy@0.2.0",
+        }
+    }
+
+    /// The version whose interface is `name`, if the hub speaks it.
+    pub fn of_interface(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.interface() == name)
+    }
+
+    /// `0.1.0 and 0.2.0`: for messages naming what the hub speaks.
+    pub fn spoken() -> String {
+        let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+        match all.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => all.join(""),
+        }
+    }
+}
+
+impl std::fmt::Display for ContractVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The target policies are compiled for.
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// The package [`CONTRACT_WIT`] declares, `namespace:name@version` (`switchyard:policy@0.1.0`).
+/// The package [`CONTRACT_WIT`] declares, `namespace:name@version` (`switchyard:policy@0.2.0`).
 pub fn contract_package() -> &'static str {
     package_of(CONTRACT_WIT).expect("wit/policy.wit declares its package on a `package` line")
 }
@@ -69,9 +146,9 @@ pub enum WrapError {
     )]
     MissingExport,
     #[error(
-        "it exports `{found}`, but this binary's contract is `{expected}`; create the crate \
-         again with this binary's `switchyard policy new` (or copy its wit/ and vendor/ folders) \
-         and build again"
+        "it exports `{found}`, but this binary's contract is `{expected}` (it also loads \
+         `switchyard:policy/scheduler@0.1.0`); create the crate again with this binary's \
+         `switchyard policy new` (or copy its wit/ and vendor/ folders) and build again"
     )]
     WorldMismatch { found: String, expected: String },
     #[error(
@@ -81,9 +158,11 @@ pub enum WrapError {
 }
 
 /// Wraps a policy's core module (what cargo leaves for a `cdylib` on `wasm32-unknown-unknown`)
-/// as a component, after checking that the WIT world the SDK embedded in it is this binary's
-/// contract, so a stale crate is named as such instead of failing later with a type error.
-pub fn wrap_core_module(module: &[u8]) -> Result<Vec<u8>, WrapError> {
+/// as a component, after checking that the WIT world the SDK embedded in it is a contract
+/// version the hub loads ([`ContractVersion::ALL`]), so a crate built against another contract
+/// is named as such instead of failing later with a type error. Returns the component and the
+/// version it speaks.
+pub fn wrap_core_module(module: &[u8]) -> Result<(Vec<u8>, ContractVersion), WrapError> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
     if !module.starts_with(MAGIC) {
@@ -104,16 +183,54 @@ pub fn wrap_core_module(module: &[u8]) -> Result<Vec<u8>, WrapError> {
         .keys()
         .map(|key| bindgen.resolve.name_world_key(key))
         .collect();
-    let expected = contract_interface();
-    if !exports.contains(&expected) {
+    let Some(version) = exports
+        .iter()
+        .find_map(|e| ContractVersion::of_interface(e))
+    else {
         if exports.is_empty() {
             return Err(WrapError::MissingExport);
         }
         return Err(WrapError::WorldMismatch {
             found: exports.join(", "),
-            expected,
+            expected: contract_interface(),
         });
-    }
+    };
+    let component = encode(module)?;
+    Ok((component, version))
+}
+
+/// Embeds `wit`'s `policy-component` world in `module` as wit-bindgen does, so that
+/// [`wrap_core_module`] can make a component of a core module written by hand (the tests' WAT
+/// policies). The module must export the functions the world's canonical ABI names.
+pub fn embed_world(module: &mut Vec<u8>, wit: &str) -> Result<(), WrapError> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_str("policy.wit", wit)
+        .map_err(|e| WrapError::Encode(format!("the WIT does not parse: {e:#}")))?;
+    let world = resolve
+        .select_world(&[package], Some("policy-component"))
+        .map_err(|e| WrapError::Encode(format!("{e:#}")))?;
+    wit_component::embed_component_metadata(
+        module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .map_err(|e| WrapError::Encode(format!("{e:#}")))
+}
+
+/// Makes a component of a core module that exports `version`'s functions by their canonical ABI
+/// names but carries no WIT world (one written by hand, as the tests' WAT policies are): embeds
+/// the world of `version` and wraps the module.
+pub fn wrap_core_module_for(version: ContractVersion, module: &[u8]) -> Result<Vec<u8>, WrapError> {
+    let mut module = module.to_vec();
+    embed_world(&mut module, version.wit())?;
+    encode(&module)
+}
+
+/// wit-component's wrap step, validating the result.
+fn encode(module: &[u8]) -> Result<Vec<u8>, WrapError> {
     wit_component::ComponentEncoder::default()
         .module(module)
         .and_then(|encoder| encoder.validate(true).encode())
@@ -166,6 +283,7 @@ mod tests {
             create_error: None,
             decide: crate::policy::tests::DECIDE_NOTHING,
             wit_edit,
+            contract: ContractVersion::CURRENT,
         }
         .core_module()
     }
@@ -176,15 +294,35 @@ mod tests {
         assert_eq!(contract_version(), "0.2.0");
         assert_eq!(contract_interface(), "switchyard:policy/scheduler@0.2.0");
         assert_eq!(contract_interface(), crate::policy::wasm::INTERFACE);
+        assert_eq!(ContractVersion::CURRENT.as_str(), contract_version());
+        assert_eq!(ContractVersion::CURRENT.package(), contract_package());
+        assert_eq!(ContractVersion::CURRENT.interface(), contract_interface());
+        assert_eq!(ContractVersion::CURRENT.wit(), CONTRACT_WIT);
+        for version in ContractVersion::ALL {
+            let package = package_of(version.wit()).unwrap();
+            assert_eq!(package, version.package());
+            assert_eq!(package.rsplit_once('@').unwrap().1, version.as_str());
+            assert_eq!(
+                ContractVersion::of_interface(version.interface()),
+                Some(version)
+            );
+        }
+        assert_eq!(
+            ContractVersion::of_interface("switchyard:policy/scheduler@0.3.0"),
+            None
+        );
+        assert_eq!(ContractVersion::spoken(), "0.1.0 and 0.2.0");
         assert_eq!(package_of("// x\npackage a:b@1.2.3;\n"), Some("a:b@1.2.3"));
         assert_eq!(package_of("interface x {}"), None);
     }
 
     #[test]
     fn a_module_of_this_contract_becomes_a_component() {
-        let component = wrap_core_module(&module(None)).expect("wraps");
+        let (component, version) = wrap_core_module(&module(None)).expect("wraps");
+        assert_eq!(version, ContractVersion::CURRENT);
         let info = crate::policy::inspect_component(&component).expect("a hub would load it");
         assert_eq!(info.name, "stub");
+        assert_eq!(info.contract, ContractVersion::CURRENT);
         assert_eq!(info.size, component.len());
         assert!(info.digest.starts_with("sha256:"), "{}", info.digest);
         // And a component is not wrapped twice.
@@ -196,12 +334,13 @@ mod tests {
 
     #[test]
     fn a_module_of_another_contract_version_is_named() {
-        let older = Some(("switchyard:policy@0.1.0", "switchyard:policy@0.0.9"));
+        let older = Some(("switchyard:policy@0.2.0", "switchyard:policy@0.0.9"));
         let err = wrap_core_module(&module(older)).unwrap_err();
         assert!(matches!(err, WrapError::WorldMismatch { .. }), "{err}");
         let message = err.to_string();
         assert!(
             message.contains("switchyard:policy/scheduler@0.0.9")
+                && message.contains("switchyard:policy/scheduler@0.2.0")
                 && message.contains("switchyard:policy/scheduler@0.1.0"),
             "{message}"
         );

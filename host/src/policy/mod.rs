@@ -32,6 +32,10 @@ mod wasm;
 #[cfg(test)]
 mod tests;
 
+/// A 0.1.0 component that echoes what it is told of a task, for tests of the adapter.
+#[cfg(test)]
+pub(crate) use wasm::tests::echo_v0_1;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -41,6 +45,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use switchyard_greedy::Greedy;
 use tracing::{error, info, warn};
+
+pub use contract::ContractVersion;
 
 pub use switchyard_policy_sdk::{AgentId, Assignment, Capability, Outcome, TaskId};
 
@@ -144,6 +150,15 @@ pub struct ComponentInfo {
     pub digest: String,
     /// The component's size in bytes.
     pub size: usize,
+    /// The contract version the component speaks (`"0.2.0"`; `"0.1.0"` runs behind an adapter).
+    pub contract: ContractVersion,
+}
+
+/// Written as the version alone, `"0.2.0"`, in `GET /api/policy` and every other report.
+impl Serialize for ContractVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// Checks `bytes` as [`PolicyHost::load`] does (a component, the contract's every function by
@@ -159,6 +174,7 @@ pub fn inspect_component(bytes: &[u8]) -> Result<ComponentInfo, PolicyError> {
         version,
         digest: format!("sha256:{}", hex::encode(digest)),
         size: bytes.len(),
+        contract: compiled.contract(),
     })
 }
 
@@ -244,6 +260,9 @@ pub struct PolicyStatus {
     pub name: String,
     /// The loaded policy's version, from its `about`.
     pub version: String,
+    /// The contract version the loaded component speaks; built-in policies speak the current
+    /// one ([`ContractVersion::CURRENT`]).
+    pub contract: ContractVersion,
     /// `sha256:<hex>` of the component's bytes.
     pub digest: String,
     /// The file path, `builtin:<name>`, or `bytes`.
@@ -392,6 +411,7 @@ impl PolicyHost {
         let status = PolicyStatus {
             name,
             version,
+            contract: compiled.contract(),
             digest: format!("sha256:{}", hex::encode(digest)),
             source: label,
             config,
@@ -403,6 +423,7 @@ impl PolicyHost {
         info!(
             policy = %status.name,
             version = %status.version,
+            contract = %status.contract,
             source = %status.source,
             digest = %status.digest,
             code_from = provenance.as_str(),
@@ -410,7 +431,7 @@ impl PolicyHost {
             "policy loaded"
         );
         Ok(Self {
-            backend: Some(Box::new(instance)),
+            backend: Some(instance),
             compiled,
             config_text,
             fallback_active: false,
@@ -557,7 +578,7 @@ impl PolicyHost {
                         info!(policy = %self.status.name, "policy instance renewed");
                     }
                     instance.set_deadline_ticks(self.deadline_ticks);
-                    self.backend = Some(Box::new(instance));
+                    self.backend = Some(instance);
                     return;
                 }
                 Err(e) => {
@@ -582,7 +603,7 @@ impl PolicyHost {
         self.backend = None;
         let mut instance = self.compiled.instantiate(&self.config_text)?;
         instance.set_deadline_ticks(self.deadline_ticks);
-        self.backend = Some(Box::new(instance));
+        self.backend = Some(instance);
         Ok(())
     }
 

@@ -30,9 +30,11 @@ pub(super) struct Hostile<'a> {
     /// Body of `decide`, a core function `(param $self i32) (param $now i64) (result i32)`
     /// returning a pointer to a (pointer, length) pair. 24 holds an empty list.
     pub(super) decide: &'a str,
-    /// A (from, to) replacement applied to `wit/policy.wit` before wrapping: a component built
-    /// against a contract that differs from the hub's.
+    /// A (from, to) replacement applied to the contract's WIT before wrapping: a component
+    /// built against a contract that differs from the hub's.
     pub(super) wit_edit: Option<(&'a str, &'a str)>,
+    /// The contract version the module exports and embeds.
+    pub(super) contract: ContractVersion,
 }
 
 /// A `decide` that proposes nothing.
@@ -49,16 +51,33 @@ impl Hostile<'_> {
     /// Assembles a component implementing the policy contract: [`Hostile::core_module`],
     /// wrapped by wit-component.
     fn build(&self) -> Vec<u8> {
-        wit_component::ComponentEncoder::default()
-            .module(&self.core_module())
-            .and_then(|encoder| encoder.validate(true).encode())
-            .expect("the hostile module becomes a policy component")
+        let (component, version) = contract::wrap_core_module(&self.core_module())
+            .expect("the hostile module becomes a policy component");
+        assert_eq!(version, self.contract);
+        component
     }
 
     /// A core module written in WAT with the canonical-ABI exports wit-bindgen would produce
     /// and the contract's world embedded (edited by `wit_edit`), as cargo leaves a policy crate.
     pub(super) fn core_module(&self) -> Vec<u8> {
-        const IFACE: &str = "switchyard:policy/scheduler@0.1.0";
+        let iface = self.contract.interface();
+        // The functions whose signature differs between versions: 0.2.0 passes a task's tenant
+        // and a finished task's held time, and has the two tenant events.
+        let (task_queued_params, task_finished_params, tenant_events) = match self.contract {
+            ContractVersion::V0_1_0 => (
+                "i32 i64 i32 i32 i32 i32 i32 f64 i32 i64",
+                "i32 i64 i32 i32",
+                String::new(),
+            ),
+            ContractVersion::V0_2_0 => (
+                "i32 i64 i32 i32 i32 i32 i32 i32 i32 f64 i32 i64",
+                "i32 i64 i32 i32 i64",
+                format!(
+                    r#"(func (export "{iface}#[method]policy.tenant-weight") (param i32 i32 i32 f64))
+  (func (export "{iface}#[method]policy.tenant-removed") (param i32 i32 i32))"#
+                ),
+            ),
+        };
         let (create_tag, create_payload) = match self.create_error {
             None => (
                 0,
@@ -75,7 +94,7 @@ impl Hostile<'_> {
         };
         let wat = format!(
             r#"(module
-  (import "[export]{IFACE}" "[resource-new]policy" (func $new (param i32) (result i32)))
+  (import "[export]{iface}" "[resource-new]policy" (func $new (param i32) (result i32)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 8192))
   (data (i32.const 1024) "{name}")
@@ -90,24 +109,24 @@ impl Hostile<'_> {
     (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
       (then (drop (memory.grow (i32.const 16)))))
     (local.get $p))
-  (func (export "{IFACE}#about") (result i32)
+  (func (export "{iface}#about") (result i32)
     (i32.store (i32.const 0) (i32.const 1024))
     (i32.store (i32.const 4) (i32.const {name_len}))
     (i32.store (i32.const 8) (i32.const 2048))
     (i32.store (i32.const 12) (i32.const 5))
     (i32.const 0))
-  (func (export "{IFACE}#[static]policy.create") (param i32 i32) (result i32)
+  (func (export "{iface}#[static]policy.create") (param i32 i32) (result i32)
     (i32.store8 (i32.const 16) (i32.const {create_tag}))
     {create_payload}
     (i32.const 16))
-  (func (export "{IFACE}#[method]policy.task-queued")
-    (param i32 i64 i32 i32 i32 i32 i32 f64 i32 i64))
-  (func (export "{IFACE}#[method]policy.task-dequeued") (param i32 i64))
-  (func (export "{IFACE}#[method]policy.agent-ready") (param i32 i32 i32 i32 i64))
-  (func (export "{IFACE}#[method]policy.agent-unready") (param i32 i32))
-  (func (export "{IFACE}#[method]policy.assigned") (param i32 i64 i32))
-  (func (export "{IFACE}#[method]policy.task-finished") (param i32 i64 i32 i32))
-  (func (export "{IFACE}#[method]policy.decide") (param i32 i64) (result i32)
+  (func (export "{iface}#[method]policy.task-queued") (param {task_queued_params}))
+  (func (export "{iface}#[method]policy.task-dequeued") (param i32 i64))
+  (func (export "{iface}#[method]policy.agent-ready") (param i32 i32 i32 i32 i64))
+  (func (export "{iface}#[method]policy.agent-unready") (param i32 i32))
+  (func (export "{iface}#[method]policy.assigned") (param i32 i64 i32))
+  (func (export "{iface}#[method]policy.task-finished") (param {task_finished_params}))
+  {tenant_events}
+  (func (export "{iface}#[method]policy.decide") (param i32 i64) (result i32)
     (i32.store (i32.const 24) (i32.const 32))
     (i32.store (i32.const 28) (i32.const 0))
     {decide})
@@ -119,33 +138,16 @@ impl Hostile<'_> {
         );
         let mut module = wat::parse_str(&wat).expect("hostile WAT assembles");
 
-        let mut contract = include_str!("../../../wit/policy.wit").to_string();
+        let mut wit = self.contract.wit().to_string();
         if let Some((from, to)) = self.wit_edit {
-            assert!(
-                contract.contains(from),
-                "the WIT no longer contains {from:?}"
-            );
-            contract = contract.replace(from, to);
+            assert!(wit.contains(from), "the WIT no longer contains {from:?}");
+            wit = wit.replace(from, to);
         }
-        let mut resolve = wit_parser::Resolve::default();
-        let package = resolve
-            .push_str("policy.wit", &contract)
-            .expect("the contract parses");
-        let world = resolve
-            .select_world(&[package], Some("policy-component"))
-            .expect("the policy-component world exists");
-        wit_component::embed_component_metadata(
-            &mut module,
-            &resolve,
-            world,
-            wit_component::StringEncoding::UTF8,
-            false,
-        )
-        .expect("metadata embeds");
+        contract::embed_world(&mut module, &wit).expect("the world embeds");
         module
     }
 
-    fn load(&self) -> Result<PolicyHost, PolicyError> {
+    pub(super) fn load(&self) -> Result<PolicyHost, PolicyError> {
         PolicyHost::load(PolicySource::Bytes(self.build()), serde_json::Value::Null)
     }
 }
@@ -156,6 +158,7 @@ fn hostile(decide: &str) -> PolicyHost {
         create_error: None,
         decide,
         wit_edit: None,
+        contract: ContractVersion::CURRENT,
     }
     .load()
     .expect("the hostile component loads")
@@ -295,6 +298,7 @@ fn a_bad_config_is_refused_with_the_policys_message() {
         create_error: Some("picky wants a `limit`"),
         decide: DECIDE_NOTHING,
         wit_edit: None,
+        contract: ContractVersion::CURRENT,
     }
     .load()
     .unwrap_err();
@@ -353,6 +357,7 @@ fn files_that_are_not_policy_components_are_refused_clearly() {
             "decide: func(now: u64) -> list<assignment>;",
             "decide: func(now: u64) -> u32;",
         )),
+        contract: ContractVersion::CURRENT,
     }
     .load()
     .map(|_| ())
@@ -372,6 +377,7 @@ fn an_unreadable_about_is_refused() {
         create_error: None,
         decide: DECIDE_NOTHING,
         wit_edit: None,
+        contract: ContractVersion::CURRENT,
     }
     .load()
     .unwrap_err();

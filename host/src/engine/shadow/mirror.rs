@@ -21,6 +21,8 @@ pub(super) struct Mirror {
     line: BTreeMap<u64, AgentView>,
     places: HashMap<AgentId, u64>,
     next_place: u64,
+    /// Each tenant's weight, by name: told first when the candidate is replayed.
+    tenants: BTreeMap<String, f64>,
 }
 
 /// The host's verdict on one pass of proposals.
@@ -36,6 +38,21 @@ impl Mirror {
     pub fn task_queued(&mut self, task: TaskView) {
         self.assigned.remove(&task.id);
         self.queued.insert(task.id, task);
+    }
+
+    pub fn tenant_weight(&mut self, tenant: String, weight: f64) {
+        self.tenants.insert(tenant, weight);
+    }
+
+    pub fn tenant_removed(&mut self, tenant: &str) {
+        self.tenants.remove(tenant);
+    }
+
+    /// The tenants' weights, in the order a replay tells them.
+    pub fn tenant_weights(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.tenants
+            .iter()
+            .map(|(name, &weight)| (name.as_str(), weight))
     }
 
     pub fn task_dequeued(&mut self, task: TaskId) {

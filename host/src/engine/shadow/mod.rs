@@ -127,8 +127,13 @@ enum Event {
         assigned: Vec<(TaskId, AgentId)>,
         agents_known: u32,
     },
+    /// A tenant was created or its weight changed.
+    TenantWeight(String, f64),
+    /// A tenant was deleted.
+    TenantRemoved(String),
     /// The live state was reloaded (a failed commit): forget everything and start from this.
     Resync {
+        tenants: Vec<(String, f64)>,
         tasks: Vec<TaskView>,
         agents: Vec<AgentView>,
     },
@@ -158,11 +163,12 @@ pub struct Shadow {
 
 impl Shadow {
     /// Starts a run of `policy` (already loaded, off the engine thread) from the live state:
-    /// the queued tasks in replay order and the ready agents in line. `source` is how the
-    /// report names where the policy came from.
+    /// the tenants' weights, the queued tasks in replay order and the ready agents in line.
+    /// `source` is how the report names where the policy came from.
     pub fn start(
         mut policy: PolicyHost,
         source: String,
+        tenants: Vec<(String, f64)>,
         tasks: Vec<TaskView>,
         agents: Vec<AgentView>,
     ) -> Shadow {
@@ -182,7 +188,11 @@ impl Shadow {
             .name("switchyard-shadow".into())
             .spawn(move || runner.run(inbox));
         match spawned {
-            Ok(_) => shadow.send(Event::Resync { tasks, agents }),
+            Ok(_) => shadow.send(Event::Resync {
+                tenants,
+                tasks,
+                agents,
+            }),
             Err(error) => {
                 tracing::error!(%error, "cannot start the shadow thread");
                 shadow.stop(
@@ -239,8 +249,29 @@ impl Shadow {
         });
     }
 
-    pub fn resync(&mut self, tasks: Vec<TaskView>, agents: Vec<AgentView>) {
-        self.send(Event::Resync { tasks, agents });
+    pub fn tenant_weight(&mut self, tenant: &str, weight: f64) {
+        if self.events.is_some() {
+            self.send(Event::TenantWeight(tenant.to_string(), weight));
+        }
+    }
+
+    pub fn tenant_removed(&mut self, tenant: &str) {
+        if self.events.is_some() {
+            self.send(Event::TenantRemoved(tenant.to_string()));
+        }
+    }
+
+    pub fn resync(
+        &mut self,
+        tenants: Vec<(String, f64)>,
+        tasks: Vec<TaskView>,
+        agents: Vec<AgentView>,
+    ) {
+        self.send(Event::Resync {
+            tenants,
+            tasks,
+            agents,
+        });
     }
 
     /// Sends without ever waiting: a full channel stops the run.
@@ -343,8 +374,23 @@ impl Runner {
                 assigned,
                 agents_known,
             } => self.pass(now, assigned, agents_known),
-            Event::Resync { tasks, agents } => {
+            Event::TenantWeight(tenant, weight) => {
+                self.call(|p| p.tenant_weight(&tenant, weight));
+                self.mirror.tenant_weight(tenant, weight);
+            }
+            Event::TenantRemoved(tenant) => {
+                self.call(|p| p.tenant_removed(&tenant));
+                self.mirror.tenant_removed(&tenant);
+            }
+            Event::Resync {
+                tenants,
+                tasks,
+                agents,
+            } => {
                 self.mirror = Mirror::default();
+                for (tenant, weight) in tenants {
+                    self.mirror.tenant_weight(tenant, weight);
+                }
                 for task in tasks {
                     self.mirror.task_queued(task);
                 }
@@ -515,6 +561,16 @@ impl Runner {
     /// failure (and failures are bounded by the breaker), and its length is the queue's.
     fn replay(&mut self) {
         self.fresh = false;
+        let tenants: Vec<(String, f64)> = self
+            .mirror
+            .tenant_weights()
+            .map(|(name, weight)| (name.to_string(), weight))
+            .collect();
+        for (tenant, weight) in &tenants {
+            if self.guarded(|p| p.tenant_weight(tenant, *weight)).is_none() || self.halted() {
+                return;
+            }
+        }
         let (tasks, agents) = self.mirror.replay_order();
         let tasks: Vec<TaskView> = tasks.into_iter().cloned().collect();
         let agents: Vec<AgentView> = agents.cloned().collect();

@@ -12,6 +12,8 @@ pub struct ShadowReport {
     /// The candidate's name and version, from its `about`.
     pub name: String,
     pub version: String,
+    /// The contract version the candidate speaks (`"0.2.0"`, or `"0.1.0"` behind an adapter).
+    pub contract: crate::policy::ContractVersion,
     /// `sha256:<hex>` of the component's bytes.
     pub digest: String,
     /// `builtin:<name>`, the file path, or `upload`.
@@ -88,6 +90,7 @@ impl ShadowReport {
         ShadowReport {
             name: status.name,
             version: status.version,
+            contract: status.contract,
             digest: status.digest,
             source,
             config: status.config,
@@ -181,6 +184,7 @@ mod tests {
         let status = crate::policy::PolicyStatus {
             name: "p".into(),
             version: "1".into(),
+            contract: crate::policy::ContractVersion::CURRENT,
             digest: "sha256:00".into(),
             source: "bytes".into(),
             config: serde_json::Value::Null,

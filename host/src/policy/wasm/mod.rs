@@ -1,30 +1,49 @@
 //! Running a policy component under wasmtime: one shared engine, compiled components cached by
 //! content (in memory, and on disk when the hub has a cache folder), and instances confined by
 //! an epoch deadline and a memory cap.
+//!
+//! A component speaks one version of the contract, read from the interface it exports: the
+//! current one ([`v0_2`]) or 0.1.0 ([`v0_1`], behind an adapter). Both run behind the same
+//! [`Backend`] trait, so nothing outside this module knows which.
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::artifacts::{self, ArtifactKey, Provenance};
-use super::{
-    AgentId, AgentView, Assignment, Backend, CallError, Outcome, PolicyError, TaskId, TaskView,
-};
+use super::contract::ContractVersion;
+use super::{Backend, CallError, PolicyError};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "policy-component",
-        // Events pass a task's capability list and key by reference: no copy per event.
-        ownership: Borrowing { duplicate_if_necessary: false },
-    });
+/// Type-checks one function of a contract's interface on its own, naming it when it does not
+/// match. The generated bindings check the same things, but all at once and without saying which.
+/// Defined before the version modules, which use it.
+macro_rules! check_function {
+    ($store:ident, $instance:ident, $index:ident, $interface:expr, $name:literal, $params:ty, $results:ty) => {{
+        let index = $instance
+            .get_export_index(&mut *$store, Some(&$index), $name)
+            .ok_or_else(|| {
+                PolicyError::WrongContract(format!("`{}` has no function `{}`", $interface, $name))
+            })?;
+        $instance
+            .get_typed_func::<$params, $results>(&mut *$store, &index)
+            .map_err(|e| {
+                PolicyError::WrongContract(format!(
+                    "`{}` function `{}` has another type than this hub expects \
+                     (built against a different contract version?): {e:#}",
+                    $interface, $name
+                ))
+            })?;
+    }};
 }
 
-use bindings::exports::switchyard::policy::scheduler as wit;
-use bindings::{PolicyComponent, PolicyComponentPre};
+mod v0_1;
+mod v0_2;
+
+#[cfg(test)]
+pub(crate) mod tests;
 
 /// How often the background thread advances the engine's epoch.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -81,16 +100,25 @@ pub(crate) struct GuestState {
     limits: StoreLimits,
 }
 
-/// A compiled, type-checked policy component, ready to be instantiated any number of times.
+/// A compiled policy component, type-checked against the contract version it exports, ready to
+/// be instantiated any number of times.
 #[derive(Clone)]
 pub(crate) struct Compiled {
-    pre: PolicyComponentPre<GuestState>,
+    pre: Pre,
+}
+
+/// A component's instantiation, prepared with the bindings of the version it speaks.
+#[derive(Clone)]
+enum Pre {
+    V0_1(v0_1::Pre),
+    V0_2(v0_2::Pre),
 }
 
 impl Compiled {
     /// Compiles `bytes` (or takes the cached compilation of identical bytes, from memory or from
     /// `cache_dir`) and checks that it is a policy component: it imports nothing and exports the
-    /// scheduler interface. Also says where the compiled code came from.
+    /// scheduler interface of a contract version the hub speaks. Also says where the compiled
+    /// code came from.
     pub(crate) fn new(
         bytes: &[u8],
         digest: &[u8; 32],
@@ -102,7 +130,8 @@ impl Compiled {
         Ok((Self::from_component(engine, &component)?, provenance))
     }
 
-    /// Checks a compiled component against the contract and prepares its instantiation.
+    /// Checks a compiled component against the contract version it exports and prepares its
+    /// instantiation.
     pub(crate) fn from_component(
         engine: &Engine,
         component: &Component,
@@ -115,125 +144,122 @@ impl Compiled {
                  {e:#}"
             ))
         })?;
-        let pre = PolicyComponentPre::new(instance_pre).map_err(|e| {
-            PolicyError::WrongContract(format!(
-                "it does not export the `{INTERFACE}` interface this hub speaks: {e:#}"
-            ))
-        })?;
+        let version = contract_of(engine, component)?;
+        let pre = match version {
+            ContractVersion::V0_1_0 => Pre::V0_1(v0_1::prepare(instance_pre)?),
+            ContractVersion::V0_2_0 => Pre::V0_2(v0_2::prepare(instance_pre)?),
+        };
         Ok(Self { pre })
+    }
+
+    /// The contract version the component speaks.
+    pub(crate) fn contract(&self) -> ContractVersion {
+        match self.pre {
+            Pre::V0_1(_) => ContractVersion::V0_1_0,
+            Pre::V0_2(_) => ContractVersion::V0_2_0,
+        }
     }
 
     /// Checks every function of the contract by name and type on a throwaway instance, so a
     /// component built against another version of the contract is refused with the function
     /// at fault, then returns the policy's name and version from its `about`.
     pub(crate) fn probe(&self) -> Result<(String, String), PolicyError> {
-        let mut store = new_store(self.pre.engine());
-        let instance = self
-            .pre
-            .instance_pre()
+        let instance_pre = match &self.pre {
+            Pre::V0_1(pre) => pre.instance_pre(),
+            Pre::V0_2(pre) => pre.instance_pre(),
+        };
+        let mut store = new_store(instance_pre.engine());
+        let instance = instance_pre
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
-        check_contract(&mut store, &instance)?;
-        let exports = PolicyComponent::new(&mut store, &instance)
-            .map_err(|e| PolicyError::WrongContract(format!("{e:#}")))?;
-        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let about = exports
-            .switchyard_policy_scheduler()
-            .call_about(&mut store)
-            .map_err(|e| PolicyError::Instantiate(format!("its `about` call failed: {e:#}")))?;
-        Ok((about.name, about.version))
+        match &self.pre {
+            Pre::V0_1(_) => v0_1::probe(&mut store, &instance),
+            Pre::V0_2(_) => v0_2::probe(&mut store, &instance),
+        }
     }
 
     /// A fresh instance with a policy built from `config` (a JSON document).
-    pub(crate) fn instantiate(&self, config: &str) -> Result<WasmInstance, PolicyError> {
-        let mut store = new_store(self.pre.engine());
-        let exports = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
-        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let created = exports
-            .switchyard_policy_scheduler()
-            .policy()
-            .call_create(&mut store, config)
-            .map_err(|e| PolicyError::Instantiate(format!("its `create` call failed: {e:#}")))?;
-        let policy = created.map_err(PolicyError::ConfigRejected)?;
-        Ok(WasmInstance {
-            deadline_ticks: CALL_DEADLINE_TICKS,
-            store,
-            exports,
-            policy,
+    pub(crate) fn instantiate(&self, config: &str) -> Result<Box<dyn Backend>, PolicyError> {
+        Ok(match &self.pre {
+            Pre::V0_1(pre) => Box::new(v0_1::instantiate(pre, config)?),
+            Pre::V0_2(pre) => Box::new(v0_2::instantiate(pre, config)?),
         })
     }
 }
 
-/// The interface a policy exports, as named in `wit/policy.wit` (a test checks it against
-/// [`super::contract::contract_interface`], which reads the WIT).
+/// The interface a policy of the current contract exports, as named in `wit/policy.wit` (a
+/// test checks it against [`super::contract::contract_interface`], which reads the WIT).
 pub const INTERFACE: &str = "switchyard:policy/scheduler@0.2.0";
 
-/// Type-checks each function of the contract on its own, naming the one that does not match.
-/// The generated bindings check the same things, but all at once and without saying which.
-fn check_contract(
-    store: &mut Store<GuestState>,
-    instance: &wasmtime::component::Instance,
-) -> Result<(), PolicyError> {
-    let interface = instance
-        .get_export_index(&mut *store, None, INTERFACE)
-        .ok_or_else(|| PolicyError::WrongContract(format!("it does not export `{INTERFACE}`")))?;
-    macro_rules! check {
-        ($name:literal, $params:ty, $results:ty) => {{
-            let index = instance
-                .get_export_index(&mut *store, Some(&interface), $name)
-                .ok_or_else(|| {
-                    PolicyError::WrongContract(format!("`{INTERFACE}` has no function `{}`", $name))
-                })?;
-            instance
-                .get_typed_func::<$params, $results>(&mut *store, &index)
-                .map_err(|e| {
-                    PolicyError::WrongContract(format!(
-                        "`{INTERFACE}` function `{}` has another type than this hub expects \
-                         (built against a different contract version?): {e:#}",
-                        $name
-                    ))
-                })?;
-        }};
+/// The contract version `component` speaks, from the scheduler interface it exports. Anything
+/// else is refused with what it exports and what the hub speaks.
+fn contract_of(engine: &Engine, component: &Component) -> Result<ContractVersion, PolicyError> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if let Some(version) = exports
+        .iter()
+        .find_map(|name| ContractVersion::of_interface(name))
+    {
+        return Ok(version);
     }
-    check!("about", (), (wit::PolicyInfo,));
-    check!(
-        "[static]policy.create",
-        (&str,),
-        (Result<ResourceAny, String>,)
-    );
-    check!(
-        "[method]policy.task-queued",
-        (ResourceAny, wit::Task<'_>),
-        ()
-    );
-    check!("[method]policy.task-dequeued", (ResourceAny, TaskId), ());
-    check!(
-        "[method]policy.agent-ready",
-        (ResourceAny, wit::Agent<'_>),
-        ()
-    );
-    check!("[method]policy.agent-unready", (ResourceAny, AgentId), ());
-    check!(
-        "[method]policy.assigned",
-        (ResourceAny, TaskId, AgentId),
-        ()
-    );
-    check!(
-        "[method]policy.task-finished",
-        (ResourceAny, TaskId, AgentId, wit::Outcome, u64),
-        ()
-    );
-    check!("[method]policy.tenant-weight", (ResourceAny, &str, f64), ());
-    check!("[method]policy.tenant-removed", (ResourceAny, &str), ());
-    check!(
-        "[method]policy.decide",
-        (ResourceAny, u64),
-        (Vec<wit::Assignment>,)
-    );
-    Ok(())
+    let spoken = ContractVersion::ALL
+        .map(ContractVersion::interface)
+        .join("` or `");
+    let what = match exports
+        .iter()
+        .filter(|name| name.starts_with("switchyard:policy/"))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] if exports.is_empty() => "exports nothing".to_string(),
+        [] => format!("exports `{}` but no scheduler", exports.join("`, `")),
+        found => format!(
+            "exports `{}`, a contract version this hub does not speak",
+            found
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("`, `")
+        ),
+    };
+    Err(PolicyError::WrongContract(format!(
+        "it {what}; this hub loads policies that export `{spoken}` (contract {})",
+        ContractVersion::spoken()
+    )))
+}
+
+/// The export index of `interface` in `instance`, for [`check_function!`].
+fn interface_index(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    interface: &str,
+) -> Result<ComponentExportIndex, PolicyError> {
+    instance
+        .get_export_index(&mut *store, None, interface)
+        .ok_or_else(|| PolicyError::WrongContract(format!("it does not export `{interface}`")))
+}
+
+/// Calls `about` on a checked instance: the policy's name and version.
+fn about_of(
+    store: &mut Store<GuestState>,
+    call: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<(String, String)>,
+) -> Result<(String, String), PolicyError> {
+    store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    call(store).map_err(|e| PolicyError::Instantiate(format!("its `about` call failed: {e:#}")))
+}
+
+/// Runs a component's `create` with `config` on a fresh store: the policy resource, or why not.
+fn create_in<T>(
+    store: &mut Store<GuestState>,
+    call: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<Result<T, String>>,
+) -> Result<T, PolicyError> {
+    store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    let created = call(store)
+        .map_err(|e| PolicyError::Instantiate(format!("its `create` call failed: {e:#}")))?;
+    created.map_err(PolicyError::ConfigRejected)
 }
 
 fn new_store(engine: &Engine) -> Store<GuestState> {
@@ -317,107 +343,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A live policy instance. One store and instance are reused across calls (a call costs well
-/// under a microsecond that way); after a failed call the instance is unusable and is dropped.
-pub(crate) struct WasmInstance {
-    /// Epoch ticks each call may run for ([`CALL_DEADLINE_TICKS`] unless the host says).
-    deadline_ticks: u64,
-    store: Store<GuestState>,
-    exports: PolicyComponent,
-    policy: ResourceAny,
-}
-
-impl WasmInstance {
-    fn call<R>(
-        &mut self,
-        f: impl FnOnce(wit::GuestPolicy<'_>, &mut Store<GuestState>, ResourceAny) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let policy = self.exports.switchyard_policy_scheduler().policy();
-        f(policy, &mut self.store, self.policy).map_err(classify)
-    }
-}
-
 /// Sorts a failed call into a timeout (the epoch deadline passed) or any other trap.
 fn classify(error: wasmtime::Error) -> CallError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout,
         _ => CallError::Trap(format!("{error:#}")),
-    }
-}
-
-impl Backend for WasmInstance {
-    fn set_deadline_ticks(&mut self, ticks: u64) {
-        self.deadline_ticks = ticks;
-    }
-
-    fn task_queued(&mut self, task: &TaskView) -> Result<(), CallError> {
-        let task = wit::Task {
-            id: task.id,
-            priority: task.priority,
-            needed_capabilities: &task.needed_capabilities,
-            tenant: &task.tenant,
-            fairness_key: &task.fairness_key,
-            weight: task.weight,
-            retry_count: task.retry_count,
-            queued_at: task.queued_at,
-        };
-        self.call(|p, store, me| p.call_task_queued(store, me, task))
-    }
-
-    fn task_dequeued(&mut self, task: TaskId) -> Result<(), CallError> {
-        self.call(|p, store, me| p.call_task_dequeued(store, me, task))
-    }
-
-    fn agent_ready(&mut self, agent: &AgentView) -> Result<(), CallError> {
-        let agent = wit::Agent {
-            id: agent.id,
-            capabilities: &agent.capabilities,
-            idle_since: agent.idle_since,
-        };
-        self.call(|p, store, me| p.call_agent_ready(store, me, agent))
-    }
-
-    fn agent_unready(&mut self, agent: AgentId) -> Result<(), CallError> {
-        self.call(|p, store, me| p.call_agent_unready(store, me, agent))
-    }
-
-    fn assigned(&mut self, task: TaskId, agent: AgentId) -> Result<(), CallError> {
-        self.call(|p, store, me| p.call_assigned(store, me, task, agent))
-    }
-
-    fn task_finished(
-        &mut self,
-        task: TaskId,
-        agent: AgentId,
-        outcome: Outcome,
-        held_ms: u64,
-    ) -> Result<(), CallError> {
-        let outcome = match outcome {
-            Outcome::Completed => wit::Outcome::Completed,
-            Outcome::Failed => wit::Outcome::Failed,
-            Outcome::Returned => wit::Outcome::Returned,
-            Outcome::Cancelled => wit::Outcome::Cancelled,
-        };
-        self.call(|p, store, me| p.call_task_finished(store, me, task, agent, outcome, held_ms))
-    }
-
-    fn tenant_weight(&mut self, tenant: &str, weight: f64) -> Result<(), CallError> {
-        self.call(|p, store, me| p.call_tenant_weight(store, me, tenant, weight))
-    }
-
-    fn tenant_removed(&mut self, tenant: &str) -> Result<(), CallError> {
-        self.call(|p, store, me| p.call_tenant_removed(store, me, tenant))
-    }
-
-    fn decide(&mut self, now: u64) -> Result<Vec<Assignment>, CallError> {
-        let proposals = self.call(|p, store, me| p.call_decide(store, me, now))?;
-        Ok(proposals
-            .into_iter()
-            .map(|a| Assignment {
-                task: a.task,
-                agent: a.agent,
-            })
-            .collect())
     }
 }
