@@ -1,14 +1,37 @@
-//! Switchyard's weighted fair-share policy.
+//! Switchyard's hierarchical weighted fair-share policy.
 //!
-//! Every queued task belongs to a **fairness key**: the submitter's id unless the task names a
-//! `fairness_key` (the host resolves this; the policy only sees the key string). Under contention
-//! each key gets a share of the assignments proportional to its weight, whatever the other keys
-//! submit, so a key that floods the queue cannot starve a light one. Within a key, tasks go by
-//! priority, and aging bounds how long a low-priority task can be passed over. Shares are
-//! counted in assignments (not in agent time: how long a task will run is unknown when it is
-//! assigned).
+//! Every queued task belongs to a **tenant** (the tenant of the token that submitted it, set by
+//! the hub) and, within it, to a **fairness key**: the submitter's id unless the task names a
+//! `fairness_key`. Under contention agents are shared between tenants in proportion to the
+//! tenants' weights (told by the host with `tenant_weight`; a tenant not told yet counts 1),
+//! then each tenant's turns between its keys in proportion to key weights, whatever the other
+//! tenants and keys submit. So a key that floods the queue cannot starve a light one, and a
+//! submitter that splits its work over many keys or marks it weight 1000 only reorders its own
+//! tenant's work. Within a key, tasks go by priority, and aging bounds how long a low-priority
+//! task can be passed over.
 //!
-//! # The discipline: start-time fair queueing over keys
+//! # What a share counts
+//!
+//! With `"charge": "time"` (the default) a share is **agent time**: how long the tenant's and
+//! key's tasks held their agents. At dispatch a task's run time is unknown, so it is charged an
+//! estimate: the running mean of the `held_ms` of its key (while the key has queued or running
+//! tasks), else of its tenant, else `initial_estimate_ms` ([`DEFAULT_INITIAL_ESTIMATE_MS`]);
+//! the mean moves an eighth of the way to each new run time. When the task finishes, whatever
+//! the outcome (a returned, failed or cancelled task held its agent too), the estimate is
+//! replaced by the real `held_ms` (at least 1 ms) at both levels. A flow that is idle by then
+//! keeps the extra cost as a debt into its next backlog; a refund to a flow the virtual time
+//! has passed is dropped (idleness earns no credit). With `"charge": "tasks"` a share counts
+//! **assignments**, one each, whatever they cost.
+//!
+//! Below, "an assignment advances a tag by `1 / weight`" means by its charge divided by the
+//! weight: one unit per assignment under `"tasks"`, its milliseconds under `"time"`.
+//!
+//! # The discipline: start-time fair queueing over tenants, then over keys
+//!
+//! The same discipline runs at two levels: between tenants, and within each tenant between its
+//! keys (each tenant has its own virtual time). A turn goes to the tenant with the lowest tag,
+//! and within it to the key with the lowest tag; the assignment advances both, each by its
+//! charge over its own weight. What follows says "key"; it holds for tenants alike.
 //!
 //! Each key with queued tasks carries a *virtual start tag*, the virtual time at which its next
 //! assignment begins. Whenever an agent is free, the key with the lowest tag gets the turn, and
@@ -36,8 +59,10 @@
 //!   needs no capacity model, which is what SFQ was designed for.
 //! - It costs O(log keys) per event and only looks at the lowest tags when deciding.
 //!
-//! **Guarantee.** While two keys `i` and `j` both have tasks that ready agents can run, the
-//! numbers of assignments `n_i`, `n_j` they receive over any stretch of time satisfy
+//! **Guarantee** (stated for `"charge": "tasks"`; under `"time"` it holds for charged
+//! milliseconds in place of assignments, with each `1 / w` replaced by the largest single
+//! charge over `w`, and for agent time up to the estimates of the tasks still running). While two keys `i` and `j` both have tasks that ready
+//! agents can run, the numbers of assignments `n_i`, `n_j` they receive over any stretch of time satisfy
 //! `|n_i / w_i − n_j / w_j| ≤ 1 / w_i + 1 / w_j`. For example, with two keys of weight 1, a key
 //! that arrives with `n` tasks behind another key's flood has all of them assigned within its
 //! next `2n` assignments (the 20 tasks of a light key go within the next 40); keys weighted
@@ -55,7 +80,7 @@
 //!
 //! # Priority, and the aging bound
 //!
-//! **Across keys, fair share decides; within a key, priority decides.** The submitter of a task
+//! **Across tenants and keys, fair share decides; within a key, priority decides.** The submitter of a task
 //! chooses its priority, so letting priority cross keys would let any key take every agent by
 //! marking its work urgent, which is the very thing this policy exists to prevent (operators who
 //! want strict global priority run `greedy`). Priority still counts where it is meaningful: it
@@ -106,18 +131,26 @@
 //! nothing. The state is a pure function of the events received (ordered maps only, integer
 //! virtual time, no clocks read), so two instances fed the same events decide the same. When
 //! the host replays its live state into a fresh instance (a restart, a swap, after a trap) the
-//! fairness history starts over: every key with queued tasks starts at virtual time zero.
+//! fairness history starts over: every tenant and key with queued tasks starts at virtual time
+//! zero, and tasks assigned before the replay are not charged when they finish.
 //!
 //! # Configuration
 //!
 //! JSON, `null` or `{}` for the defaults:
 //!
 //! ```json
-//! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000}
+//! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000, "charge": "time",
+//!  "initial_estimate_ms": 1000}
 //! ```
 //!
 //! - `weights`: an object from fairness key to weight, each from [`MIN_WEIGHT`] to
-//!   [`MAX_WEIGHT`]; keys not named use their tasks' weights.
+//!   [`MAX_WEIGHT`]; keys not named use their tasks' weights. A key's weight divides its
+//!   tenant's share (a key of that name in any tenant). Tenant weights are not configured
+//!   here: the hub's admins set them, and the host tells the policy (clamped to the same range).
+//! - `charge`: `"time"` (default) or `"tasks"`, see above.
+//! - `initial_estimate_ms`: what a task is charged at dispatch under `"time"` before its key or
+//!   tenant has finished any task, from 1 to [`MAX_AGING_MS`]; default
+//!   [`DEFAULT_INITIAL_ESTIMATE_MS`].
 //! - `aging_ms`: milliseconds of waiting that raise a task by one priority class, from 1 to
 //!   [`MAX_AGING_MS`] (a year, to get practically strict priority within a key); default
 //!   [`DEFAULT_AGING_MS`].
@@ -127,7 +160,8 @@
 //!
 //! # Cost
 //!
-//! Events cost O(log n). A decision walks the active keys from the lowest tag, only as far as
+//! Events cost O(log n). A decision walks the active tenants, and within each its active keys,
+//! from the lowest tag, only as far as
 //! it hands out agents (plus keys whose tasks no remaining agent can run, each looked at once),
 //! and within a key looks only at the heads of its lines, so it is independent of the queue's
 //! length. Agents are searched per needed-capability set with a cursor that only moves forward
