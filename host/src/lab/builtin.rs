@@ -17,6 +17,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("scenarios/priority-starvation.toml"),
     ),
     ("capabilities", include_str!("scenarios/capabilities.toml")),
+    ("tenants", include_str!("scenarios/tenants.toml")),
     ("smoke", include_str!("scenarios/smoke.toml")),
 ];
 

@@ -22,6 +22,8 @@ const CDF_POINTS: usize = 50;
 pub struct RunReport {
     pub policy: PolicyLabel,
     pub groups: Vec<GroupReport>,
+    /// Per tenant of the groups, by name: its share of agent time against its weight share.
+    pub tenants: Vec<TenantReport>,
     /// Jain's fairness index over the groups' served / fair ratios: 1 when every group got its
     /// fair share, 1/n when one group got everything.
     pub jain_index: f64,
@@ -81,6 +83,22 @@ pub struct GroupReport {
     pub throughput_per_s: f64,
     /// Its wait distribution: `(fraction of assigned tasks, wait ms)`, ascending.
     pub wait_cdf: Vec<(f64, u64)>,
+}
+
+/// One tenant: its groups together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantReport {
+    pub name: String,
+    pub weight: f64,
+    /// Its weight over the weights of all the scenario's tenants that have groups: its share
+    /// of the fleet when every one of them is backlogged.
+    pub weight_share: f64,
+    pub assigned: u64,
+    /// Of all assignments in the run.
+    pub share_of_assignments: f64,
+    /// Of all agent time used in the run.
+    pub share_of_agent_time: f64,
+    pub agent_time_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -289,6 +307,8 @@ pub fn measure(
         });
     }
 
+    let tenants = tenant_reports(scenario, &assigned, &busy);
+
     let ratios: Vec<f64> = groups.iter().filter_map(|g| g.served_over_fair).collect();
     let worst_served = groups
         .iter()
@@ -360,7 +380,35 @@ pub fn measure(
         },
         share_over_time: ShareSeries { bucket_ms, shares },
         groups,
+        tenants,
     }
+}
+
+/// Sums the groups' assignments and agent time (`assigned`, `busy`, per group) by tenant.
+fn tenant_reports(scenario: &Scenario, assigned: &[u64], busy: &[u64]) -> Vec<TenantReport> {
+    let weights = scenario.tenant_weights();
+    let mut sums: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (g, spec) in scenario.groups.iter().enumerate() {
+        let sum = sums.entry(spec.tenant.as_str()).or_default();
+        sum.0 += assigned[g];
+        sum.1 += busy[g];
+    }
+    let weight = |name: &str| weights.get(name).copied().unwrap_or(1.0);
+    let total_weight: f64 = sums.keys().map(|name| weight(name)).sum();
+    let total_assigned: u64 = assigned.iter().sum();
+    let total_busy: u64 = busy.iter().sum();
+    let fraction = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+    sums.into_iter()
+        .map(|(name, (assigned, busy))| TenantReport {
+            name: name.to_string(),
+            weight: weight(name),
+            weight_share: fraction(weight(name), total_weight),
+            assigned,
+            share_of_assignments: fraction(assigned as f64, total_assigned as f64),
+            share_of_agent_time: fraction(busy as f64, total_busy as f64),
+            agent_time_ms: busy,
+        })
+        .collect()
 }
 
 #[cfg(test)]

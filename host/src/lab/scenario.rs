@@ -3,14 +3,17 @@
 //!
 //! A *group* is one party of the workload: a stream of tasks that share a fairness key (or, for
 //! `keys > 1`, spread over several), a weight, a priority, needed capabilities, an arrival
-//! process and a run-time distribution. Metrics are reported per group. Groups are tables of
-//! their own (`[[groups]]`), so they can later name a tenant without changing anything else.
+//! process and a run-time distribution. Metrics are reported per group, and per tenant: each
+//! group belongs to a tenant (`tenant = "NAME"`, default `default`), and the `[tenants]` table
+//! gives tenants their weights, as an admin does on a hub.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::wire::http::PRIORITY_NAMES;
+use crate::wire::tenant::{default_tenant, valid_tenant_name, DEFAULT_TENANT};
 
 /// The longest scenario the lab runs: 30 simulated days.
 pub const MAX_DURATION_MS: u64 = 30 * 24 * 3_600_000;
@@ -36,6 +39,10 @@ pub struct Scenario {
     pub duration: Span,
     /// The fleet: every agent is connected and idle from time zero, in the order listed.
     pub agents: Vec<AgentSpec>,
+    /// Tenant weights by name, as admins set them on a hub. `default` weighs 1 unless listed
+    /// here; every other tenant a group names must be listed.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, f64>,
     pub groups: Vec<GroupSpec>,
 }
 
@@ -54,6 +61,9 @@ pub struct AgentSpec {
 pub struct GroupSpec {
     /// The group's name, and its fairness key when `keys` is 1.
     pub name: String,
+    /// The tenant its tasks belong to (as if submitted with a token of that tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// The weight every task of the group carries (fair shares by it).
     #[serde(default = "default_weight")]
     pub weight: f64,
@@ -249,6 +259,14 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Every tenant of the scenario with its weight, `default` included: what the lab tells
+    /// the policy before any task, as the hub does.
+    pub fn tenant_weights(&self) -> BTreeMap<String, f64> {
+        let mut weights = BTreeMap::from([(DEFAULT_TENANT.to_string(), 1.0)]);
+        weights.extend(self.tenants.iter().map(|(name, w)| (name.clone(), *w)));
+        weights
+    }
+
     /// Agents in the fleet.
     pub fn agent_count(&self) -> u64 {
         self.agents.iter().map(|a| a.count).sum()
@@ -272,6 +290,20 @@ impl Scenario {
         if self.groups.is_empty() {
             return Err("a scenario needs at least one [[groups]] entry".into());
         }
+        for (name, weight) in &self.tenants {
+            if !valid_tenant_name(name) {
+                return Err(format!(
+                    "[tenants]: {name:?} is not a tenant name (1 to 64 bytes of lowercase \
+                     letters, digits, '.', '_' and '-')"
+                ));
+            }
+            if !(weight.is_finite() && (MIN_WEIGHT..=MAX_WEIGHT).contains(weight)) {
+                return Err(format!(
+                    "[tenants]: the weight of {name:?} must be from {MIN_WEIGHT} to \
+                     {MAX_WEIGHT}, not {weight}"
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         let mut tasks = 0u64;
         for group in &self.groups {
@@ -289,6 +321,12 @@ impl Scenario {
                 return Err(at(format!(
                     "weight must be from {MIN_WEIGHT} to {MAX_WEIGHT}, not {}",
                     group.weight
+                )));
+            }
+            if group.tenant != DEFAULT_TENANT && !self.tenants.contains_key(&group.tenant) {
+                return Err(at(format!(
+                    "tenant {:?} is not in [tenants] (list it there with its weight)",
+                    group.tenant
                 )));
             }
             if group.keys == 0 || group.keys > MAX_KEYS {
@@ -382,9 +420,28 @@ run_time = { kind = "fixed", time = "1s" }
         assert_eq!(s.groups[0].keys, 1);
         assert_eq!(s.groups[0].priority, Priority(2));
         assert_eq!(s.agent_count(), 2);
+        assert_eq!(s.groups[0].tenant, "default");
+        assert_eq!(
+            s.tenant_weights(),
+            BTreeMap::from([("default".to_string(), 1.0)])
+        );
         let bare = MINIMAL.replace("duration = \"1m\"", "duration = 90");
         let s = Scenario::from_toml(&bare, "t.toml").unwrap();
         assert_eq!(s.duration, Span(90_000), "a bare number is seconds");
+    }
+
+    #[test]
+    fn groups_name_their_tenants_and_tenants_their_weights() {
+        let text = MINIMAL.replace(
+            "[[groups]]\nname = \"a\"",
+            "[tenants]\nteam-a = 3\ndefault = 2\n[[groups]]\nname = \"a\"\ntenant = \"team-a\"",
+        );
+        let s = Scenario::from_toml(&text, "t.toml").unwrap();
+        assert_eq!(s.groups[0].tenant, "team-a");
+        assert_eq!(
+            s.tenant_weights(),
+            BTreeMap::from([("default".to_string(), 2.0), ("team-a".to_string(), 3.0)])
+        );
     }
 
     #[test]
@@ -428,6 +485,18 @@ run_time = { kind = "fixed", time = "1s" }
             (
                 MINIMAL.replace("duration = \"1m\"", "duration = \"1 fortnight\""),
                 "unknown unit",
+            ),
+            (
+                MINIMAL.replace("name = \"a\"", "name = \"a\"\ntenant = \"team\""),
+                "tenant \"team\" is not in [tenants]",
+            ),
+            (
+                MINIMAL.replace("[[groups]]", "[tenants]\nTeam = 2\n[[groups]]"),
+                "\"Team\" is not a tenant name",
+            ),
+            (
+                MINIMAL.replace("[[groups]]", "[tenants]\nteam = 0\n[[groups]]"),
+                "the weight of \"team\" must be",
             ),
         ];
         for (text, expected) in cases {

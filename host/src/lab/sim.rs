@@ -185,6 +185,7 @@ impl Sim<'_> {
         let horizon = self.scenario.duration.ms();
         let step = (horizon / 10).max(1);
         let mut next_report = step;
+        self.tell_tenants();
         // Every agent connects at time zero, in the order listed.
         for agent in 0..self.agents.len() as u32 {
             self.ready(agent, 0);
@@ -228,6 +229,14 @@ impl Sim<'_> {
         progress(horizon);
     }
 
+    /// Tells the policy every tenant's weight, as the hub does after a load or restart, before
+    /// any task.
+    fn tell_tenants(&mut self) {
+        for (tenant, weight) in self.scenario.tenant_weights() {
+            self.policy.tenant_weight(&tenant, weight);
+        }
+    }
+
     /// `agent` joins the back of the line of ready agents.
     fn ready(&mut self, agent: u32, now: u64) {
         let place = self.next_place;
@@ -251,7 +260,7 @@ impl Sim<'_> {
             id: handle(index),
             priority: group.priority.0,
             needed_capabilities: self.needs[s.group].clone(),
-            tenant: crate::wire::tenant::default_tenant(),
+            tenant: group.tenant.clone(),
             fairness_key: self.keys[s.group][s.key as usize].clone(),
             weight: group.weight,
             retry_count: 0,
@@ -298,10 +307,11 @@ impl Sim<'_> {
         proposals
     }
 
-    /// Tells a fresh instance the live state: queued tasks by priority then submission, then
-    /// the ready agents in line.
+    /// Tells a fresh instance the live state: the tenants' weights, queued tasks by priority
+    /// then submission, then the ready agents in line.
     fn replay(&mut self) {
         self.policy.restart();
+        self.tell_tenants();
         let mut queued: Vec<(u8, usize)> = self
             .states
             .iter()

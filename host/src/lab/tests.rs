@@ -29,6 +29,54 @@ fn without_wall_clock(mut report: LabReport) -> LabReport {
     report
 }
 
+/// A run's share of agent time per tenant, by name.
+fn tenant_time(run: &RunReport) -> Vec<(&str, f64)> {
+    run.tenants
+        .iter()
+        .map(|t| (t.name.as_str(), t.share_of_agent_time))
+        .collect()
+}
+
+#[test]
+fn fair_shares_agent_time_between_tenants_by_weight_and_greedy_does_not() {
+    let scenarios = [load_scenario("tenants").unwrap()];
+    let report = run(
+        &scenarios,
+        &[builtin("greedy"), builtin("fair")],
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let runs = &report.scenarios[0].runs;
+    let (greedy, fair) = (&runs[0], &runs[1]);
+    let want = [
+        ("team-a", 3.0 / 6.0),
+        ("team-b", 2.0 / 6.0),
+        ("team-c", 1.0 / 6.0),
+    ];
+    let within = |run: &RunReport| {
+        tenant_time(run)
+            .iter()
+            .zip(want)
+            .all(|((name, got), (wanted_name, share))| {
+                *name == wanted_name && (got - share).abs() <= 0.03
+            })
+    };
+    assert!(within(fair), "fair: {:?}", tenant_time(fair));
+    assert!(!within(greedy), "greedy: {:?}", tenant_time(greedy));
+    for t in &fair.tenants {
+        let weight = want.iter().find(|w| w.0 == t.name).unwrap().1;
+        assert!((t.weight_share - weight).abs() < 1e-9, "{t:?}");
+    }
+    // Everyone stayed backlogged: the shares are the policy's, not the demand's.
+    assert!(
+        fair.groups.iter().all(|g| g.unserved > 0),
+        "{:?}",
+        fair.groups
+    );
+    assert!(fair.refusals.is_empty() && fair.failures.traps == 0);
+}
+
 #[test]
 fn greedy_and_fair_on_skew_and_weighted() {
     let scenarios = [

@@ -14,6 +14,9 @@ pub const MAX_AGING_MS: u64 = 365 * 24 * 3_600_000;
 pub const MIN_WEIGHT: f64 = 0.001;
 /// The largest weight: heavier task weights are lowered to it, heavier configured ones refused.
 pub const MAX_WEIGHT: f64 = 1_000.0;
+/// What a task is charged before its key or tenant has finished any task, under `"charge":
+/// "time"`, unless `initial_estimate_ms` says otherwise.
+pub const DEFAULT_INITIAL_ESTIMATE_MS: u64 = 1_000;
 /// [`MIN_WEIGHT`] and [`MAX_WEIGHT`] as written in messages (formatting floats costs code size).
 pub(crate) const MIN_WEIGHT_TEXT: &str = "0.001";
 pub(crate) const MAX_WEIGHT_TEXT: &str = "1000";
@@ -25,6 +28,21 @@ pub struct FairConfig {
     pub weights: BTreeMap<String, f64>,
     /// Waiting this long raises a task by one priority class.
     pub aging_ms: u64,
+    /// What a share counts.
+    pub charge: Charge,
+    /// Under [`Charge::Time`], the estimate charged for a task before its key or tenant has
+    /// finished any task.
+    pub initial_estimate_ms: u64,
+}
+
+/// What a tenant's (and a key's) share counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Charge {
+    /// Milliseconds a task held its agent: an estimate at dispatch, corrected when it finishes.
+    #[default]
+    Time,
+    /// Assignments, one each, whatever they cost (the policy's behaviour before 0.2.0).
+    Tasks,
 }
 
 impl Default for FairConfig {
@@ -32,6 +50,8 @@ impl Default for FairConfig {
         Self {
             weights: BTreeMap::new(),
             aging_ms: DEFAULT_AGING_MS,
+            charge: Charge::Time,
+            initial_estimate_ms: DEFAULT_INITIAL_ESTIMATE_MS,
         }
     }
 }
@@ -55,11 +75,15 @@ impl FairConfig {
         for (field, value) in fields {
             match field.as_str() {
                 "weights" => parsed.weights = parse_weights(value)?,
-                "aging_ms" => parsed.aging_ms = parse_aging_ms(value)?,
+                "aging_ms" => parsed.aging_ms = parse_ms("aging_ms", value)?,
+                "charge" => parsed.charge = parse_charge(value)?,
+                "initial_estimate_ms" => {
+                    parsed.initial_estimate_ms = parse_ms("initial_estimate_ms", value)?
+                }
                 other => {
                     return Err(format!(
-                        "fair: unknown config field `{other}` (the fields are `weights` and \
-                         `aging_ms`)"
+                        "fair: unknown config field `{other}` (the fields are `weights`, \
+                         `aging_ms`, `charge` and `initial_estimate_ms`)"
                     ))
                 }
             }
@@ -100,12 +124,25 @@ fn parse_weights(value: &Value) -> Result<BTreeMap<String, f64>, String> {
     Ok(weights)
 }
 
-fn parse_aging_ms(value: &Value) -> Result<u64, String> {
+/// A duration field: whole milliseconds from 1 to a year ([`MAX_AGING_MS`]).
+fn parse_ms(field: &str, value: &Value) -> Result<u64, String> {
     match value.as_u64() {
         Some(ms) if (1..=MAX_AGING_MS).contains(&ms) => Ok(ms),
         _ => Err(format!(
-            "fair: `aging_ms` must be a whole number of milliseconds from 1 to {MAX_AGING_MS}, \
+            "fair: `{field}` must be a whole number of milliseconds from 1 to {MAX_AGING_MS}, \
              got {}",
+            describe(value)
+        )),
+    }
+}
+
+fn parse_charge(value: &Value) -> Result<Charge, String> {
+    match value.as_str() {
+        Some("time") => Ok(Charge::Time),
+        Some("tasks") => Ok(Charge::Tasks),
+        _ => Err(format!(
+            "fair: `charge` must be \"time\" (agent time, the default) or \"tasks\" \
+             (assignments), got {}",
             describe(value)
         )),
     }

@@ -1,14 +1,37 @@
-//! Switchyard's weighted fair-share policy.
+//! Switchyard's hierarchical weighted fair-share policy.
 //!
-//! Every queued task belongs to a **fairness key**: the submitter's id unless the task names a
-//! `fairness_key` (the host resolves this; the policy only sees the key string). Under contention
-//! each key gets a share of the assignments proportional to its weight, whatever the other keys
-//! submit, so a key that floods the queue cannot starve a light one. Within a key, tasks go by
-//! priority, and aging bounds how long a low-priority task can be passed over. Shares are
-//! counted in assignments (not in agent time: how long a task will run is unknown when it is
-//! assigned).
+//! Every queued task belongs to a **tenant** (the tenant of the token that submitted it, set by
+//! the hub) and, within it, to a **fairness key**: the submitter's id unless the task names a
+//! `fairness_key`. Under contention agents are shared between tenants in proportion to the
+//! tenants' weights (told by the host with `tenant_weight`; a tenant not told yet counts 1),
+//! then each tenant's turns between its keys in proportion to key weights, whatever the other
+//! tenants and keys submit. So a key that floods the queue cannot starve a light one, and a
+//! submitter that splits its work over many keys or marks it weight 1000 only reorders its own
+//! tenant's work. Within a key, tasks go by priority, and aging bounds how long a low-priority
+//! task can be passed over.
 //!
-//! # The discipline: start-time fair queueing over keys
+//! # What a share counts
+//!
+//! With `"charge": "time"` (the default) a share is **agent time**: how long the tenant's and
+//! key's tasks held their agents. At dispatch a task's run time is unknown, so it is charged an
+//! estimate: the running mean of the `held_ms` of its key (while the key has queued or running
+//! tasks), else of its tenant, else `initial_estimate_ms` ([`DEFAULT_INITIAL_ESTIMATE_MS`]);
+//! the mean moves an eighth of the way to each new run time. When the task finishes, whatever
+//! the outcome (a returned, failed or cancelled task held its agent too), the estimate is
+//! replaced by the real `held_ms` (at least 1 ms) at both levels. A flow that is idle by then
+//! keeps the extra cost as a debt into its next backlog; a refund to a flow the virtual time
+//! has passed is dropped (idleness earns no credit). With `"charge": "tasks"` a share counts
+//! **assignments**, one each, whatever they cost.
+//!
+//! Below, "an assignment advances a tag by `1 / weight`" means by its charge divided by the
+//! weight: one unit per assignment under `"tasks"`, its milliseconds under `"time"`.
+//!
+//! # The discipline: start-time fair queueing over tenants, then over keys
+//!
+//! The same discipline runs at two levels: between tenants, and within each tenant between its
+//! keys (each tenant has its own virtual time). A turn goes to the tenant with the lowest tag,
+//! and within it to the key with the lowest tag; the assignment advances both, each by its
+//! charge over its own weight. What follows says "key"; it holds for tenants alike.
 //!
 //! Each key with queued tasks carries a *virtual start tag*, the virtual time at which its next
 //! assignment begins. Whenever an agent is free, the key with the lowest tag gets the turn, and
@@ -36,8 +59,10 @@
 //!   needs no capacity model, which is what SFQ was designed for.
 //! - It costs O(log keys) per event and only looks at the lowest tags when deciding.
 //!
-//! **Guarantee.** While two keys `i` and `j` both have tasks that ready agents can run, the
-//! numbers of assignments `n_i`, `n_j` they receive over any stretch of time satisfy
+//! **Guarantee** (stated for `"charge": "tasks"`; under `"time"` it holds for charged
+//! milliseconds in place of assignments, with each `1 / w` replaced by the largest single
+//! charge over `w`, and for agent time up to the estimates of the tasks still running). While two keys `i` and `j` both have tasks that ready
+//! agents can run, the numbers of assignments `n_i`, `n_j` they receive over any stretch of time satisfy
 //! `|n_i / w_i − n_j / w_j| ≤ 1 / w_i + 1 / w_j`. For example, with two keys of weight 1, a key
 //! that arrives with `n` tasks behind another key's flood has all of them assigned within its
 //! next `2n` assignments (the 20 tasks of a light key go within the next 40); keys weighted
@@ -55,7 +80,7 @@
 //!
 //! # Priority, and the aging bound
 //!
-//! **Across keys, fair share decides; within a key, priority decides.** The submitter of a task
+//! **Across tenants and keys, fair share decides; within a key, priority decides.** The submitter of a task
 //! chooses its priority, so letting priority cross keys would let any key take every agent by
 //! marking its work urgent, which is the very thing this policy exists to prevent (operators who
 //! want strict global priority run `greedy`). Priority still counts where it is meaningful: it
@@ -106,18 +131,26 @@
 //! nothing. The state is a pure function of the events received (ordered maps only, integer
 //! virtual time, no clocks read), so two instances fed the same events decide the same. When
 //! the host replays its live state into a fresh instance (a restart, a swap, after a trap) the
-//! fairness history starts over: every key with queued tasks starts at virtual time zero.
+//! fairness history starts over: every tenant and key with queued tasks starts at virtual time
+//! zero, and tasks assigned before the replay are not charged when they finish.
 //!
 //! # Configuration
 //!
 //! JSON, `null` or `{}` for the defaults:
 //!
 //! ```json
-//! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000}
+//! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000, "charge": "time",
+//!  "initial_estimate_ms": 1000}
 //! ```
 //!
 //! - `weights`: an object from fairness key to weight, each from [`MIN_WEIGHT`] to
-//!   [`MAX_WEIGHT`]; keys not named use their tasks' weights.
+//!   [`MAX_WEIGHT`]; keys not named use their tasks' weights. A key's weight divides its
+//!   tenant's share (a key of that name in any tenant). Tenant weights are not configured
+//!   here: the hub's admins set them, and the host tells the policy (clamped to the same range).
+//! - `charge`: `"time"` (default) or `"tasks"`, see above.
+//! - `initial_estimate_ms`: what a task is charged at dispatch under `"time"` before its key or
+//!   tenant has finished any task, from 1 to [`MAX_AGING_MS`]; default
+//!   [`DEFAULT_INITIAL_ESTIMATE_MS`].
 //! - `aging_ms`: milliseconds of waiting that raise a task by one priority class, from 1 to
 //!   [`MAX_AGING_MS`] (a year, to get practically strict priority within a key); default
 //!   [`DEFAULT_AGING_MS`].
@@ -127,66 +160,84 @@
 //!
 //! # Cost
 //!
-//! Events cost O(log n). A decision walks the active keys from the lowest tag, only as far as
+//! Events cost O(log n). A decision walks the active tenants, and within each its active keys,
+//! from the lowest tag, only as far as
 //! it hands out agents (plus keys whose tasks no remaining agent can run, each looked at once),
 //! and within a key looks only at the heads of its lines, so it is independent of the queue's
 //! length. Agents are searched per needed-capability set with a cursor that only moves forward
 //! during a decision, as in `greedy`.
 
 use std::cmp::Reverse;
-use std::collections::{btree_set, BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use switchyard_policy_sdk::serde_json::Value;
 use switchyard_policy_sdk::{
-    Agent, AgentId, Assignment, Capability, Policy, Position, ReadyAgents, Task, TaskId,
+    Agent, AgentId, Assignment, Capability, Outcome, Policy, ReadyAgents, Task, TaskId,
 };
 
 mod config;
-pub use config::{FairConfig, DEFAULT_AGING_MS, MAX_AGING_MS, MAX_WEIGHT, MIN_WEIGHT};
+mod pass;
+mod sfq;
+pub use config::{
+    Charge, FairConfig, DEFAULT_AGING_MS, DEFAULT_INITIAL_ESTIMATE_MS, MAX_AGING_MS, MAX_WEIGHT,
+    MIN_WEIGHT,
+};
+use pass::{AgentSearch, TenantPass};
+use sfq::{Activation, Sfq};
 
-/// Virtual time in fixed point: one assignment at weight 1 advances a key by [`UNIT`].
+/// Virtual time in fixed point: one unit of charge (an assignment under `"charge": "tasks"`, a
+/// millisecond of agent time under `"time"`) at weight 1 advances a flow by [`UNIT`].
 ///
 /// Integers rather than floats so that tags compare exactly and never lose an increment however
-/// long the hub runs: with weights within [`MIN_WEIGHT`]..=[`MAX_WEIGHT`] one assignment costs
-/// between about 2^30 and 2^50, and 2^128 leaves room for more than 2^78 assignments.
+/// long the hub runs: with weights within [`MIN_WEIGHT`]..=[`MAX_WEIGHT`] one unit costs
+/// between about 2^30 and 2^50, and 2^128 leaves room for more than 2^78 units.
 pub type VirtualTime = u128;
-/// The cost of one assignment at weight 1.
+/// The cost of one unit of charge at weight 1.
 pub const UNIT: VirtualTime = 1 << 40;
 
 /// 0 urgent … 3 low; lower goes first.
 type Priority = u8;
-/// Position in the order keys became active: breaks ties between equal tags, earlier first.
-type Activation = u64;
 
-/// The weighted fair-share policy. See the crate documentation.
+/// Out of 8: how much the latest run time moves a running estimate (an exponential moving
+/// average giving the latest task an eighth: it follows a change within a few dozen tasks and
+/// is not thrown by one outlier).
+const ESTIMATE_GAIN: f64 = 1.0 / 8.0;
+
+/// The hierarchical weighted fair-share policy. See the crate documentation.
 #[derive(Debug)]
 pub struct Fair {
     config: FairConfig,
     /// Every queued task, with what is needed to find it in its key's lines.
     tasks: BTreeMap<TaskId, QueuedTask>,
-    /// Keys with queued tasks (active), and idle keys whose tag is still ahead of the global
-    /// virtual time. An idle key at or behind it would restart at the global virtual time anyway,
-    /// so it is forgotten: the map never outgrows the live keys plus the recently served ones.
-    keys: BTreeMap<String, KeyState>,
-    /// The active keys in the order they get turns: lowest tag first, then earliest activation.
-    turns: BTreeMap<(VirtualTime, Activation), String>,
-    /// The idle keys still remembered, by tag, so they are forgotten as virtual time passes them.
-    idle: BTreeSet<(VirtualTime, String)>,
-    /// The global virtual time: the start tag of the latest confirmed assignment.
-    now_virtual: VirtualTime,
-    /// The next activation number to hand out; only grows.
-    next_activation: Activation,
+    /// Fair queueing between tenants.
+    tenant_turns: Sfq,
+    /// Every tenant the policy has been told of or has seen a task of, until it is removed.
+    tenants: BTreeMap<String, TenantState>,
+    /// Under [`Charge::Time`], every assignment not yet finished, with what it was charged.
+    running: BTreeMap<TaskId, Running>,
     /// Ready agents, longest idle first.
     ready: ReadyAgents,
 }
 
 #[derive(Debug)]
 struct QueuedTask {
+    tenant: String,
     key: String,
     priority: Priority,
     needed_capabilities: Vec<Capability>,
     queued_at: u64,
-    /// What assigning it advances its key's tag by: [`UNIT`] / weight.
+    /// What one unit of charge advances its key's tag by: [`UNIT`] / key weight.
+    cost: VirtualTime,
+}
+
+/// An assignment charged an estimate of its run time, to be corrected when it finishes.
+#[derive(Debug)]
+struct Running {
+    tenant: String,
+    key: String,
+    /// Milliseconds charged at dispatch.
+    charged_ms: u64,
+    /// The key's cost per millisecond at dispatch.
     cost: VirtualTime,
 }
 
@@ -194,14 +245,61 @@ struct QueuedTask {
 type Line = (Vec<Capability>, Priority);
 
 #[derive(Debug)]
+struct TenantState {
+    /// As told by the host; 1 until then.
+    weight: f64,
+    /// Running mean of how long its tasks held their agents (milliseconds), once one finished.
+    estimate: Option<f64>,
+    /// Fair queueing between the tenant's keys.
+    keys: Sfq,
+    /// Keys with queued or running tasks.
+    lines: BTreeMap<String, KeyState>,
+    /// Queued tasks of the tenant.
+    queued: usize,
+}
+
+impl TenantState {
+    fn new() -> Self {
+        TenantState {
+            weight: 1.0,
+            estimate: None,
+            keys: Sfq::default(),
+            lines: BTreeMap::new(),
+            queued: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
 struct KeyState {
-    /// The virtual time the key's next assignment starts at.
-    tag: VirtualTime,
-    /// Set while the key has queued tasks: its place among equal tags.
-    activation: Option<Activation>,
     /// The key's queued tasks, one line per (needed capabilities, priority), each by task id.
     /// An emptied line is removed.
     lines: BTreeMap<Line, BTreeSet<TaskId>>,
+    /// Its assignments charged an estimate and not finished yet.
+    running: u32,
+    /// Running mean of how long its tasks held their agents (milliseconds), once one finished.
+    estimate: Option<f64>,
+}
+
+/// `UNIT / weight`, the weight clamped to [`MIN_WEIGHT`]..=[`MAX_WEIGHT`] (within the clamp
+/// this is between about 2^30 and 2^50: exact enough, never zero). A weight that is not a
+/// number above zero counts as 1: the host promises one, and a broken promise must not stall.
+fn cost_per_unit(weight: f64) -> VirtualTime {
+    let weight = if weight.is_finite() && weight > 0.0 {
+        weight.clamp(MIN_WEIGHT, MAX_WEIGHT)
+    } else {
+        1.0
+    };
+    (UNIT as f64 / weight).round() as VirtualTime
+}
+
+/// Moves a running mean toward `sample`; the first sample sets it.
+fn update_estimate(estimate: &mut Option<f64>, sample: u64) {
+    let sample = sample as f64;
+    *estimate = Some(match *estimate {
+        Some(mean) => mean + (sample - mean) * ESTIMATE_GAIN,
+        None => sample,
+    });
 }
 
 impl Fair {
@@ -220,156 +318,174 @@ impl Fair {
         self.ready.len()
     }
 
-    /// Number of keys with queued tasks.
+    /// Number of keys with queued tasks, over all tenants.
     pub fn active_keys(&self) -> usize {
-        self.turns.len()
+        self.tenants.values().map(|t| t.keys.active()).sum()
     }
 
-    /// The tag of a key (active or remembered idle), for inspection and tests.
-    pub fn key_tag(&self, key: &str) -> Option<VirtualTime> {
-        self.keys.get(key).map(|k| k.tag)
+    /// Number of tenants with queued tasks.
+    pub fn active_tenants(&self) -> usize {
+        self.tenant_turns.active()
     }
 
-    /// The global virtual time.
+    /// The tag of a key of a tenant (active or remembered idle), for inspection and tests.
+    pub fn key_tag(&self, tenant: &str, key: &str) -> Option<VirtualTime> {
+        self.tenants.get(tenant).and_then(|t| t.keys.tag(key))
+    }
+
+    /// The tag of a tenant (active or remembered idle), for inspection and tests.
+    pub fn tenant_tag(&self, tenant: &str) -> Option<VirtualTime> {
+        self.tenant_turns.tag(tenant)
+    }
+
+    /// The weight a tenant is charged at: as told, 1 if never told.
+    pub fn tenant_weight_of(&self, tenant: &str) -> f64 {
+        self.tenants.get(tenant).map_or(1.0, |t| t.weight)
+    }
+
+    /// The global virtual time between tenants.
     pub fn virtual_time(&self) -> VirtualTime {
-        self.now_virtual
+        self.tenant_turns.now
     }
 
-    /// The cost of assigning a task of `key` whose own weight is `task_weight`.
+    /// What one unit of charge of a task of `key` whose own weight is `task_weight` advances
+    /// the key's tag by: the configured weight of the key if any, else the task's.
     fn cost(&self, key: &str, task_weight: f64) -> VirtualTime {
-        let weight = match self.config.weights.get(key) {
-            Some(&w) => w,
-            // The host promises a finite weight above zero; anything else counts as the default.
-            None if task_weight.is_finite() && task_weight > 0.0 => {
-                task_weight.clamp(MIN_WEIGHT, MAX_WEIGHT)
-            }
-            None => 1.0,
-        };
-        // Within the clamp this is between about 2^30 and 2^50: exact enough, never zero.
-        (UNIT as f64 / weight).round() as VirtualTime
+        cost_per_unit(self.config.weights.get(key).copied().unwrap_or(task_weight))
     }
 
-    /// Puts a task in its key's line, activating the key if it had nothing queued.
+    /// Units an assignment of `key` in `tenant` is charged at dispatch: 1 under
+    /// [`Charge::Tasks`]; under [`Charge::Time`] the estimated run time in milliseconds (the
+    /// key's running mean, else the tenant's, else `initial_estimate_ms`; at least 1).
+    fn units(&self, tenant: &TenantState, key: &str) -> u64 {
+        match self.config.charge {
+            Charge::Tasks => 1,
+            Charge::Time => {
+                let estimate = tenant
+                    .lines
+                    .get(key)
+                    .and_then(|k| k.estimate)
+                    .or(tenant.estimate);
+                match estimate {
+                    Some(ms) => (ms.round() as u64).max(1),
+                    None => self.config.initial_estimate_ms.max(1),
+                }
+            }
+        }
+    }
+
+    /// What assigning `task` advances its key's tag by.
+    fn key_cost(&self, tenant: &TenantState, task: &QueuedTask) -> VirtualTime {
+        task.cost
+            .saturating_mul(VirtualTime::from(self.units(tenant, &task.key)))
+    }
+
+    /// What assigning a task of `key` advances its tenant's tag by.
+    fn tenant_cost(&self, tenant: &TenantState, key: &str) -> VirtualTime {
+        cost_per_unit(tenant.weight).saturating_mul(VirtualTime::from(self.units(tenant, key)))
+    }
+
+    /// Puts a task in its key's line, activating the key and the tenant if they had nothing
+    /// queued.
     fn link(&mut self, id: TaskId, task: QueuedTask) {
-        let now_virtual = self.now_virtual;
-        if !self.keys.contains_key(&task.key) {
-            self.keys.insert(
-                task.key.clone(),
-                KeyState {
-                    tag: now_virtual,
-                    activation: None,
-                    lines: BTreeMap::new(),
-                },
-            );
-        }
-        let Some(key) = self.keys.get_mut(&task.key) else {
-            return;
-        };
-        if key.activation.is_none() {
-            // Becoming active: no credit for the time away (the tag is at least the global
-            // virtual time), no escape from a debt (a tag ahead of it is kept).
-            self.idle.remove(&(key.tag, task.key.clone()));
-            key.tag = key.tag.max(now_virtual);
-            let activation = self.next_activation;
-            self.next_activation += 1;
-            key.activation = Some(activation);
-            self.turns.insert((key.tag, activation), task.key.clone());
-        }
-        key.lines
+        let tenant = self
+            .tenants
+            .entry(task.tenant.clone())
+            .or_insert_with(TenantState::new);
+        tenant
+            .lines
+            .entry(task.key.clone())
+            .or_default()
+            .lines
             .entry((task.needed_capabilities.clone(), task.priority))
             .or_default()
             .insert(id);
+        tenant.keys.activate(&task.key);
+        tenant.queued += 1;
+        self.tenant_turns.activate(&task.tenant);
         self.tasks.insert(id, task);
     }
 
-    /// Takes a task out of its key's line. The key stays active even if this emptied it:
-    /// [`Fair::settle`] decides that, so a task replaced in place does not cycle its key.
+    /// Takes a task out of its key's line. The key and the tenant stay active even if this
+    /// emptied them: [`Fair::settle_key`] and [`Fair::settle_tenant`] decide that, so a task
+    /// replaced in place does not cycle its key.
     fn unlink(&mut self, id: TaskId) -> Option<QueuedTask> {
         let task = self.tasks.remove(&id)?;
-        if let Some(key) = self.keys.get_mut(&task.key) {
-            let line = (task.needed_capabilities.clone(), task.priority);
-            if let Some(ids) = key.lines.get_mut(&line) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    key.lines.remove(&line);
+        if let Some(tenant) = self.tenants.get_mut(&task.tenant) {
+            tenant.queued = tenant.queued.saturating_sub(1);
+            if let Some(key) = tenant.lines.get_mut(&task.key) {
+                let line = (task.needed_capabilities.clone(), task.priority);
+                if let Some(ids) = key.lines.get_mut(&line) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        key.lines.remove(&line);
+                    }
                 }
             }
         }
         Some(task)
     }
 
-    /// Deactivates a key left without queued tasks: remembered while its tag is ahead of the
-    /// global virtual time (it still owes for its latest turns), forgotten otherwise.
-    fn settle(&mut self, name: &str) {
-        let Some(key) = self.keys.get_mut(name) else {
+    /// Deactivates a key left without queued tasks, and forgets its state once nothing of it
+    /// runs either.
+    fn settle_key(&mut self, tenant: &str, key: &str) {
+        let Some(state) = self.tenants.get_mut(tenant) else {
             return;
         };
-        if !key.lines.is_empty() {
-            return;
-        }
-        if let Some(activation) = key.activation.take() {
-            self.turns.remove(&(key.tag, activation));
-        }
-        if key.tag > self.now_virtual {
-            self.idle.insert((key.tag, name.to_string()));
-        } else {
-            self.keys.remove(name);
-        }
-    }
-
-    /// Advances `name`'s tag past one assignment started at its current tag, and the global
-    /// virtual time to that start.
-    fn charge(&mut self, name: &str, cost: VirtualTime) {
-        let Some(key) = self.keys.get_mut(name) else {
+        let Some(lines) = state.lines.get(key) else {
             return;
         };
-        self.now_virtual = self.now_virtual.max(key.tag);
-        let Some(activation) = key.activation else {
-            return;
-        };
-        self.turns.remove(&(key.tag, activation));
-        key.tag += cost;
-        self.turns.insert((key.tag, activation), name.to_string());
-    }
-
-    /// Forgets idle keys the global virtual time has caught up with.
-    fn forget_caught_up(&mut self) {
-        while let Some((tag, _)) = self.idle.first() {
-            if *tag > self.now_virtual {
-                break;
-            }
-            if let Some((_, name)) = self.idle.pop_first() {
-                self.keys.remove(&name);
+        if lines.lines.is_empty() {
+            state.keys.deactivate(key);
+            if lines.running == 0 {
+                state.lines.remove(key);
             }
         }
+        state.keys.forget_caught_up();
     }
 
-    /// A key's lines as seen by one decision.
-    fn key_pass<'a>(&'a self, name: &str, tag: VirtualTime, activation: Activation) -> KeyPass<'a> {
-        let lines = self
-            .keys
-            .get(name)
-            .map(|key| {
-                key.lines
-                    .iter()
-                    .map(|((needs, priority), ids)| {
-                        let mut ids = ids.iter();
-                        let head = ids.next().copied();
-                        LineCursor {
-                            needs,
-                            priority: *priority,
-                            ids,
-                            head,
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        KeyPass {
-            tag,
-            activation,
-            lines,
+    /// Deactivates a tenant left without queued tasks.
+    fn settle_tenant(&mut self, tenant: &str) {
+        if self.tenants.get(tenant).is_none_or(|t| t.queued == 0) {
+            self.tenant_turns.deactivate(tenant);
         }
+        self.tenant_turns.forget_caught_up();
+    }
+
+    /// Stops counting `run` as running on its key.
+    fn forget_run(&mut self, run: &Running) {
+        if let Some(key) = self
+            .tenants
+            .get_mut(&run.tenant)
+            .and_then(|t| t.lines.get_mut(&run.key))
+        {
+            key.running = key.running.saturating_sub(1);
+        }
+        self.settle_key(&run.tenant, &run.key);
+    }
+
+    /// Corrects the charge of a finished assignment by the time it really held its agent.
+    fn settle_run(&mut self, task: TaskId, held_ms: u64) {
+        let Some(run) = self.running.remove(&task) else {
+            return;
+        };
+        let held_ms = held_ms.max(1);
+        let Some(tenant) = self.tenants.get_mut(&run.tenant) else {
+            return;
+        };
+        update_estimate(&mut tenant.estimate, held_ms);
+        if let Some(key) = tenant.lines.get_mut(&run.key) {
+            key.running = key.running.saturating_sub(1);
+            update_estimate(&mut key.estimate, held_ms);
+        }
+        let delta = i128::from(held_ms) - i128::from(run.charged_ms);
+        let key_delta = delta.saturating_mul(i128::try_from(run.cost).unwrap_or(i128::MAX));
+        let tenant_delta =
+            delta.saturating_mul(i128::try_from(cost_per_unit(tenant.weight)).unwrap_or(i128::MAX));
+        tenant.keys.correct(&run.key, key_delta);
+        self.tenant_turns.correct(&run.tenant, tenant_delta);
+        self.settle_key(&run.tenant, &run.key);
+        self.settle_tenant(&run.tenant);
     }
 }
 
@@ -377,81 +493,6 @@ impl Fair {
 fn effective_priority(priority: Priority, queued_at: u64, now: u64, aging_ms: u64) -> Priority {
     let classes = now.saturating_sub(queued_at) / aging_ms.max(1);
     priority.saturating_sub(Priority::try_from(classes).unwrap_or(Priority::MAX))
-}
-
-/// One line during a decision: its head and the tasks behind it.
-struct LineCursor<'a> {
-    needs: &'a [Capability],
-    priority: Priority,
-    ids: btree_set::Iter<'a, TaskId>,
-    head: Option<TaskId>,
-}
-
-/// One key during a decision: its tag as advanced by this decision's proposals, and its lines.
-struct KeyPass<'a> {
-    tag: VirtualTime,
-    activation: Activation,
-    lines: Vec<LineCursor<'a>>,
-}
-
-impl KeyPass<'_> {
-    /// The line whose head goes next: lowest effective priority, then lowest id, among lines
-    /// some remaining agent may take. Lines that are exhausted or whose capabilities no
-    /// remaining agent has are dropped for the rest of the decision.
-    fn best_line(
-        &mut self,
-        tasks: &BTreeMap<TaskId, QueuedTask>,
-        agents: &AgentSearch<'_>,
-        now: u64,
-        aging_ms: u64,
-    ) -> Option<usize> {
-        self.lines
-            .retain(|line| line.head.is_some() && !agents.exhausted.contains(line.needs));
-        self.lines
-            .iter()
-            .enumerate()
-            .filter_map(|(index, line)| {
-                let head = line.head?;
-                let queued_at = tasks.get(&head).map_or(now, |t| t.queued_at);
-                let class = effective_priority(line.priority, queued_at, now, aging_ms);
-                Some(((class, head), index))
-            })
-            .min()
-            .map(|(_, index)| index)
-    }
-}
-
-/// Finding agents during a decision.
-#[derive(Default)]
-struct AgentSearch<'a> {
-    /// Per needed-capability set, where to continue looking: agents before it either cannot
-    /// take such tasks or were already proposed, and neither changes during a decision. Shared by
-    /// every key, since whether an agent fits depends only on the capabilities.
-    cursors: BTreeMap<&'a [Capability], Position>,
-    /// Capability sets no remaining agent has.
-    exhausted: BTreeSet<&'a [Capability]>,
-    /// Agents proposed in this decision.
-    taken: BTreeSet<Position>,
-}
-
-impl<'a> AgentSearch<'a> {
-    /// The longest-ready remaining agent with `needs`, marking it taken; or marks `needs`
-    /// exhausted.
-    fn take(&mut self, needs: &'a [Capability], ready: &ReadyAgents) -> Option<AgentId> {
-        let from = self.cursors.get(needs).copied().unwrap_or(0);
-        let found = ready.first_capable(from, needs, &self.taken);
-        match found {
-            Some((position, agent)) => {
-                self.taken.insert(position);
-                self.cursors.insert(needs, position + 1);
-                Some(agent)
-            }
-            None => {
-                self.exhausted.insert(needs);
-                None
-            }
-        }
-    }
 }
 
 impl Policy for Fair {
@@ -462,11 +503,9 @@ impl Policy for Fair {
         Ok(Self {
             config: FairConfig::from_json(config)?,
             tasks: BTreeMap::new(),
-            keys: BTreeMap::new(),
-            turns: BTreeMap::new(),
-            idle: BTreeSet::new(),
-            now_virtual: 0,
-            next_activation: 0,
+            tenant_turns: Sfq::default(),
+            tenants: BTreeMap::new(),
+            running: BTreeMap::new(),
             ready: ReadyAgents::default(),
         })
     }
@@ -474,14 +513,18 @@ impl Policy for Fair {
     /// Queuing a task that is already queued replaces it; its id keeps its place in its line.
     fn task_queued(&mut self, task: Task) {
         if let Some(old) = self.unlink(task.id) {
-            if old.key != task.fairness_key {
-                self.settle(&old.key);
+            if old.tenant != task.tenant || old.key != task.fairness_key {
+                self.settle_key(&old.tenant, &old.key);
+            }
+            if old.tenant != task.tenant {
+                self.settle_tenant(&old.tenant);
             }
         }
         let cost = self.cost(&task.fairness_key, task.weight);
         self.link(
             task.id,
             QueuedTask {
+                tenant: task.tenant,
                 key: task.fairness_key,
                 priority: task.priority,
                 needed_capabilities: task.needed_capabilities,
@@ -492,10 +535,11 @@ impl Policy for Fair {
         // A replacement into the same key may have emptied and refilled it; nothing to settle.
     }
 
-    /// A task leaving without an assignment costs its key nothing.
+    /// A task leaving without an assignment costs its key and tenant nothing.
     fn task_dequeued(&mut self, task: TaskId) {
         if let Some(old) = self.unlink(task) {
-            self.settle(&old.key);
+            self.settle_key(&old.tenant, &old.key);
+            self.settle_tenant(&old.tenant);
         }
     }
 
@@ -509,38 +553,89 @@ impl Policy for Fair {
         self.ready.remove(agent);
     }
 
-    /// The one place shares are counted: the key's tag advances by the task's cost, and the
-    /// global virtual time moves to the start of this assignment.
+    /// The one place shares are charged (corrected later under [`Charge::Time`]): the key's
+    /// and the tenant's tags advance by the assignment's cost, and each level's global virtual
+    /// time moves to the start of this assignment.
     fn assigned(&mut self, task: TaskId, agent: AgentId) {
         self.ready.remove(agent);
-        if let Some(done) = self.unlink(task) {
-            self.charge(&done.key, done.cost);
-            self.settle(&done.key);
-            self.forget_caught_up();
+        let Some(done) = self.unlink(task) else {
+            return;
+        };
+        let Some(tenant) = self.tenants.get(&done.tenant) else {
+            return;
+        };
+        let units = self.units(tenant, &done.key);
+        let key_cost = self.key_cost(tenant, &done);
+        let tenant_cost = self.tenant_cost(tenant, &done.key);
+        if let Some(tenant) = self.tenants.get_mut(&done.tenant) {
+            tenant.keys.charge(&done.key, key_cost);
+            if self.config.charge == Charge::Time {
+                if let Some(key) = tenant.lines.get_mut(&done.key) {
+                    key.running += 1;
+                }
+                let run = Running {
+                    tenant: done.tenant.clone(),
+                    key: done.key.clone(),
+                    charged_ms: units,
+                    cost: done.cost,
+                };
+                // The host finishes an assignment before assigning the task again; should it
+                // not, the earlier one is left as charged.
+                if let Some(stale) = self.running.insert(task, run) {
+                    self.forget_run(&stale);
+                }
+            }
         }
+        self.tenant_turns.charge(&done.tenant, tenant_cost);
+        self.settle_key(&done.tenant, &done.key);
+        self.settle_tenant(&done.tenant);
+    }
+
+    /// Under [`Charge::Time`], replaces the estimate charged at dispatch with the time the
+    /// task held its agent, whatever the outcome (a returned, failed or cancelled task held it
+    /// too). An assignment made before the policy was (re)started was never charged and is
+    /// not charged now.
+    fn task_finished(&mut self, task: TaskId, _agent: AgentId, _outcome: Outcome, held_ms: u64) {
+        self.settle_run(task, held_ms);
+    }
+
+    /// Applies from the next assignment on: tags already reached stay, later turns are
+    /// charged at the new weight.
+    fn tenant_weight(&mut self, tenant: &str, weight: f64) {
+        self.tenants
+            .entry(tenant.to_string())
+            .or_insert_with(TenantState::new)
+            .weight = weight;
+    }
+
+    /// Forgets the tenant. The host removes only tenants without tasks; should one still have
+    /// queued tasks, they are dropped from the policy's view too, as the tenant is gone.
+    fn tenant_removed(&mut self, tenant: &str) {
+        self.tenant_turns.remove(tenant);
+        self.tenants.remove(tenant);
+        self.tasks.retain(|_, t| t.tenant != tenant);
+        self.running.retain(|_, r| r.tenant != tenant);
     }
 
     /// Reads the state only: nothing changes until the host confirms with `assigned`, so a
-    /// proposal the host refuses leaves the task, the agent and the key's share where they were.
+    /// proposal the host refuses leaves the task, the agent and the shares where they were.
     ///
-    /// Turns are taken in tag order, merging two sources: the active keys as stored (walked
-    /// lazily, lowest tag first) and the keys already served in this decision (a heap keyed by
-    /// their advanced tags). Each turn goes to the key's best line that a remaining agent can
-    /// take; a key with no such line drops out of the decision.
+    /// Turns between tenants are taken in tag order, merging the active tenants as stored
+    /// (walked lazily, lowest tag first) with the tenants already served in this decision (a
+    /// heap keyed by their advanced tags); each turn goes to the tenant's next key
+    /// ([`TenantPass::next`]). A tenant with nothing runnable drops out of the decision.
     fn decide(&mut self, now: u64) -> Vec<Assignment> {
         let this = &*self;
         let mut proposals = Vec::new();
-        if this.ready.is_empty() || this.turns.is_empty() {
+        if this.ready.is_empty() || this.tenant_turns.turns.is_empty() {
             return proposals;
         }
-        let aging_ms = this.config.aging_ms;
         let mut agents = AgentSearch::default();
-        let mut stored = this.turns.iter().peekable();
-        let mut keys: Vec<KeyPass<'_>> = Vec::new();
+        let mut stored = this.tenant_turns.turns.iter().peekable();
+        let mut tenants: Vec<TenantPass<'_>> = Vec::new();
         let mut pending: BinaryHeap<Reverse<(VirtualTime, Activation, usize)>> = BinaryHeap::new();
 
         loop {
-            // Bring in stored keys until the next one comes after the best pending turn.
             while let Some(&(&(tag, activation), name)) = stored.peek() {
                 if let Some(Reverse((t, a, _))) = pending.peek() {
                     if (tag, activation) > (*t, *a) {
@@ -548,30 +643,31 @@ impl Policy for Fair {
                     }
                 }
                 stored.next();
-                keys.push(this.key_pass(name, tag, activation));
-                pending.push(Reverse((tag, activation, keys.len() - 1)));
+                tenants.push(TenantPass::new(
+                    name,
+                    this.tenants.get(name),
+                    tag,
+                    activation,
+                ));
+                pending.push(Reverse((tag, activation, tenants.len() - 1)));
             }
             let Some(Reverse((_, _, index))) = pending.pop() else {
                 break;
             };
-            let key = &mut keys[index];
-            while let Some(line) = key.best_line(&this.tasks, &agents, now, aging_ms) {
-                let cursor = &mut key.lines[line];
-                let Some(agent) = agents.take(cursor.needs, &this.ready) else {
-                    // Nobody left has these capabilities; `best_line` now skips the line.
-                    continue;
-                };
-                let task = cursor.head.expect("best_line only picks lines with a head");
-                cursor.head = cursor.ids.next().copied();
-                proposals.push(Assignment { task, agent });
-                if agents.taken.len() == this.ready.len() {
-                    return proposals;
-                }
-                let cost = this.tasks.get(&task).map_or(UNIT, |t| t.cost);
-                key.tag += cost;
-                pending.push(Reverse((key.tag, key.activation, index)));
+            let tenant = &mut tenants[index];
+            let Some((task, agent)) = tenant.next(this, &mut agents, now) else {
+                continue;
+            };
+            proposals.push(Assignment { task, agent });
+            if agents.taken.len() == this.ready.len() {
                 break;
             }
+            if let (Some(state), Some(queued)) =
+                (this.tenants.get(tenant.name), this.tasks.get(&task))
+            {
+                tenant.tag += this.tenant_cost(state, &queued.key);
+            }
+            pending.push(Reverse((tenant.tag, tenant.activation, index)));
         }
         proposals
     }

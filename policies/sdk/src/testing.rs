@@ -147,6 +147,26 @@ pub struct MiniHost<P> {
     queued: BTreeMap<TaskId, Task>,
     /// In the order the agents became ready.
     ready: Vec<Agent>,
+    /// Assignments of [`MiniHost::run_until`] still holding their agents, by (end, task).
+    running: BTreeMap<(u64, TaskId), Held>,
+}
+
+/// One assignment of a timed run ([`MiniHost::run_until`]): the task, its agent, and when it
+/// held the agent (simulated milliseconds; `end` is when it finishes, which may lie beyond the
+/// run, for a task still running when it stopped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub task: Task,
+    pub agent: Agent,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Held {
+    /// Milliseconds it held its agent within `from..until`.
+    pub fn within(&self, from: u64, until: u64) -> u64 {
+        self.end.min(until).saturating_sub(self.start.max(from))
+    }
 }
 
 impl<P: Policy> MiniHost<P> {
@@ -155,6 +175,7 @@ impl<P: Policy> MiniHost<P> {
             policy,
             queued: BTreeMap::new(),
             ready: Vec::new(),
+            running: BTreeMap::new(),
         }
     }
 
@@ -243,6 +264,66 @@ impl<P: Policy> MiniHost<P> {
             .into_iter()
             .map(|(proposal, task, _)| (proposal, task))
             .collect()
+    }
+
+    /// Runs the hub in simulated time from `from` until `until` (milliseconds, the scale of
+    /// `decide`'s `now`), with agents that take time: each assigned task holds its agent for
+    /// `run_time(task)` milliseconds (at least 1). At every moment something happens, as the
+    /// hub's engine does: first the tasks due finish (`task_finished` with
+    /// [`Outcome::Completed`] and the time held, their agents ready again at the back of the
+    /// line, earliest-finishing first), then the policy decides and every proposal is
+    /// confirmed (panicking on one the hub would refuse). Tasks still running at `until` keep
+    /// running into the next call. Returns every assignment made, in order.
+    pub fn run_until(
+        &mut self,
+        from: u64,
+        until: u64,
+        mut run_time: impl FnMut(&Task) -> u64,
+    ) -> Vec<Held> {
+        let mut made = Vec::new();
+        let mut now = from;
+        while now < until {
+            let due: Vec<(u64, TaskId)> = self
+                .running
+                .range(..=(now, TaskId::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in due {
+                if let Some(held) = self.running.remove(&key) {
+                    self.policy.task_finished(
+                        held.task.id,
+                        held.agent.id,
+                        Outcome::Completed,
+                        held.end - held.start,
+                    );
+                    self.agent_ready(held.agent);
+                }
+            }
+            for proposal in self.policy.decide(now) {
+                let task = self.queued.get(&proposal.task).cloned();
+                let agent = self.ready_agent(proposal.agent).cloned();
+                match (task, agent) {
+                    (Some(task), Some(agent)) if self.confirm(proposal) => {
+                        let end = now + run_time(&task).max(1);
+                        let held = Held {
+                            task,
+                            agent,
+                            start: now,
+                            end,
+                        };
+                        made.push(held.clone());
+                        self.running.insert((end, held.task.id), held);
+                    }
+                    _ => panic!("the hub refuses {proposal:?}"),
+                }
+            }
+            // The next moment something can change: the earliest finish.
+            now = match self.running.keys().next() {
+                Some(&(end, _)) => end.max(now + 1),
+                None => until,
+            };
+        }
+        made
     }
 
     /// The queued tasks, by id.
@@ -422,6 +503,66 @@ mod tests {
         );
         assert_eq!(host.round(0).len(), 1);
         assert!(host.round(0).is_empty() && host.queued_tasks().is_empty());
+    }
+
+    #[test]
+    fn a_timed_run_holds_agents_for_their_run_time_and_reports_it() {
+        #[derive(Default)]
+        struct Recording {
+            inner: FirstFit,
+            finished: Vec<(TaskId, u64)>,
+        }
+        impl Policy for Recording {
+            const NAME: &'static str = "recording";
+            const VERSION: &'static str = "0";
+            fn new(_config: &serde_json::Value) -> Result<Self, String> {
+                Ok(Self::default())
+            }
+            fn task_queued(&mut self, task: Task) {
+                self.inner.task_queued(task)
+            }
+            fn task_dequeued(&mut self, task: TaskId) {
+                self.inner.task_dequeued(task)
+            }
+            fn agent_ready(&mut self, agent: Agent) {
+                self.inner.agent_ready(agent)
+            }
+            fn agent_unready(&mut self, agent: AgentId) {
+                self.inner.agent_unready(agent)
+            }
+            fn assigned(&mut self, task: TaskId, agent: AgentId) {
+                self.inner.assigned(task, agent)
+            }
+            fn task_finished(&mut self, task: TaskId, _: AgentId, _: Outcome, held_ms: u64) {
+                self.finished.push((task, held_ms));
+            }
+            fn decide(&mut self, now: u64) -> Vec<Assignment> {
+                self.inner.decide(now)
+            }
+        }
+        let mut host = MiniHost::new(Recording::default());
+        for id in 1..=4 {
+            host.task_queued(task(id, 2, &[]));
+        }
+        host.agent_ready(agent(10, &[]));
+        host.agent_ready(agent(11, &[]));
+        // Odd tasks take 100 ms, even ones 30 ms.
+        let run_time = |t: &Task| if t.id % 2 == 1 { 100 } else { 30 };
+        let made = host.run_until(0, 50, run_time);
+        let starts: Vec<_> = made
+            .iter()
+            .map(|h| (h.task.id, h.agent.id, h.start))
+            .collect();
+        // 1 and 2 at 0; 2 ends at 30 and agent 11 takes 3 (which runs until 130).
+        assert_eq!(starts, [(1, 10, 0), (2, 11, 0), (3, 11, 30)]);
+        assert_eq!(host.policy.finished, [(2, 30)]);
+        assert_eq!(made[2].within(0, 50), 20);
+        // The run goes on where it stopped: 1 ends at 100 (agent 10 takes 4), 4 at 130, 3 too.
+        let made = host.run_until(50, 200, run_time);
+        assert_eq!(made.len(), 1);
+        assert_eq!((made[0].task.id, made[0].start, made[0].end), (4, 100, 130));
+        assert_eq!(host.policy.finished, [(2, 30), (1, 100), (3, 100), (4, 30)]);
+        assert_eq!(host.ready_agents().len(), 2);
     }
 
     #[test]

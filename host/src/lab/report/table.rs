@@ -95,6 +95,22 @@ pub fn summary(run: &RunReport) -> String {
         run.decisions.latency_us.p99,
         run.decisions.latency_us.max,
     );
+    if run.tenants.len() > 1 {
+        let tenants = run
+            .tenants
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {} of agent time (weight share {})",
+                    t.name,
+                    percent(t.share_of_agent_time),
+                    percent(t.weight_share)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(line, "\n    tenants: {tenants}");
+    }
     if !run.refusals.is_empty() || run.failures.traps + run.failures.timeouts > 0 {
         let refusals = run
             .refusals

@@ -11,7 +11,7 @@ fn reports_its_name_and_version() {
 
 #[test]
 fn config_defaults_and_fields() {
-    assert_eq!(fair().config(), &FairConfig::default());
+    assert_eq!(fair_with(Value::Null).config(), &FairConfig::default());
     assert_eq!(fair_with(json!({})).config(), &FairConfig::default());
     let p = fair_with(json!({"weights": {"team-a": 3, "b": 0.5}, "aging_ms": 1000}));
     assert_eq!(p.config().aging_ms, 1000);

@@ -52,14 +52,14 @@ fn decide_does_not_change_state_until_assigned_confirms() {
     p.task_queued(keyed(2, "a", 2, &[]));
     p.task_queued(keyed(3, "b", 2, &[]));
     p.agent_ready(agent(10, &[]));
-    let tag = p.key_tag("a");
+    let tag = p.key_tag(DEFAULT_TENANT, "a");
     assert_eq!(pairs(&p.decide(0)), [(1, 10)]);
     // The host refused (say agent 10 vanished in between): the same proposal comes back and
     // "a" was not charged.
     assert_eq!(pairs(&p.decide(0)), [(1, 10)]);
-    assert_eq!(p.key_tag("a"), tag);
+    assert_eq!(p.key_tag(DEFAULT_TENANT, "a"), tag);
     p.assigned(1, 10);
-    assert_eq!(p.key_tag("a"), Some(UNIT));
+    assert_eq!(p.key_tag(DEFAULT_TENANT, "a"), Some(UNIT));
     assert!(p.decide(0).is_empty());
     p.agent_ready(agent(11, &[]));
     assert_eq!(pairs(&p.decide(0)), [(3, 11)]);
@@ -111,7 +111,7 @@ fn dequeued_tasks_and_unready_agents_are_forgotten() {
     p.assigned(98, 97);
     assert_eq!(p.active_keys(), 2);
     assert_eq!(
-        p.key_tag("a"),
+        p.key_tag(DEFAULT_TENANT, "a"),
         None,
         "an unserved key that empties is forgotten"
     );

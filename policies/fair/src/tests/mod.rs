@@ -3,7 +3,9 @@
 
 use super::*;
 use switchyard_policy_sdk::serde_json::json;
-use switchyard_policy_sdk::testing::{agent, confirm_all, pairs, task, MiniHost, XorShift};
+use switchyard_policy_sdk::testing::{
+    agent, confirm_all, pairs, task, MiniHost, XorShift, DEFAULT_TENANT,
+};
 use switchyard_policy_sdk::{satisfies, Outcome};
 
 mod config;
@@ -11,6 +13,8 @@ mod events;
 mod priority;
 mod random;
 mod shares;
+mod tenants;
+mod time;
 
 /// A task of fairness key `key`: every task of these tests names its key.
 fn keyed(id: TaskId, key: &str, priority: Priority, needs: &[Capability]) -> Task {
@@ -22,8 +26,10 @@ fn weighted(id: TaskId, key: &str, weight: f64) -> Task {
     keyed(id, key, 2, &[]).with_weight(weight)
 }
 
+/// The policy counting assignments (`"charge": "tasks"`): most tests count who was served
+/// how often, with agents that finish at once, which is what that charge shares.
 fn fair() -> Fair {
-    Fair::new(&Value::Null).unwrap()
+    Fair::new(&json!({"charge": "tasks"})).unwrap()
 }
 
 fn fair_with(config: Value) -> Fair {
@@ -73,29 +79,62 @@ impl Sim {
     }
 }
 
-/// Every structural promise of the state, checked after random event sequences.
-fn check_invariants(p: &Fair) {
-    let mut seen = 0;
-    for (name, key) in &p.keys {
-        let queued: usize = key.lines.values().map(BTreeSet::len).sum();
-        assert!(key.lines.values().all(|l| !l.is_empty()), "empty line kept");
-        seen += queued;
-        match key.activation {
+/// Every structural promise of one level of fair queueing, given each flow's queued count.
+fn check_sfq(sfq: &sfq::Sfq, queued: &BTreeMap<String, usize>) {
+    for (name, flow) in &sfq.flows {
+        let n = queued.get(name).copied().unwrap_or(0);
+        match flow.activation {
             Some(a) => {
-                assert!(queued > 0, "active key {name} has nothing queued");
-                assert_eq!(p.turns.get(&(key.tag, a)), Some(name));
+                assert!(n > 0, "active flow {name} has nothing queued");
+                assert_eq!(sfq.turns.get(&(flow.tag, a)), Some(name));
             }
             None => {
-                assert_eq!(queued, 0);
-                assert!(key.tag > p.now_virtual, "caught-up idle key {name} kept");
-                assert!(p.idle.contains(&(key.tag, name.clone())));
+                assert_eq!(n, 0, "idle flow {name} has {n} queued");
+                assert!(flow.tag > sfq.now, "caught-up idle flow {name} kept");
+                assert!(sfq.idle.contains(&(flow.tag, name.clone())));
             }
         }
     }
+    for (name, &n) in queued {
+        if n > 0 {
+            assert!(
+                sfq.flows.get(name).is_some_and(|f| f.activation.is_some()),
+                "{name} has {n} queued but is not active"
+            );
+        }
+    }
+    assert_eq!(sfq.turns.len() + sfq.idle.len(), sfq.flows.len());
+}
+
+/// Every structural promise of the state, checked after random event sequences.
+fn check_invariants(p: &Fair) {
+    let mut seen = 0;
+    let mut per_tenant = BTreeMap::new();
+    for (tenant_name, tenant) in &p.tenants {
+        let mut per_key = BTreeMap::new();
+        for (name, key) in &tenant.lines {
+            let queued: usize = key.lines.values().map(BTreeSet::len).sum();
+            assert!(key.lines.values().all(|l| !l.is_empty()), "empty line kept");
+            assert!(queued > 0 || key.running > 0, "key {name} kept for nothing");
+            per_key.insert(name.clone(), queued);
+        }
+        check_sfq(&tenant.keys, &per_key);
+        let queued: usize = per_key.values().sum();
+        assert_eq!(queued, tenant.queued, "tenant {tenant_name}'s count");
+        per_tenant.insert(tenant_name.clone(), queued);
+        seen += queued;
+    }
+    check_sfq(&p.tenant_turns, &per_tenant);
     assert_eq!(seen, p.tasks.len());
-    assert_eq!(p.turns.len() + p.idle.len(), p.keys.len());
     for (id, t) in &p.tasks {
-        let key = &p.keys[&t.key];
+        let key = &p.tenants[&t.tenant].lines[&t.key];
         assert!(key.lines[&(t.needed_capabilities.clone(), t.priority)].contains(id));
     }
+    let running: u32 = p
+        .tenants
+        .values()
+        .flat_map(|t| t.lines.values())
+        .map(|k| k.running)
+        .sum();
+    assert_eq!(running as usize, p.running.len());
 }

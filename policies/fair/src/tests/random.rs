@@ -4,22 +4,38 @@
 use super::*;
 
 /// The decision rules stated naively, O(everything) per step, reading the policy's stored tags:
-/// repeatedly give the turn to the key with the lowest (tag, activation) that has a line whose
-/// head some free agent can take; within it the head with the lowest (effective priority, id);
-/// to the agent ready longest that can take it.
+/// repeatedly give the turn to the tenant with the lowest (tag, activation) that has a line
+/// whose head some free agent can take; within it to the key with the lowest (tag, activation)
+/// that has one; within it the head with the lowest (effective priority, id); to the agent
+/// ready longest that can take it.
 fn reference(p: &Fair, now: u64) -> Vec<(TaskId, AgentId)> {
-    let mut tags: BTreeMap<&str, (VirtualTime, Activation)> = p
+    type Tag = (VirtualTime, Activation);
+    let mut tenant_tags: BTreeMap<&str, Tag> = p
+        .tenant_turns
         .turns
         .iter()
         .map(|(&(tag, a), name)| (name.as_str(), (tag, a)))
+        .collect();
+    let mut key_tags: BTreeMap<(&str, &str), Tag> = p
+        .tenants
+        .iter()
+        .flat_map(|(tenant, state)| {
+            state
+                .keys
+                .turns
+                .iter()
+                .map(move |(&(tag, a), key)| ((tenant.as_str(), key.as_str()), (tag, a)))
+        })
         .collect();
     let mut done: BTreeSet<TaskId> = BTreeSet::new();
     let mut free: Vec<(AgentId, &[Capability])> = p.ready.iter().collect();
     let mut out = Vec::new();
     loop {
-        let mut best: Option<((VirtualTime, Activation), &str, TaskId, usize)> = None;
-        for (&name, &tag) in &tags {
-            let key = &p.keys[name];
+        // (tenant tag, key tag, tenant, key, head, agent index)
+        let mut best: Option<(Tag, Tag, &str, &str, TaskId, usize)> = None;
+        for (&(tenant, name), &key_tag) in &key_tags {
+            let tenant_tag = tenant_tags[tenant];
+            let key = &p.tenants[tenant].lines[name];
             let mut choice: Option<((Priority, TaskId), usize)> = None;
             for ((needs, priority), ids) in &key.lines {
                 let Some(&head) = ids.iter().find(|id| !done.contains(id)) else {
@@ -35,17 +51,20 @@ fn reference(p: &Fair, now: u64) -> Vec<(TaskId, AgentId)> {
                 }
             }
             if let Some(((_, head), agent)) = choice {
-                if best.is_none_or(|(t, ..)| tag < t) {
-                    best = Some((tag, name, head, agent));
+                if best.is_none_or(|(t, k, ..)| (tenant_tag, key_tag) < (t, k)) {
+                    best = Some((tenant_tag, key_tag, tenant, name, head, agent));
                 }
             }
         }
-        let Some(((tag, a), name, head, agent)) = best else {
+        let Some(((ttag, ta), (ktag, ka), tenant, name, head, agent)) = best else {
             return out;
         };
         out.push((head, free.remove(agent).0));
         done.insert(head);
-        tags.insert(name, (tag + p.tasks[&head].cost, a));
+        let state = &p.tenants[tenant];
+        let task = &p.tasks[&head];
+        key_tags.insert((tenant, name), (ktag + p.key_cost(state, task), ka));
+        tenant_tags.insert(tenant, (ttag + p.tenant_cost(state, name), ta));
     }
 }
 
@@ -53,8 +72,14 @@ fn reference(p: &Fair, now: u64) -> Vec<(TaskId, AgentId)> {
 fn matches_a_naive_reference_and_keeps_its_invariants_under_random_events() {
     let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
     let keys = ["a", "b", "c", "d", "e"];
+    let tenants = ["default", "t1", "t2"];
     for round in 0..300 {
-        let mut host = MiniHost::new(fair_with(json!({"aging_ms": 50, "weights": {"e": 2.5}})));
+        let charge = if round % 2 == 0 { "tasks" } else { "time" };
+        let mut host = MiniHost::new(fair_with(
+            json!({"aging_ms": 50, "weights": {"e": 2.5}, "charge": charge}),
+        ));
+        host.policy.tenant_weight("t1", 3.0);
+        let mut running: Vec<TaskId> = Vec::new();
         let mut now = 0;
         for _step in 0..80 {
             now += rng.below(40);
@@ -68,10 +93,16 @@ fn matches_a_naive_reference_and_keeps_its_invariants_under_random_events() {
                         &rng.capabilities(),
                     )
                     .with_queued_at(now)
-                    .with_weight([0.5, 1.0, 3.0][rng.below(3) as usize]);
+                    .with_weight([0.5, 1.0, 3.0][rng.below(3) as usize])
+                    .with_tenant(tenants[rng.below(3) as usize]);
                     host.task_queued(t);
                 }
                 4 => host.task_dequeued(rng.below(60)),
+                9 if !running.is_empty() => {
+                    let task = running.swap_remove(rng.below(running.len() as u64) as usize);
+                    host.policy
+                        .task_finished(task, 0, Outcome::Completed, rng.below(500));
+                }
                 5 | 6 => host.agent_ready(agent(rng.below(12) as AgentId, &rng.capabilities())),
                 7 => host.agent_unready(rng.below(12) as AgentId),
                 _ => {
@@ -102,6 +133,7 @@ fn matches_a_naive_reference_and_keeps_its_invariants_under_random_events() {
                     for a in proposals {
                         if rng.below(3) != 0 {
                             assert!(host.confirm(a), "{a:?}");
+                            running.push(a.task);
                         }
                     }
                 }
