@@ -86,7 +86,10 @@ async fn agent_time_shares(api: &Api, until: u64) -> BTreeMap<String, f64> {
         let tasks = tasks_of(api, tenant).await;
         let mut ms = 0u64;
         for task in &tasks {
-            assert_eq!(task["tenant"], tenant, "listed under ?tenant={tenant}: {task}");
+            assert_eq!(
+                task["tenant"], tenant,
+                "listed under ?tenant={tenant}: {task}"
+            );
             let Some(from) = task["assigned_at"].as_u64() else {
                 continue;
             };

@@ -90,8 +90,6 @@ impl PolicyFeed {
 
     /// A tenant was created or its weight changed: the policy and the shadow are told, and the
     /// weight is remembered for replays.
-    // Called by the engine's tenant table when an admin creates a tenant or changes its weight.
-    #[allow(dead_code)]
     pub fn tenant_weight(&mut self, name: &str, weight: f64) {
         self.policy.tenant_weight(name, weight);
         if let Some(shadow) = &mut self.shadow {
@@ -107,8 +105,6 @@ impl PolicyFeed {
 
     /// A tenant was deleted (it has no queued or assigned task left): the policy and the shadow
     /// are told, and replays no longer name it.
-    // Called by the engine's tenant table when an admin deletes a tenant.
-    #[allow(dead_code)]
     pub fn tenant_removed(&mut self, name: &str) {
         if self.tenants.remove(name).is_none() {
             return;

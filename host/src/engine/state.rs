@@ -114,11 +114,11 @@ impl EngineState {
         let tasks = self.store.active_tasks(&txn)?;
         let tenants = self.store.tenants(&txn)?;
         drop(txn);
-        self.tenants.load(tenants, now);
-        self.next_seq = next_seq;
         // The policy is told these first when the state is replayed into it.
         self.feed
-            .set_tenants(tenants.into_iter().map(|t| (t.name, t.weight)));
+            .set_tenants(tenants.iter().map(|t| (t.name.clone(), t.weight)));
+        self.tenants.load(tenants, now);
+        self.next_seq = next_seq;
         for record in records {
             let agent = self.agent_entry(&record.agent_id, now);
             agent.name = record.name;
@@ -152,6 +152,8 @@ impl EngineState {
                     Some(_) => Holding::Working(task.id),
                     None => Holding::Assigned(task.id),
                 };
+                // Charged by agent time from its assignment, not from the restart.
+                agent.held_since = task.assigned_at.unwrap_or(now);
                 let disconnects = agent.disconnects;
                 self.timers.at(
                     now + self.config.reconnect_grace_ms,

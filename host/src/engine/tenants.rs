@@ -247,10 +247,13 @@ impl EngineState {
     /// Tells what schedules by tenant weight that tenant `name` was created or its weight
     /// changed (`Some`), or that it was deleted (`None`). Called once per change, after the
     /// table holds it, and before the batch is committed (the change applies at once, like a
-    /// submission does). The policy contract of this hub version has no tenants, so for now it
-    /// is only logged; a contract that does will be told here.
+    /// submission does): the policy and the shadow are told through the feed.
     pub(super) fn tenant_weight_changed(&mut self, name: &str, weight: Option<f64>) {
         tracing::debug!(tenant = name, ?weight, "tenant weight changed");
+        match weight {
+            Some(weight) => self.feed.tenant_weight(name, weight),
+            None => self.feed.tenant_removed(name),
+        }
     }
 
     /// The counts of `tenant` including the changes of the open batch: exact at this moment.
@@ -446,7 +449,11 @@ mod tests {
         assert_eq!(bucket.take(1, 0), Err(4));
         assert_eq!(bucket.take(1, 3_000), Err(1));
         assert_eq!(bucket.take(1, 4_000), Ok(()));
-        assert_eq!(bucket.take(2, 4_000), Err(4), "a batch beyond the burst waits a refill");
+        assert_eq!(
+            bucket.take(2, 4_000),
+            Err(4),
+            "a batch beyond the burst waits a refill"
+        );
     }
 
     #[test]
