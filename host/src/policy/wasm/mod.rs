@@ -199,9 +199,11 @@ fn contract_of(engine: &Engine, component: &Component) -> Result<ContractVersion
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if let Some(version) = exports
+    // The newest version it exports, should it export several.
+    if let Some(&version) = ContractVersion::ALL
         .iter()
-        .find_map(|name| ContractVersion::of_interface(name))
+        .rev()
+        .find(|version| exports.iter().any(|name| name == version.interface()))
     {
         return Ok(version);
     }
