@@ -188,7 +188,7 @@ impl Compiled {
 }
 
 /// The interface a policy of the current contract exports, as named in `wit/policy.wit` (a
-/// test checks it against [`super::contract::contract_interface`], which reads the WIT).
+/// test in `wasm/tests.rs` checks it against the WIT).
 pub const INTERFACE: &str = "switchyard:policy/scheduler@0.2.0";
 
 /// The contract version `component` speaks, from the scheduler interface it exports. Anything
