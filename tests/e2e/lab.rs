@@ -250,7 +250,7 @@ async fn policy_check_reports_refusals_and_failures() {
     for expected in [
         "policy    fair ",
         "digest    sha256:",
-        "contract  switchyard:policy/scheduler@",
+        "contract  switchyard:policy/scheduler@0.2.0\n",
         "refused   none",
         "0 traps, 0 timeouts",
     ] {

@@ -16,6 +16,7 @@ mod author;
 mod bad_input;
 mod chaos;
 mod cli;
+mod contract;
 mod custody;
 mod durability;
 mod events;

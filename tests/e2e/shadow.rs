@@ -348,6 +348,7 @@ async fn a_failing_shadow_leaves_service_alone(decide_body: &str) -> Value {
         .expect(200, "PUT the failing shadow");
     assert_eq!(started["source"], "upload", "{started}");
     assert_eq!(started["name"], "failing", "{started}");
+    assert_eq!(started["contract"], "0.1.0", "{started}");
     let during = timed_flow(api, &mut crew, "during", TASKS, TASKS).await;
 
     let report = report_when_stopped(api).await;

@@ -90,6 +90,19 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How `policy check` names the contract a component speaks: its interface, and for an older
+/// version that it runs behind the adapter.
+fn contract_line(contract: policy::ContractVersion) -> String {
+    if contract == policy::ContractVersion::CURRENT {
+        contract.interface().to_string()
+    } else {
+        format!(
+            "{} (an older contract: the hub adapts it, each tenant is one fairness key)",
+            contract.interface()
+        )
+    }
+}
+
 /// The scenario `policy check` runs.
 const SMOKE: &str = "smoke";
 
@@ -104,7 +117,7 @@ pub fn check(file: &str, config: Option<&str>) -> anyhow::Result<()> {
     drop(host);
     println!("policy    {} {}", status.name, status.version);
     println!("digest    {}", status.digest);
-    println!("contract  {}", policy::contract::contract_interface());
+    println!("contract  {}", contract_line(status.contract));
     println!("config    {}", status.config);
 
     let scenario = lab::load_scenario(SMOKE)?;

@@ -255,6 +255,7 @@ pub(super) fn policy(value: &Value, style: Style) -> String {
     let mut pairs = vec![
         ("name", text(value, "name")),
         ("version", text(value, "version")),
+        ("contract", text(value, "contract")),
         ("digest", text(value, "digest")),
         ("source", text(value, "source")),
         ("config", text(value, "config")),
@@ -313,6 +314,7 @@ pub(super) fn shadow(value: &Value, style: Style) -> String {
                 "candidate",
                 format!("{} {}", text(value, "name"), text(value, "version")),
             ),
+            ("contract", text(value, "contract")),
             ("source", text(value, "source")),
             ("digest", text(value, "digest")),
             ("started", time(value, "started_at")),

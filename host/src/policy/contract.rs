@@ -293,7 +293,6 @@ mod tests {
         assert_eq!(contract_package(), "switchyard:policy@0.2.0");
         assert_eq!(contract_version(), "0.2.0");
         assert_eq!(contract_interface(), "switchyard:policy/scheduler@0.2.0");
-        assert_eq!(contract_interface(), crate::policy::wasm::INTERFACE);
         assert_eq!(ContractVersion::CURRENT.as_str(), contract_version());
         assert_eq!(ContractVersion::CURRENT.package(), contract_package());
         assert_eq!(ContractVersion::CURRENT.interface(), contract_interface());

@@ -225,4 +225,16 @@ mod tests {
         assert_eq!(m.fairness_key(9), Some("a"));
         assert_eq!(m.fairness_key(5), None);
     }
+
+    #[test]
+    fn tenant_weights_are_kept_by_name_for_replays() {
+        let mut mirror = Mirror::default();
+        mirror.tenant_weight("team-b".into(), 2.0);
+        mirror.tenant_weight("default".into(), 1.0);
+        mirror.tenant_weight("team-b".into(), 3.0);
+        mirror.tenant_weight("gone".into(), 5.0);
+        mirror.tenant_removed("gone");
+        let told: Vec<(&str, f64)> = mirror.tenant_weights().collect();
+        assert_eq!(told, [("default", 1.0), ("team-b", 3.0)]);
+    }
 }

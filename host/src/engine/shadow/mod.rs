@@ -42,8 +42,10 @@
 
 mod mirror;
 mod report;
+mod thread;
 
 pub use report::{Agreement, GroupShare, ShadowReport, Stopped};
+pub use thread::NICE;
 
 use crate::policy::{AgentId, AgentView, Outcome, PolicyHost, TaskId, TaskView};
 use crate::wire::http::ShadowStopReason;
@@ -54,6 +56,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use thread::{lower_priority, thread_cpu_time};
 
 /// Events the engine may be ahead of the shadow by before the run is stopped as fallen behind.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -74,44 +77,6 @@ pub const BREAKER_FAILURES: usize = crate::policy::BREAKER_FAILURES;
 
 /// The window the shadow's breaker counts failures in.
 pub const BREAKER_WINDOW: Duration = crate::policy::BREAKER_WINDOW;
-
-/// The nice value of the shadow thread (Linux): the engine, connections and writer run at the
-/// process's own, so when cores are short the scheduler gives the shadow what they leave.
-pub const NICE: i32 = 19;
-
-/// Lowers the calling thread's scheduling priority to [`NICE`]. On Linux a nice value belongs
-/// to the thread; elsewhere this does nothing and the budget and breaker alone bound the shadow.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority takes plain integers and touches no memory of ours; `who` 0 is
-        // the calling thread on Linux.
-        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) } != 0;
-        if failed {
-            let error = std::io::Error::last_os_error();
-            tracing::warn!(%error, "cannot lower the shadow thread's priority");
-        }
-    }
-}
-
-/// The CPU time the calling thread has used, where the platform has a thread clock.
-fn thread_cpu_time() -> Option<Duration> {
-    #[cfg(unix)]
-    {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec, which `now` is.
-        let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
-        if read {
-            let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-            let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
-            return Some(Duration::new(secs, nanos));
-        }
-    }
-    None
-}
 
 /// What the engine tells the shadow thread.
 enum Event {

@@ -188,7 +188,7 @@ impl Compiled {
 }
 
 /// The interface a policy of the current contract exports, as named in `wit/policy.wit` (a
-/// test checks it against [`super::contract::contract_interface`], which reads the WIT).
+/// test in `wasm/tests.rs` checks it against the WIT).
 pub const INTERFACE: &str = "switchyard:policy/scheduler@0.2.0";
 
 /// The contract version `component` speaks, from the scheduler interface it exports. Anything
@@ -199,9 +199,11 @@ fn contract_of(engine: &Engine, component: &Component) -> Result<ContractVersion
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if let Some(version) = exports
+    // The newest version it exports, should it export several.
+    if let Some(&version) = ContractVersion::ALL
         .iter()
-        .find_map(|name| ContractVersion::of_interface(name))
+        .rev()
+        .find(|version| exports.iter().any(|name| name == version.interface()))
     {
         return Ok(version);
     }

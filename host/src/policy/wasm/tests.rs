@@ -83,6 +83,15 @@ fn task_of(id: u64, tenant: &str, key: &str, weight: f64) -> TaskView {
 }
 
 #[test]
+fn the_current_interface_is_the_one_the_wit_declares() {
+    assert_eq!(
+        super::INTERFACE,
+        crate::policy::contract::contract_interface()
+    );
+    assert_eq!(super::INTERFACE, ContractVersion::CURRENT.interface());
+}
+
+#[test]
 fn a_v0_1_policy_sees_each_tenant_as_one_key_weighted_by_the_tenant() {
     let mut host = PolicyHost::load(PolicySource::Bytes(echo_v0_1()), json!(null)).unwrap();
     let status = host.status();
