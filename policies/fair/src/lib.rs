@@ -237,6 +237,9 @@ struct Running {
     key: String,
     /// Milliseconds charged at dispatch.
     charged_ms: u64,
+    /// The charge's numbers in the key's and the tenant's fair queueing.
+    key_charge: u64,
+    tenant_charge: u64,
     /// The key's cost per millisecond at dispatch.
     cost: VirtualTime,
 }
@@ -482,8 +485,9 @@ impl Fair {
         let key_delta = delta.saturating_mul(i128::try_from(run.cost).unwrap_or(i128::MAX));
         let tenant_delta =
             delta.saturating_mul(i128::try_from(cost_per_unit(tenant.weight)).unwrap_or(i128::MAX));
-        tenant.keys.correct(&run.key, key_delta);
-        self.tenant_turns.correct(&run.tenant, tenant_delta);
+        tenant.keys.correct(&run.key, run.key_charge, key_delta);
+        self.tenant_turns
+            .correct(&run.tenant, run.tenant_charge, tenant_delta);
         self.settle_key(&run.tenant, &run.key);
         self.settle_tenant(&run.tenant);
     }
@@ -567,8 +571,9 @@ impl Policy for Fair {
         let units = self.units(tenant, &done.key);
         let key_cost = self.key_cost(tenant, &done);
         let tenant_cost = self.tenant_cost(tenant, &done.key);
+        let tenant_charge = self.tenant_turns.charge(&done.tenant, tenant_cost);
         if let Some(tenant) = self.tenants.get_mut(&done.tenant) {
-            tenant.keys.charge(&done.key, key_cost);
+            let key_charge = tenant.keys.charge(&done.key, key_cost);
             if self.config.charge == Charge::Time {
                 if let Some(key) = tenant.lines.get_mut(&done.key) {
                     key.running += 1;
@@ -577,6 +582,8 @@ impl Policy for Fair {
                     tenant: done.tenant.clone(),
                     key: done.key.clone(),
                     charged_ms: units,
+                    key_charge,
+                    tenant_charge,
                     cost: done.cost,
                 };
                 // The host finishes an assignment before assigning the task again; should it
@@ -586,7 +593,6 @@ impl Policy for Fair {
                 }
             }
         }
-        self.tenant_turns.charge(&done.tenant, tenant_cost);
         self.settle_key(&done.tenant, &done.key);
         self.settle_tenant(&done.tenant);
     }

@@ -113,3 +113,26 @@ fn a_correction_after_the_queue_ran_dry_is_a_debt() {
     p_time.task_finished(99, 1, Outcome::Failed, 5_000);
     assert_eq!(p_time.tenant_tag("t"), Some(1_000 * UNIT));
 }
+
+#[test]
+fn a_refunded_overestimate_does_not_hold_a_newcomer_back() {
+    // "heavy" is charged the initial 1 000 ms four times before anything finishes, then each
+    // task turns out to have taken 1 ms. A key arriving then starts level with heavy, not
+    // 3 000 ms of virtual time behind it.
+    let mut host = MiniHost::new(fair_with(Value::Null));
+    for agent_id in 0..4 {
+        host.agent_ready(agent(agent_id, &[]));
+    }
+    for id in 0..1_000 {
+        host.task_queued(task(id, 2, &[]).with_key("heavy"));
+    }
+    host.run_until(0, 50, |_| 1);
+    host.task_queued(task(5_000, 2, &[]).with_key("light"));
+    let made = host.run_until(50, 51, |_| 1);
+    assert!(
+        made.iter().any(|h| h.task.id == 5_000),
+        "the newcomer waits: {:?}",
+        made.iter().map(|h| h.task.id).collect::<Vec<_>>()
+    );
+    check_invariants(&host.policy);
+}
