@@ -18,7 +18,10 @@
 //! tasks), else of its tenant, else `initial_estimate_ms` ([`DEFAULT_INITIAL_ESTIMATE_MS`]);
 //! the mean moves an eighth of the way to each new run time. When the task finishes, whatever
 //! the outcome (a returned, failed or cancelled task held its agent too), the estimate is
-//! replaced by the real `held_ms` (at least 1 ms) at both levels. A flow that is idle by then
+//! replaced by the real `held_ms` at both levels. No charge, estimate or real, is below
+//! `min_charge_ms` (default [`DEFAULT_MIN_CHARGE_MS`]): an assignment occupies its agent for at
+//! least a round trip, and shorter held times are mostly measurement noise (whole
+//! milliseconds, network delay), which would otherwise decide shares between very short tasks. A flow that is idle by then
 //! keeps the extra cost as a debt into its next backlog; a refund to a flow the virtual time
 //! has passed is dropped (idleness earns no credit). With `"charge": "tasks"` a share counts
 //! **assignments**, one each, whatever they cost.
@@ -140,7 +143,7 @@
 //!
 //! ```json
 //! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000, "charge": "time",
-//!  "initial_estimate_ms": 1000}
+//!  "initial_estimate_ms": 1000, "min_charge_ms": 10}
 //! ```
 //!
 //! - `weights`: an object from fairness key to weight, each from [`MIN_WEIGHT`] to
@@ -151,6 +154,9 @@
 //! - `initial_estimate_ms`: what a task is charged at dispatch under `"time"` before its key or
 //!   tenant has finished any task, from 1 to [`MAX_AGING_MS`]; default
 //!   [`DEFAULT_INITIAL_ESTIMATE_MS`].
+//! - `min_charge_ms`: under `"time"`, the least an assignment is charged, from 1 to
+//!   [`MAX_AGING_MS`]; default [`DEFAULT_MIN_CHARGE_MS`]. Tasks shorter than it are shared
+//!   by count.
 //! - `aging_ms`: milliseconds of waiting that raise a task by one priority class, from 1 to
 //!   [`MAX_AGING_MS`] (a year, to get practically strict priority within a key); default
 //!   [`DEFAULT_AGING_MS`].
@@ -179,8 +185,8 @@ mod config;
 mod pass;
 mod sfq;
 pub use config::{
-    Charge, FairConfig, DEFAULT_AGING_MS, DEFAULT_INITIAL_ESTIMATE_MS, MAX_AGING_MS, MAX_WEIGHT,
-    MIN_WEIGHT,
+    Charge, FairConfig, DEFAULT_AGING_MS, DEFAULT_INITIAL_ESTIMATE_MS, DEFAULT_MIN_CHARGE_MS,
+    MAX_AGING_MS, MAX_WEIGHT, MIN_WEIGHT,
 };
 use pass::{AgentSearch, TenantPass};
 use sfq::{Activation, Sfq};
@@ -369,10 +375,11 @@ impl Fair {
                     .get(key)
                     .and_then(|k| k.estimate)
                     .or(tenant.estimate);
-                match estimate {
-                    Some(ms) => (ms.round() as u64).max(1),
-                    None => self.config.initial_estimate_ms.max(1),
-                }
+                let ms = match estimate {
+                    Some(ms) => ms.round() as u64,
+                    None => self.config.initial_estimate_ms,
+                };
+                ms.max(self.config.min_charge_ms).max(1)
             }
         }
     }
@@ -472,7 +479,7 @@ impl Fair {
         let Some(run) = self.running.remove(&task) else {
             return;
         };
-        let held_ms = held_ms.max(1);
+        let held_ms = held_ms.max(self.config.min_charge_ms).max(1);
         let Some(tenant) = self.tenants.get_mut(&run.tenant) else {
             return;
         };

@@ -67,7 +67,7 @@ fn counting_assignments_instead_gives_long_tasks_the_fleet() {
 
 #[test]
 fn an_estimate_is_charged_at_dispatch_and_corrected_at_the_end() {
-    let mut p = fair_with(json!({"initial_estimate_ms": 500}));
+    let mut p = fair_with(json!({"initial_estimate_ms": 500, "min_charge_ms": 1}));
     for id in 0..3 {
         p.task_queued(task(id, 2, &[]).with_tenant("t").with_key("k"));
     }
@@ -117,9 +117,9 @@ fn a_correction_after_the_queue_ran_dry_is_a_debt() {
 #[test]
 fn a_refunded_overestimate_does_not_hold_a_newcomer_back() {
     // "heavy" is charged the initial 1 000 ms four times before anything finishes, then each
-    // task turns out to have taken 1 ms. A key arriving then starts level with heavy, not
+    // task turns out to have taken 1 ms (charged as such: `min_charge_ms` 1). A key arriving then starts level with heavy, not
     // 3 000 ms of virtual time behind it.
-    let mut host = MiniHost::new(fair_with(Value::Null));
+    let mut host = MiniHost::new(fair_with(json!({"min_charge_ms": 1})));
     for agent_id in 0..4 {
         host.agent_ready(agent(agent_id, &[]));
     }
@@ -135,4 +135,32 @@ fn a_refunded_overestimate_does_not_hold_a_newcomer_back() {
         made.iter().map(|h| h.task.id).collect::<Vec<_>>()
     );
     check_invariants(&host.policy);
+}
+
+#[test]
+fn charges_below_the_minimum_are_raised_to_it() {
+    // Instant tasks (0 to 3 ms, measurement noise) are charged 10 ms each: shared by count.
+    let mut host = MiniHost::new(fair_with(Value::Null));
+    for agent_id in 0..2 {
+        host.agent_ready(agent(agent_id, &[]));
+    }
+    for id in 0..1_000 {
+        host.task_queued(task(id, 2, &[]).with_key("zero"));
+        host.task_queued(task(10_000 + id, 2, &[]).with_key("three"));
+    }
+    let made = host.run_until(0, 400, |t| if t.id < 10_000 { 0 } else { 3 });
+    let zero = made.iter().filter(|h| h.task.id < 10_000).count();
+    let three = made.len() - zero;
+    assert!(zero.abs_diff(three) <= 2, "{zero} against {three}");
+    assert_eq!(
+        host.policy
+            .key_tag(DEFAULT_TENANT, "zero")
+            .map(|t| t % (10 * UNIT)),
+        Some(0)
+    );
+    let err = Fair::new(&json!({"min_charge_ms": 0})).unwrap_err();
+    assert!(
+        err.contains("`min_charge_ms` must be a whole number of milliseconds from 1"),
+        "{err}"
+    );
 }
