@@ -197,6 +197,39 @@ pub fn water_fill(demands: &[f64], weights: &[f64], capacity: f64) -> Vec<f64> {
     share
 }
 
+/// Each group's fair share of `capacity` given its `demand`s: water filling between tenants
+/// by tenant weight (a tenant asks for what its groups ask for together), then within each
+/// tenant between its groups by group weight. With every group in one tenant this is plain
+/// water filling between the groups.
+pub fn fair_shares(scenario: &Scenario, demand: &[f64], capacity: f64) -> Vec<f64> {
+    let weights = scenario.tenant_weights();
+    let mut members: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (g, spec) in scenario.groups.iter().enumerate() {
+        members.entry(spec.tenant.as_str()).or_default().push(g);
+    }
+    let tenant_demand: Vec<f64> = members
+        .values()
+        .map(|groups| groups.iter().map(|&g| demand[g]).sum())
+        .collect();
+    let tenant_weight: Vec<f64> = members
+        .keys()
+        .map(|name| weights.get(*name).copied().unwrap_or(1.0))
+        .collect();
+    let tenant_share = water_fill(&tenant_demand, &tenant_weight, capacity);
+    let mut fair = vec![0.0; demand.len()];
+    for (groups, allotment) in members.values().zip(tenant_share) {
+        let group_demand: Vec<f64> = groups.iter().map(|&g| demand[g]).collect();
+        let group_weight: Vec<f64> = groups.iter().map(|&g| scenario.groups[g].weight).collect();
+        for (&g, share) in groups
+            .iter()
+            .zip(water_fill(&group_demand, &group_weight, allotment))
+        {
+            fair[g] = share;
+        }
+    }
+    fair
+}
+
 /// Jain's fairness index of `xs`: (Σx)² / (n·Σx²).
 pub fn jain(xs: &[f64]) -> f64 {
     let sum: f64 = xs.iter().sum();
@@ -261,9 +294,8 @@ pub fn measure(
         by_priority[priority].2 = by_priority[priority].2.max(wait);
     }
 
-    let weights: Vec<f64> = scenario.groups.iter().map(|g| g.weight).collect();
     let capacity = scenario.agent_count() as f64 * horizon as f64;
-    let fair = water_fill(&demand, &weights, capacity);
+    let fair = fair_shares(scenario, &demand, capacity);
     let fair_total: f64 = fair.iter().sum();
     let total_assigned: u64 = assigned.iter().sum();
     let total_busy: u64 = busy.iter().sum();
@@ -427,6 +459,40 @@ mod tests {
             water_fill(&[0.0, 10.0], &[1.0, 1.0], 100.0),
             vec![0.0, 10.0]
         );
+    }
+
+    #[test]
+    fn fair_shares_go_to_tenants_first_then_to_their_groups() {
+        let text = r#"
+name = "t"
+duration = "1m"
+[[agents]]
+count = 1
+[tenants]
+big = 3
+[[groups]]
+name = "a"
+tenant = "big"
+arrival = { kind = "burst", count = 1 }
+run_time = { kind = "fixed", time = "1s" }
+[[groups]]
+name = "b"
+tenant = "big"
+weight = 3
+arrival = { kind = "burst", count = 1 }
+run_time = { kind = "fixed", time = "1s" }
+[[groups]]
+name = "c"
+arrival = { kind = "burst", count = 1 }
+run_time = { kind = "fixed", time = "1s" }
+"#;
+        let scenario = Scenario::from_toml(text, "t.toml").unwrap();
+        // big (3) gets 300 of 400, split 1:3 between a and b; default (1) gets 100, all c's.
+        let fair = fair_shares(&scenario, &[1000.0, 1000.0, 1000.0], 400.0);
+        assert_eq!(fair, vec![75.0, 225.0, 100.0]);
+        // What c does not ask for goes to big.
+        let fair = fair_shares(&scenario, &[1000.0, 1000.0, 20.0], 400.0);
+        assert_eq!(fair, vec![95.0, 285.0, 20.0]);
     }
 
     #[test]

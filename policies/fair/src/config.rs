@@ -17,6 +17,9 @@ pub const MAX_WEIGHT: f64 = 1_000.0;
 /// What a task is charged before its key or tenant has finished any task, under `"charge":
 /// "time"`, unless `initial_estimate_ms` says otherwise.
 pub const DEFAULT_INITIAL_ESTIMATE_MS: u64 = 1_000;
+/// The least an assignment is charged under `"charge": "time"`, unless `min_charge_ms` says
+/// otherwise.
+pub const DEFAULT_MIN_CHARGE_MS: u64 = 10;
 /// [`MIN_WEIGHT`] and [`MAX_WEIGHT`] as written in messages (formatting floats costs code size).
 pub(crate) const MIN_WEIGHT_TEXT: &str = "0.001";
 pub(crate) const MAX_WEIGHT_TEXT: &str = "1000";
@@ -33,6 +36,8 @@ pub struct FairConfig {
     /// Under [`Charge::Time`], the estimate charged for a task before its key or tenant has
     /// finished any task.
     pub initial_estimate_ms: u64,
+    /// Under [`Charge::Time`], the least an assignment is charged, estimate or real time.
+    pub min_charge_ms: u64,
 }
 
 /// What a tenant's (and a key's) share counts.
@@ -52,6 +57,7 @@ impl Default for FairConfig {
             aging_ms: DEFAULT_AGING_MS,
             charge: Charge::Time,
             initial_estimate_ms: DEFAULT_INITIAL_ESTIMATE_MS,
+            min_charge_ms: DEFAULT_MIN_CHARGE_MS,
         }
     }
 }
@@ -80,10 +86,11 @@ impl FairConfig {
                 "initial_estimate_ms" => {
                     parsed.initial_estimate_ms = parse_ms("initial_estimate_ms", value)?
                 }
+                "min_charge_ms" => parsed.min_charge_ms = parse_ms("min_charge_ms", value)?,
                 other => {
                     return Err(format!(
                         "fair: unknown config field `{other}` (the fields are `weights`, \
-                         `aging_ms`, `charge` and `initial_estimate_ms`)"
+                         `aging_ms`, `charge`, `initial_estimate_ms` and `min_charge_ms`)"
                     ))
                 }
             }

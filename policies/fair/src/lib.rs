@@ -18,7 +18,10 @@
 //! tasks), else of its tenant, else `initial_estimate_ms` ([`DEFAULT_INITIAL_ESTIMATE_MS`]);
 //! the mean moves an eighth of the way to each new run time. When the task finishes, whatever
 //! the outcome (a returned, failed or cancelled task held its agent too), the estimate is
-//! replaced by the real `held_ms` (at least 1 ms) at both levels. A flow that is idle by then
+//! replaced by the real `held_ms` at both levels. No charge, estimate or real, is below
+//! `min_charge_ms` (default [`DEFAULT_MIN_CHARGE_MS`]): an assignment occupies its agent for at
+//! least a round trip, and shorter held times are mostly measurement noise (whole
+//! milliseconds, network delay), which would otherwise decide shares between very short tasks. A flow that is idle by then
 //! keeps the extra cost as a debt into its next backlog; a refund to a flow the virtual time
 //! has passed is dropped (idleness earns no credit). With `"charge": "tasks"` a share counts
 //! **assignments**, one each, whatever they cost.
@@ -140,7 +143,7 @@
 //!
 //! ```json
 //! {"weights": {"team-a": 3, "team-b": 0.5}, "aging_ms": 30000, "charge": "time",
-//!  "initial_estimate_ms": 1000}
+//!  "initial_estimate_ms": 1000, "min_charge_ms": 10}
 //! ```
 //!
 //! - `weights`: an object from fairness key to weight, each from [`MIN_WEIGHT`] to
@@ -151,6 +154,9 @@
 //! - `initial_estimate_ms`: what a task is charged at dispatch under `"time"` before its key or
 //!   tenant has finished any task, from 1 to [`MAX_AGING_MS`]; default
 //!   [`DEFAULT_INITIAL_ESTIMATE_MS`].
+//! - `min_charge_ms`: under `"time"`, the least an assignment is charged, from 1 to
+//!   [`MAX_AGING_MS`]; default [`DEFAULT_MIN_CHARGE_MS`]. Tasks shorter than it are shared
+//!   by count.
 //! - `aging_ms`: milliseconds of waiting that raise a task by one priority class, from 1 to
 //!   [`MAX_AGING_MS`] (a year, to get practically strict priority within a key); default
 //!   [`DEFAULT_AGING_MS`].
@@ -179,8 +185,8 @@ mod config;
 mod pass;
 mod sfq;
 pub use config::{
-    Charge, FairConfig, DEFAULT_AGING_MS, DEFAULT_INITIAL_ESTIMATE_MS, MAX_AGING_MS, MAX_WEIGHT,
-    MIN_WEIGHT,
+    Charge, FairConfig, DEFAULT_AGING_MS, DEFAULT_INITIAL_ESTIMATE_MS, DEFAULT_MIN_CHARGE_MS,
+    MAX_AGING_MS, MAX_WEIGHT, MIN_WEIGHT,
 };
 use pass::{AgentSearch, TenantPass};
 use sfq::{Activation, Sfq};
@@ -237,6 +243,9 @@ struct Running {
     key: String,
     /// Milliseconds charged at dispatch.
     charged_ms: u64,
+    /// The charge's numbers in the key's and the tenant's fair queueing.
+    key_charge: u64,
+    tenant_charge: u64,
     /// The key's cost per millisecond at dispatch.
     cost: VirtualTime,
 }
@@ -366,10 +375,11 @@ impl Fair {
                     .get(key)
                     .and_then(|k| k.estimate)
                     .or(tenant.estimate);
-                match estimate {
-                    Some(ms) => (ms.round() as u64).max(1),
-                    None => self.config.initial_estimate_ms.max(1),
-                }
+                let ms = match estimate {
+                    Some(ms) => ms.round() as u64,
+                    None => self.config.initial_estimate_ms,
+                };
+                ms.max(self.config.min_charge_ms).max(1)
             }
         }
     }
@@ -469,7 +479,7 @@ impl Fair {
         let Some(run) = self.running.remove(&task) else {
             return;
         };
-        let held_ms = held_ms.max(1);
+        let held_ms = held_ms.max(self.config.min_charge_ms).max(1);
         let Some(tenant) = self.tenants.get_mut(&run.tenant) else {
             return;
         };
@@ -482,8 +492,9 @@ impl Fair {
         let key_delta = delta.saturating_mul(i128::try_from(run.cost).unwrap_or(i128::MAX));
         let tenant_delta =
             delta.saturating_mul(i128::try_from(cost_per_unit(tenant.weight)).unwrap_or(i128::MAX));
-        tenant.keys.correct(&run.key, key_delta);
-        self.tenant_turns.correct(&run.tenant, tenant_delta);
+        tenant.keys.correct(&run.key, run.key_charge, key_delta);
+        self.tenant_turns
+            .correct(&run.tenant, run.tenant_charge, tenant_delta);
         self.settle_key(&run.tenant, &run.key);
         self.settle_tenant(&run.tenant);
     }
@@ -567,8 +578,9 @@ impl Policy for Fair {
         let units = self.units(tenant, &done.key);
         let key_cost = self.key_cost(tenant, &done);
         let tenant_cost = self.tenant_cost(tenant, &done.key);
+        let tenant_charge = self.tenant_turns.charge(&done.tenant, tenant_cost);
         if let Some(tenant) = self.tenants.get_mut(&done.tenant) {
-            tenant.keys.charge(&done.key, key_cost);
+            let key_charge = tenant.keys.charge(&done.key, key_cost);
             if self.config.charge == Charge::Time {
                 if let Some(key) = tenant.lines.get_mut(&done.key) {
                     key.running += 1;
@@ -577,6 +589,8 @@ impl Policy for Fair {
                     tenant: done.tenant.clone(),
                     key: done.key.clone(),
                     charged_ms: units,
+                    key_charge,
+                    tenant_charge,
                     cost: done.cost,
                 };
                 // The host finishes an assignment before assigning the task again; should it
@@ -586,7 +600,6 @@ impl Policy for Fair {
                 }
             }
         }
-        self.tenant_turns.charge(&done.tenant, tenant_cost);
         self.settle_key(&done.tenant, &done.key);
         self.settle_tenant(&done.tenant);
     }

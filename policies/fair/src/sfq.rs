@@ -25,6 +25,10 @@ pub(crate) struct Sfq {
     pub(crate) now: VirtualTime,
     /// The next activation number to hand out; only grows.
     next_activation: Activation,
+    /// Charges made so far: numbers each charge, for [`Sfq::correct`].
+    charges: u64,
+    /// The flow and the charge number of the assignment whose start tag `now` is.
+    now_set_by: Option<(String, u64)>,
 }
 
 #[derive(Debug)]
@@ -79,29 +83,42 @@ impl Sfq {
 
     /// Charges one assignment of `name` (an active flow) started at its current tag: the global
     /// virtual time moves to that start, and the tag advances by `cost`.
-    pub(crate) fn charge(&mut self, name: &str, cost: VirtualTime) {
+    ///
+    /// Returns the charge's number, which a later [`Sfq::correct`] of it names.
+    pub(crate) fn charge(&mut self, name: &str, cost: VirtualTime) -> u64 {
+        self.charges += 1;
+        let number = self.charges;
         let Some(flow) = self.flows.get_mut(name) else {
-            return;
+            return number;
         };
-        self.now = self.now.max(flow.tag);
+        if flow.tag >= self.now {
+            self.now = flow.tag;
+            self.now_set_by = Some((name.to_string(), number));
+        }
         let Some(activation) = flow.activation else {
-            return;
+            return number;
         };
         self.turns.remove(&(flow.tag, activation));
         flow.tag = flow.tag.saturating_add(cost);
         self.turns.insert((flow.tag, activation), name.to_string());
+        number
     }
 
-    /// Corrects an earlier charge of `name` by `delta` (the real cost minus the estimate).
+    /// Corrects charge number `number` of `name` by `delta` (the real cost minus the
+    /// estimate).
+    ///
+    /// When the global virtual time is the start of a later assignment of the same flow, that
+    /// start moves by `delta` too: it was reached through the estimate. Otherwise an
+    /// overestimate would leave the virtual time far ahead of every flow, and a newcomer,
+    /// which starts there, would wait for all of them to catch up.
     ///
     /// A flow that is active or remembered moves by `delta` (never below zero). A forgotten
     /// flow was caught up by the global virtual time; an extra cost becomes a debt counted from
     /// there (it would restart there anyway), a refund is dropped (idleness earns no credit).
-    pub(crate) fn correct(&mut self, name: &str, delta: i128) {
+    pub(crate) fn correct(&mut self, name: &str, number: u64, delta: i128) {
         if delta == 0 {
             return;
         }
-        let now = self.now;
         let moved = |tag: VirtualTime| {
             if delta > 0 {
                 tag.saturating_add(delta.unsigned_abs())
@@ -109,6 +126,12 @@ impl Sfq {
                 tag.saturating_sub(delta.unsigned_abs())
             }
         };
+        if let Some((flow, latest)) = &self.now_set_by {
+            if flow == name && number < *latest {
+                self.now = moved(self.now);
+            }
+        }
+        let now = self.now;
         match self.flows.get_mut(name) {
             Some(flow) => match flow.activation {
                 Some(activation) => {
@@ -138,6 +161,9 @@ impl Sfq {
                 self.idle.insert((tag, name.to_string()));
             }
             None => {}
+        }
+        if delta > 0 {
+            self.forget_caught_up();
         }
     }
 

@@ -67,7 +67,7 @@ fn counting_assignments_instead_gives_long_tasks_the_fleet() {
 
 #[test]
 fn an_estimate_is_charged_at_dispatch_and_corrected_at_the_end() {
-    let mut p = fair_with(json!({"initial_estimate_ms": 500}));
+    let mut p = fair_with(json!({"initial_estimate_ms": 500, "min_charge_ms": 1}));
     for id in 0..3 {
         p.task_queued(task(id, 2, &[]).with_tenant("t").with_key("k"));
     }
@@ -112,4 +112,55 @@ fn a_correction_after_the_queue_ran_dry_is_a_debt() {
     // A finish the policy never charged (from before a restart) is ignored.
     p_time.task_finished(99, 1, Outcome::Failed, 5_000);
     assert_eq!(p_time.tenant_tag("t"), Some(1_000 * UNIT));
+}
+
+#[test]
+fn a_refunded_overestimate_does_not_hold_a_newcomer_back() {
+    // "heavy" is charged the initial 1 000 ms four times before anything finishes, then each
+    // task turns out to have taken 1 ms (charged as such: `min_charge_ms` 1). A key arriving then starts level with heavy, not
+    // 3 000 ms of virtual time behind it.
+    let mut host = MiniHost::new(fair_with(json!({"min_charge_ms": 1})));
+    for agent_id in 0..4 {
+        host.agent_ready(agent(agent_id, &[]));
+    }
+    for id in 0..1_000 {
+        host.task_queued(task(id, 2, &[]).with_key("heavy"));
+    }
+    host.run_until(0, 50, |_| 1);
+    host.task_queued(task(5_000, 2, &[]).with_key("light"));
+    let made = host.run_until(50, 51, |_| 1);
+    assert!(
+        made.iter().any(|h| h.task.id == 5_000),
+        "the newcomer waits: {:?}",
+        made.iter().map(|h| h.task.id).collect::<Vec<_>>()
+    );
+    check_invariants(&host.policy);
+}
+
+#[test]
+fn charges_below_the_minimum_are_raised_to_it() {
+    // Instant tasks (0 to 3 ms, measurement noise) are charged 10 ms each: shared by count.
+    let mut host = MiniHost::new(fair_with(Value::Null));
+    for agent_id in 0..2 {
+        host.agent_ready(agent(agent_id, &[]));
+    }
+    for id in 0..1_000 {
+        host.task_queued(task(id, 2, &[]).with_key("zero"));
+        host.task_queued(task(10_000 + id, 2, &[]).with_key("three"));
+    }
+    let made = host.run_until(0, 400, |t| if t.id < 10_000 { 0 } else { 3 });
+    let zero = made.iter().filter(|h| h.task.id < 10_000).count();
+    let three = made.len() - zero;
+    assert!(zero.abs_diff(three) <= 2, "{zero} against {three}");
+    assert_eq!(
+        host.policy
+            .key_tag(DEFAULT_TENANT, "zero")
+            .map(|t| t % (10 * UNIT)),
+        Some(0)
+    );
+    let err = Fair::new(&json!({"min_charge_ms": 0})).unwrap_err();
+    assert!(
+        err.contains("`min_charge_ms` must be a whole number of milliseconds from 1"),
+        "{err}"
+    );
 }
