@@ -14,6 +14,7 @@ pub mod events;
 mod feed;
 pub mod histogram;
 mod lifecycle;
+mod observe;
 pub mod outbox;
 mod reports;
 mod requests;
@@ -22,6 +23,7 @@ mod schedule;
 pub mod shadow;
 mod state;
 pub mod stats;
+pub mod tally;
 pub mod timers;
 mod writer;
 

@@ -1,5 +1,6 @@
 //! Decision passes: the policy proposes, the host disposes (design principle 3).
 
+use crate::engine::observe;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::policy::{self, Assignment};
@@ -85,8 +86,9 @@ impl EngineState {
         }
         let agent_id = agent_id.expect("checked above");
         if let Some(task) = self.tasks.get(&id) {
-            self.stats
-                .waited(task.priority, now.saturating_sub(task.queued_at));
+            let waited = now.saturating_sub(task.queued_at);
+            self.stats.waited(task.priority, waited);
+            self.tally.assigned(waited);
         }
         let task = self.task_mut(id);
         task.assign(&agent_id, now);
@@ -95,6 +97,7 @@ impl EngineState {
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
         let handle = agent.handle;
         agent.hold(id);
+        observe::touch(&mut self.touched_agents, agent);
         let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
         self.feed.assigned(id, agent);
         if let Some(outbox) = outbox {

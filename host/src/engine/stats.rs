@@ -1,7 +1,9 @@
 //! Counters the engine keeps for `/metrics`, readable from any thread without asking it.
 
+use super::agent::FSM_STATES;
 use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
 use crate::task::ReclaimReason;
+use crate::wire::events::AgentStates;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Task priorities are 0 to 3 (`task.rs`); the wait histogram has one series per priority, so
@@ -26,6 +28,8 @@ pub struct EngineStats {
     pub decision: Histogram,
     /// Tasks moved to the dead letter (retries or take-backs exhausted).
     dead_letters: AtomicU64,
+    /// Agents known to the hub by state machine state, in [`FSM_STATES`]' order.
+    agents: [AtomicU64; FSM_STATES.len()],
 }
 
 impl Default for EngineStats {
@@ -39,6 +43,7 @@ impl Default for EngineStats {
             run: Histogram::new(WAIT_BUCKETS),
             decision: Histogram::new(WORK_BUCKETS),
             dead_letters: AtomicU64::new(0),
+            agents: Default::default(),
         }
     }
 }
@@ -100,6 +105,26 @@ impl EngineStats {
     /// A task of `priority` waited `ms` in the queue before this assignment.
     pub(super) fn waited(&self, priority: u8, ms: u64) {
         self.wait[usize::from(priority).min(PRIORITIES - 1)].observe_ms(ms);
+    }
+
+    /// Agents known to the hub by state (offline ones included: every agent ever identified).
+    pub fn agents(&self) -> AgentStates {
+        let n = |i: usize| self.agents[i].load(Ordering::Relaxed);
+        AgentStates {
+            idle: n(0),
+            assigned: n(1),
+            working: n(2),
+            offline: n(3),
+        }
+    }
+
+    /// An agent moved from state `from` (None: first seen) to `to` (indices into
+    /// [`FSM_STATES`]).
+    pub(super) fn agent_moved(&self, from: Option<usize>, to: usize) {
+        if let Some(from) = from {
+            self.agents[from].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.agents[to].fetch_add(1, Ordering::Relaxed);
     }
 
     fn index(reason: ReclaimReason) -> usize {
