@@ -63,8 +63,13 @@ pub enum Commands {
         /// queued, assigned, completed, dead_letter or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Tasks per page, 1 to 1000.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Start after the page that gave this cursor (the table's last line names the next
+        /// one; `--json` has it as `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
@@ -264,12 +269,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Tasks {
             status,
             limit,
+            cursor,
             output,
             client,
         } => {
             let mut path = format!("/api/tasks?limit={limit}");
             if let Some(status) = status {
                 path.push_str(&format!("&status={}", encode(&status)));
+            }
+            if let Some(cursor) = cursor {
+                path.push_str(&format!("&cursor={}", encode(&cursor)));
             }
             show(output, &client.call("GET", &path, None).await?, view::tasks)
         }
