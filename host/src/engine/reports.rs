@@ -119,6 +119,9 @@ impl EngineState {
             // Answered by the connection itself; they never reach the engine.
             ClientMessage::Identify(_) | ClientMessage::Ping => return,
         };
+        if let ServerMessage::Error { error } = &reply {
+            self.stats.refused_frame(error);
+        }
         self.push(outbox, reply);
     }
 

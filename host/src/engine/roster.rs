@@ -66,6 +66,7 @@ impl EngineState {
             .authenticate(&identify)
             .and_then(|()| self.check_capabilities(&identify.capabilities));
         if let Err(error) = checked {
+            self.stats.refused_frame(&error);
             self.push(&outbox, ServerMessage::error(error));
             self.deferred.push(Box::new(move |_| {
                 let _ = done.send(false);

@@ -82,6 +82,7 @@ impl EngineState {
         });
         if let Err(refusal) = policy::check_proposal(task, agent) {
             tracing::trace!(%refusal, task = %id, "refused a proposal");
+            self.stats.refused_proposal(refusal);
             return None;
         }
         let agent_id = agent_id.expect("checked above");
@@ -94,6 +95,9 @@ impl EngineState {
         task.assign(&agent_id, now);
         let message = task.assign_message();
         let generation = task.generation;
+        if generation > 1 {
+            self.stats.reassigned();
+        }
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
         let handle = agent.handle;
         agent.hold(id);

@@ -2,7 +2,9 @@
 
 use super::agent::FSM_STATES;
 use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
+use crate::policy::ProposalRefusal;
 use crate::task::ReclaimReason;
+use crate::wire::agent::ErrorCode;
 use crate::wire::events::AgentStates;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -30,6 +32,13 @@ pub struct EngineStats {
     dead_letters: AtomicU64,
     /// Agents known to the hub by state machine state, in [`FSM_STATES`]' order.
     agents: [AtomicU64; FSM_STATES.len()],
+    /// Agent frames answered with an error, in [`ErrorCode::LABELS`]' order.
+    frame_refusals: [AtomicU64; ErrorCode::LABELS.len()],
+    /// Policy proposals the hub refused, in [`ProposalRefusal::ALL`]'s order.
+    proposal_refusals: [AtomicU64; ProposalRefusal::ALL.len()],
+    /// Tasks assigned again after going back to the queue (a take-back, a failure, a
+    /// rejection, a requeue or retry by hand).
+    reassignments: AtomicU64,
 }
 
 impl Default for EngineStats {
@@ -44,6 +53,9 @@ impl Default for EngineStats {
             decision: Histogram::new(WORK_BUCKETS),
             dead_letters: AtomicU64::new(0),
             agents: Default::default(),
+            frame_refusals: Default::default(),
+            proposal_refusals: Default::default(),
+            reassignments: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +137,45 @@ impl EngineStats {
             self.agents[from].fetch_sub(1, Ordering::Relaxed);
         }
         self.agents[to].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An agent's frame was answered with `code` (by the connection or by the engine).
+    pub fn refused_frame(&self, code: &ErrorCode) {
+        let label = code.label();
+        if let Some(i) = ErrorCode::LABELS.iter().position(|l| *l == label) {
+            self.frame_refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Agent frames refused, by label of [`ErrorCode::LABELS`].
+    pub fn frame_refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ErrorCode::LABELS
+            .iter()
+            .zip(&self.frame_refusals)
+            .map(|(label, n)| (*label, n.load(Ordering::Relaxed)))
+    }
+
+    pub(super) fn refused_proposal(&self, refusal: ProposalRefusal) {
+        if let Some(i) = ProposalRefusal::ALL.iter().position(|r| *r == refusal) {
+            self.proposal_refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Policy proposals refused since the hub started, by reason.
+    pub fn proposal_refusals(&self) -> impl Iterator<Item = (ProposalRefusal, u64)> + '_ {
+        ProposalRefusal::ALL
+            .iter()
+            .zip(&self.proposal_refusals)
+            .map(|(reason, n)| (*reason, n.load(Ordering::Relaxed)))
+    }
+
+    /// Tasks assigned again after going back to the queue, since the hub started.
+    pub fn reassignments(&self) -> u64 {
+        self.reassignments.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn reassigned(&self) {
+        self.reassignments.fetch_add(1, Ordering::Relaxed);
     }
 
     fn index(reason: ReclaimReason) -> usize {
