@@ -169,6 +169,15 @@ impl Agent {
         }
     }
 
+    /// Marks the agent to be settled after the batch (`engine::observe`): its state may have
+    /// changed. Only the first mark of a batch pushes onto `touched`.
+    pub fn touch(&mut self, touched: &mut Vec<u32>) {
+        if !self.touched {
+            self.touched = true;
+            touched.push(self.handle);
+        }
+    }
+
     /// Replaces the connection, returning the one it supersedes.
     pub fn connect(&mut self, connection: Connection) -> Option<Connection> {
         self.unresponsive = false;

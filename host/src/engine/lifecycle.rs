@@ -2,7 +2,6 @@
 //! ending, a task going back to the queue, a task taken back from its agent. Reports, requests
 //! and timers all end assignments, so they share these.
 
-use crate::engine::observe;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::policy::Outcome;
@@ -15,7 +14,7 @@ impl EngineState {
     pub(super) fn release(&mut self, agent_id: &str, task: TaskId, outcome: Outcome, now: u64) {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.release(task, now);
-            observe::touch(&mut self.touched_agents, agent);
+            agent.touch(&mut self.touched_agents);
             if matches!(outcome, Outcome::Completed | Outcome::Failed) {
                 agent.cooldown_until = None;
             }

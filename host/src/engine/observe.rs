@@ -16,14 +16,6 @@ use crate::engine::state::EngineState;
 use crate::engine::tally::QUIET_INTERVALS;
 use crate::wire::events::{AgentChange, AgentEvent, Event, PolicyChange, PolicyEvent};
 
-/// Marks `agent` to be settled after the batch (see the module's documentation).
-pub(super) fn touch(touched: &mut Vec<u32>, agent: &mut Agent) {
-    if !agent.touched {
-        agent.touched = true;
-        touched.push(agent.handle);
-    }
-}
-
 fn agent_event(agent: &Agent, change: AgentChange, now: u64) -> Event {
     Event::Agent(AgentEvent {
         agent_id: agent.agent_id.clone(),
@@ -86,7 +78,7 @@ impl EngineState {
     /// Marks every agent to be settled (after a change to all of them at once).
     pub(super) fn touch_all_agents(&mut self) {
         for agent in self.agents.values_mut() {
-            touch(&mut self.touched_agents, agent);
+            agent.touch(&mut self.touched_agents);
         }
     }
 

@@ -2,7 +2,6 @@
 //! report is checked against the task's holder and generation first (the fencing rule), then
 //! applied; the agent gets a `task_ack` (or `task_continue`) or the refusal, in that order.
 
-use crate::engine::observe;
 use crate::engine::outbox::Outbox;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
@@ -160,7 +159,7 @@ impl EngineState {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.accept(id);
             agent.last_progress_at = now;
-            observe::touch(&mut self.touched_agents, agent);
+            agent.touch(&mut self.touched_agents);
         }
         if first {
             self.watch_run(id, now);

@@ -1,6 +1,5 @@
 //! Decision passes: the policy proposes, the host disposes (design principle 3).
 
-use crate::engine::observe;
 use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::policy::{self, Assignment};
@@ -101,7 +100,7 @@ impl EngineState {
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
         let handle = agent.handle;
         agent.hold(id);
-        observe::touch(&mut self.touched_agents, agent);
+        agent.touch(&mut self.touched_agents);
         let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
         self.feed.assigned(id, agent);
         if let Some(outbox) = outbox {

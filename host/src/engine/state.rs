@@ -13,7 +13,6 @@ use crate::engine::command::{Command, EngineError, Reply};
 use crate::engine::config::EngineConfig;
 use crate::engine::events::EventHub;
 use crate::engine::feed::PolicyFeed;
-use crate::engine::observe;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::stats::EngineStats;
 use crate::engine::tally::Tally;
@@ -160,7 +159,7 @@ impl EngineState {
                     Some(_) => Holding::Working(task.id),
                     None => Holding::Assigned(task.id),
                 };
-                observe::touch(&mut self.touched_agents, agent);
+                agent.touch(&mut self.touched_agents);
                 let disconnects = agent.disconnects;
                 self.timers.at(
                     now + self.config.reconnect_grace_ms,
