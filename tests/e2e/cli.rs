@@ -185,3 +185,42 @@ async fn the_exit_code_says_what_happened() {
     assert_eq!(unreachable.status.code(), Some(3), "{unreachable:?}");
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the hub"));
 }
+
+/// `tasks --limit N` pages: the table's last line names the next `--cursor`, and following it
+/// lists every task once, in submission order, with no cursor after the last page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_page_with_the_cursor_the_table_names() {
+    let hub = Hub::start(HubOpts::default()).await;
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| json!({"description": format!("paged {i}")}))
+        .collect();
+    let submitted = hub.api().submit_batch(tasks).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec!["tasks", "--limit", "2"];
+        if let Some(cursor) = &cursor {
+            args.extend(["--cursor", cursor.as_str()]);
+        }
+        let table = stdout(&hub, &args);
+        let lines: Vec<&str> = table.lines().collect();
+        cursor = lines
+            .last()
+            .and_then(|line| line.strip_prefix("more tasks follow: --cursor "))
+            .map(str::to_owned);
+        let rows = if cursor.is_some() {
+            &lines[1..lines.len() - 1]
+        } else {
+            &lines[1..]
+        };
+        assert!(rows.len() <= 2, "{table}");
+        seen.extend(rows.iter().map(|row| cells(row)[0].to_owned()));
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "still paging after ten pages");
+    assert_eq!(seen, submitted);
+    let bad = run(&hub, &["tasks", "--cursor", "not-a-cursor"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+}

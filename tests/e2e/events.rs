@@ -98,7 +98,8 @@ async fn get(hub: &Hub, path: &str, token: Option<&str>) -> reqwest::Response {
 /// connections and departures are events too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_events_arrive_in_order_after_its_answer() {
-    let hub = Hub::start(HubOpts::default()).await;
+    // No `stats` events: this test reads the kinds it expects one after another.
+    let hub = Hub::start(HubOpts::default().flag("--stats-interval", 0)).await;
     let mut stream = Stream::open(&hub, "").await;
     let (id, hello) = stream.expect("hello").await;
     assert_eq!(id, None);
@@ -149,7 +150,13 @@ async fn a_tasks_events_arrive_in_order_after_its_answer() {
 /// holds gets `reset` first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_replays_exactly_the_missed_events_or_resets() {
-    let hub = Hub::start(HubOpts::default().flag("--event-ring", 4)).await;
+    // No `stats` events: they would take ids between the tasks' and fill the small ring.
+    let hub = Hub::start(
+        HubOpts::default()
+            .flag("--event-ring", 4)
+            .flag("--stats-interval", 0),
+    )
+    .await;
     let mut live = Stream::open(&hub, "").await;
     live.expect("hello").await;
     let mut ids = Vec::new();
@@ -268,7 +275,7 @@ async fn the_stream_needs_a_token() {
 /// `switchyard watch` prints a line for a submitted task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_a_line_per_event() {
-    let hub = Hub::start(HubOpts::default()).await;
+    let hub = Hub::start(HubOpts::default().flag("--stats-interval", 0)).await;
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["watch", "--hub", &format!("http://{}", hub.addr())])
         .args(["--token", hub.api().admin_token()])
@@ -295,4 +302,151 @@ async fn watch_prints_a_line_per_event() {
     );
     assert!(line.contains("status=queued"), "{line}");
     watch.kill().await.unwrap();
+}
+
+/// The next event of `kind`, skipping others (at most 1,000 of them).
+async fn next_of(stream: &mut Stream, kind: &str) -> Value {
+    for _ in 0..1000 {
+        let event = stream.next().await.expect("the stream goes on");
+        if event.event == kind {
+            return serde_json::from_str(&event.data).expect("data is JSON");
+        }
+    }
+    panic!("no {kind} event among 1000");
+}
+
+/// The first `stats` event (of at most 100) for which `wanted` holds; the last one seen in the
+/// panic message otherwise.
+async fn stats_until(stream: &mut Stream, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = next_of(stream, "stats").await;
+        if wanted(&last) {
+            return last;
+        }
+    }
+    panic!("no stats event with {what}; the last said {last}");
+}
+
+/// `stats` events count what the test did: tasks by status and queued by priority, agents by
+/// state, assignments with their waits, completions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_events_count_what_happened() {
+    let hub = Hub::start(HubOpts::default().flag("--stats-interval", "200ms")).await;
+    let mut stream = Stream::open(&hub, "").await;
+    stream.expect("hello").await;
+    for priority in ["urgent", "low", "low"] {
+        hub.api()
+            .submit(json!({"description": "counted", "priority": priority}))
+            .await;
+    }
+    let queued = stats_until(&mut stream, "three queued", |s| {
+        s["by_status"]["queued"] == 3
+    })
+    .await;
+    assert_eq!(
+        queued["queued_by_priority"],
+        json!([1, 0, 0, 2]),
+        "{queued}"
+    );
+    assert_eq!(queued["by_status"]["completed"], 0, "{queued}");
+    assert_eq!(queued["connected"], 0, "{queued}");
+    for field in ["p50", "p99", "max"] {
+        assert!(queued["wait_ms"][field].is_u64(), "{queued}");
+    }
+
+    let mut agent = hub.agent("counted-agent").await;
+    let first = agent.expect_assign().await;
+    agent.accept(&first).await;
+    agent.complete(&first.task_id, first.generation).await;
+    // The urgent one first; then the agent is given the next and holds it, unaccepted.
+    let second = agent.expect_assign().await;
+    let after = stats_until(&mut stream, "one completed and one assigned", |s| {
+        s["by_status"]["completed"] == 1 && s["by_status"]["assigned"] == 1
+    })
+    .await;
+    assert_eq!(after["by_status"]["queued"], 1, "{after}");
+    assert_eq!(after["queued_by_priority"], json!([0, 0, 0, 1]), "{after}");
+    assert_eq!(after["connected"], 1, "{after}");
+    assert_eq!(after["agents"]["assigned"], 1, "{after}");
+    assert_eq!(after["agents"]["idle"], 0, "{after}");
+    assert_ne!(second.task_id, first.task_id);
+
+    // Rates and waits cover the interval since the event before: some event saw the
+    // assignments and the completion.
+    let mut stream = Stream::open(&hub, "").await;
+    stream.expect("hello").await;
+    agent.accept(&second).await;
+    agent.complete(&second.task_id, second.generation).await;
+    let third = agent.expect_assign().await;
+    let busy = stats_until(&mut stream, "an assignment and a completion", |s| {
+        s["assigned_per_s"].as_f64().unwrap() > 0.0 && s["completed_per_s"].as_f64().unwrap() > 0.0
+    })
+    .await;
+    // The last task was queued since the start of the test, at least as long as the test ran
+    // to here; its wait is the interval's maximum.
+    assert!(busy["wait_ms"]["max"].as_u64().unwrap() > 0, "{busy}");
+    assert_eq!(busy["by_status"]["queued"], 0, "{busy}");
+    assert_eq!(busy["by_status"]["completed"], 2, "{busy}");
+    let task = hub.api().get_task(&third.task_id).await;
+    assert_eq!(task["status"], "assigned");
+}
+
+/// An agent going idle → assigned → working → idle gives `state` events in that order, each
+/// naming the task it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_state_changes_are_events_in_order() {
+    let hub = Hub::start(HubOpts::default()).await;
+    let mut stream = Stream::open(&hub, "").await;
+    stream.expect("hello").await;
+    let mut agent = hub.agent("stately").await;
+    let connected = next_of(&mut stream, "agent").await;
+    assert_eq!(connected["event"], "connected");
+    assert_eq!(connected["fsm_state"], "idle");
+    let task_id = hub.api().submit(json!({"description": "stateful"})).await;
+    let assign = agent.expect_assign().await;
+    agent.accept(&assign).await;
+    agent.complete(&task_id, assign.generation).await;
+    let mut states = Vec::new();
+    while states.len() < 3 {
+        let event = next_of(&mut stream, "agent").await;
+        assert_eq!(event["agent_id"], "stately", "{event}");
+        assert_eq!(event["event"], "state", "{event}");
+        states.push((
+            event["fsm_state"].as_str().unwrap().to_owned(),
+            event["current_task_id"].as_str().map(str::to_owned),
+        ));
+    }
+    let held = Some(task_id.clone());
+    assert_eq!(
+        states,
+        [
+            ("assigned".to_owned(), held.clone()),
+            ("working".to_owned(), held),
+            ("idle".to_owned(), None),
+        ]
+    );
+    agent.close().await;
+    let gone = next_of(&mut stream, "agent").await;
+    assert_eq!(gone["event"], "disconnected");
+    assert_eq!(gone["fsm_state"], "offline");
+}
+
+/// Swapping the policy gives a `policy` event naming the one now in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_swap_is_an_event() {
+    let hub = Hub::start(HubOpts::default()).await;
+    let mut stream = Stream::open(&hub, "").await;
+    stream.expect("hello").await;
+    let in_force = hub
+        .api()
+        .put_policy(&json!({"builtin": "fair"}))
+        .await
+        .expect(200, "swap to fair");
+    let event = next_of(&mut stream, "policy").await;
+    assert_eq!(event["event"], "swapped", "{event}");
+    assert_eq!(event["source"], "builtin:fair", "{event}");
+    assert_eq!(event["digest"], in_force["digest"], "{event}");
+    assert_eq!(event["name"], in_force["name"], "{event}");
+    assert_eq!(event["fallback_active"], false, "{event}");
 }

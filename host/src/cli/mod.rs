@@ -70,8 +70,13 @@ pub enum Commands {
         /// tenant's anyway).
         #[arg(long)]
         tenant: Option<String>,
+        /// Tasks per page, 1 to 1000.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Start after the page that gave this cursor (the table's last line names the next
+        /// one; `--json` has it as `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
@@ -290,6 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             status,
             tenant,
             limit,
+            cursor,
             output,
             client,
         } => {
@@ -299,6 +305,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(tenant) = tenant {
                 path.push_str(&format!("&tenant={}", encode(&tenant)));
+            }
+            if let Some(cursor) = cursor {
+                path.push_str(&format!("&cursor={}", encode(&cursor)));
             }
             show(output, &client.call("GET", &path, None).await?, view::tasks)
         }

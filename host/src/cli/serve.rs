@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// dropped (`dropped`).
     #[arg(long, default_value_t = crate::engine::events::DEFAULT_EVENT_BUFFER)]
     pub event_buffer: usize,
+    /// How often the event stream's `stats` event is sent while something changes (`1s`,
+    /// `500ms`; at least 100ms); with nothing changed, every ten of these. 0 sends none.
+    #[arg(long, default_value = "1s", value_parser = parse_stats_interval)]
+    pub stats_interval: Duration,
     /// The most the data may grow to, in MiB (address space, not memory).
     #[arg(long, default_value_t = 16 << 10)]
     pub map_size_mib: usize,
@@ -220,6 +224,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_capability_bytes: args.max_capability_bytes,
         event_ring: args.event_ring,
         event_buffer: args.event_buffer,
+        stats_interval_ms: u64::try_from(args.stats_interval.as_millis()).unwrap_or(u64::MAX),
     };
     let (engine, engine_thread) =
         Engine::start(store.clone(), policy, config).context("cannot load the live state")?;
@@ -340,6 +345,21 @@ fn ensure_admin_token(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     txn.commit().map_err(crate::store::StoreError::from)?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(())
+}
+
+/// `--stats-interval`: `0` (no `stats` events), or a duration of at least
+/// [`MIN_STATS_INTERVAL_MS`](crate::engine::tally::MIN_STATS_INTERVAL_MS).
+fn parse_stats_interval(text: &str) -> Result<Duration, String> {
+    let interval = crate::duration::parse(text)?;
+    let min = Duration::from_millis(crate::engine::tally::MIN_STATS_INTERVAL_MS);
+    if !interval.is_zero() && interval < min {
+        return Err(format!(
+            "`{}` is too short: at least {}ms, or 0 for no stats events",
+            text.trim(),
+            min.as_millis()
+        ));
+    }
+    Ok(interval)
 }
 
 /// `--retain`: `0`, or a duration with its unit ([`crate::duration::parse`]). A bare number

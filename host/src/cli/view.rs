@@ -136,7 +136,10 @@ pub(super) fn tasks(value: &Value, style: Style) -> String {
     }
     let mut out = table_or(&table, style, "no tasks");
     if let Some(cursor) = value.get("next_cursor").filter(|c| !c.is_null()) {
-        out.push_str(&style.dim(&format!("more tasks follow (next cursor {cursor})")));
+        let cursor = cursor
+            .as_str()
+            .map_or_else(|| cursor.to_string(), str::to_owned);
+        out.push_str(&style.dim(&format!("more tasks follow: --cursor {cursor}")));
         out.push('\n');
     }
     out

@@ -2,7 +2,9 @@
 //! lost connection from the last event it printed.
 
 use super::client::ClientArgs;
-use crate::wire::events::{AgentEvent, EventKind, Parser, Received, TaskEvent};
+use crate::wire::events::{
+    AgentEvent, EventKind, Parser, PolicyEvent, Received, StatsEvent, TaskEvent,
+};
 use clap::Args;
 use std::io::Write;
 use std::time::Duration;
@@ -133,16 +135,133 @@ fn text_line(event: &Received) -> String {
             Ok(agent) => format!(
                 "agent {} {} state={} task={}",
                 agent.agent_id,
-                serde_json::to_value(agent.event)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?"),
+                snake(agent.event),
                 agent.fsm_state,
                 agent.current_task_id.as_deref().unwrap_or("-")
             ),
             Err(_) => format!("agent {}", event.data),
         },
+        Some(EventKind::Policy) => match serde_json::from_str::<PolicyEvent>(&event.data) {
+            Ok(policy) => format!(
+                "policy {} {} {} source={} digest={} fallback={}",
+                snake(policy.event),
+                policy.name,
+                policy.version,
+                policy.source,
+                short_digest(&policy.digest),
+                policy.fallback_active
+            ),
+            Err(_) => format!("policy {}", event.data),
+        },
+        Some(EventKind::Stats) => match serde_json::from_str::<StatsEvent>(&event.data) {
+            Ok(stats) => stats_line(&stats),
+            Err(_) => format!("stats {}", event.data),
+        },
         _ => format!("{} {}", event.event, event.data),
     };
     format!("{id:>6} {what}")
+}
+
+/// The name a unit enum has on the wire (`swapped`, `connected`).
+fn snake(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "?".to_owned(),
+    }
+}
+
+/// `sha256:` and the first 12 hex digits: enough to tell policies apart on one line.
+fn short_digest(digest: &str) -> &str {
+    let end = digest
+        .char_indices()
+        .nth("sha256:".len() + 12)
+        .map_or(digest.len(), |(i, _)| i);
+    &digest[..end]
+}
+
+/// `stats` on one line: tasks by status, queued by priority, agents by state, rates, waits.
+fn stats_line(stats: &StatsEvent) -> String {
+    let tasks: Vec<String> = stats
+        .by_status
+        .iter()
+        .map(|(status, n)| format!("{status}={n}"))
+        .collect();
+    let [p0, p1, p2, p3] = stats.queued_by_priority;
+    let a = &stats.agents;
+    let w = &stats.wait_ms;
+    format!(
+        "stats tasks {} queued_by_priority={p0}/{p1}/{p2}/{p3} agents idle={} assigned={} \
+         working={} offline={} connected={} assigned/s={:.1} completed/s={:.1} \
+         wait_ms p50={} p99={} max={}",
+        tasks.join(" "),
+        a.idle,
+        a.assigned,
+        a.working,
+        a.offline,
+        stats.connected,
+        stats.assigned_per_s,
+        stats.completed_per_s,
+        w.p50,
+        w.p99,
+        w.max
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(kind: &str, data: serde_json::Value) -> Received {
+        Received {
+            id: Some(4),
+            event: kind.to_owned(),
+            data: data.to_string(),
+        }
+    }
+
+    #[test]
+    fn new_kinds_print_readably() {
+        let policy = received(
+            "policy",
+            serde_json::json!({"name": "fair", "version": "1.0.0",
+                "digest": "sha256:0123456789abcdef0123", "source": "builtin:fair",
+                "fallback_active": false, "event": "swapped"}),
+        );
+        assert_eq!(
+            text_line(&policy),
+            "     4 policy swapped fair 1.0.0 source=builtin:fair digest=sha256:0123456789ab \
+             fallback=false"
+        );
+        let stats = received(
+            "stats",
+            serde_json::json!({"at": 1, "by_status": {"queued": 3, "assigned": 1},
+                "queued_by_priority": [1, 0, 2, 0],
+                "agents": {"idle": 0, "assigned": 1, "working": 0, "offline": 2},
+                "connected": 1, "assigned_per_s": 2.0, "completed_per_s": 0.5,
+                "wait_ms": {"p50": 3, "p99": 9, "max": 12}}),
+        );
+        let line = text_line(&stats);
+        assert!(
+            line.contains("stats tasks assigned=1 queued=3 queued_by_priority=1/0/2/0"),
+            "{line}"
+        );
+        assert!(
+            line.contains("agents idle=0 assigned=1 working=0 offline=2 connected=1"),
+            "{line}"
+        );
+        assert!(
+            line.contains("assigned/s=2.0 completed/s=0.5 wait_ms p50=3 p99=9 max=12"),
+            "{line}"
+        );
+        let state = received(
+            "agent",
+            serde_json::json!({"agent_id": "a1", "fsm_state": "working",
+                "current_task_id": "task-1", "capabilities": [], "connected_at": 1,
+                "last_seen": 2, "event": "state"}),
+        );
+        assert_eq!(
+            text_line(&state),
+            "     4 agent a1 state state=working task=task-1"
+        );
+    }
 }

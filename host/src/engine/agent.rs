@@ -7,6 +7,9 @@ use crate::wire::TaskId;
 use serde_json::Value;
 use std::net::SocketAddr;
 
+/// [`FSM_STATES`]' index of `offline`, the state of an agent first seen.
+pub const OFFLINE: usize = 3;
+
 /// The task an agent holds, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holding {
@@ -37,6 +40,14 @@ pub struct Connection {
     pub connected_at: u64,
     pub peer: Option<SocketAddr>,
 }
+
+/// The state machine's states as the HTTP API and the event stream name them, in the order of
+/// [`Agent::fsm_index`].
+pub const FSM_STATES: [&str; 4] = ["idle", "assigned", "working", "offline"];
+
+/// What the event stream and the agent counts last took an agent to be: its state (an index
+/// into [`FSM_STATES`]) and the task it holds.
+pub type Reported = (usize, Option<TaskId>);
 
 #[derive(Debug)]
 pub struct Agent {
@@ -72,6 +83,10 @@ pub struct Agent {
     pub disconnects: u64,
     /// Whether the policy has been told this agent is ready.
     pub ready: bool,
+    /// The state last counted and published (`EngineState::settle_agents`).
+    pub reported: Reported,
+    /// Whether the agent is in `EngineState::touched_agents`, to be settled.
+    pub touched: bool,
 }
 
 impl Agent {
@@ -96,6 +111,8 @@ impl Agent {
             replacement_logged_at: None,
             disconnects: 0,
             ready: false,
+            reported: (OFFLINE, None),
+            touched: false,
         }
     }
 
@@ -109,12 +126,22 @@ impl Agent {
 
     /// The state machine's state as the HTTP API names it.
     pub fn fsm_state(&self) -> &'static str {
+        FSM_STATES[self.fsm_index()]
+    }
+
+    /// The state machine's state, as an index into [`FSM_STATES`].
+    pub fn fsm_index(&self) -> usize {
         match (&self.connection, self.holding) {
-            (None, _) => "offline",
-            (Some(_), Holding::Nothing) => "idle",
-            (Some(_), Holding::Assigned(_)) => "assigned",
-            (Some(_), Holding::Working(_)) => "working",
+            (None, _) => OFFLINE,
+            (Some(_), Holding::Nothing) => 0,
+            (Some(_), Holding::Assigned(_)) => 1,
+            (Some(_), Holding::Working(_)) => 2,
         }
+    }
+
+    /// What the event stream should show of the agent now.
+    pub fn current(&self) -> Reported {
+        (self.fsm_index(), self.holding.task())
     }
 
     pub fn hold(&mut self, task: TaskId, now: u64) {
@@ -148,6 +175,15 @@ impl Agent {
             now.saturating_sub(self.held_since)
         } else {
             0
+        }
+    }
+
+    /// Marks the agent to be settled after the batch (`engine::observe`): its state may have
+    /// changed. Only the first mark of a batch pushes onto `touched`.
+    pub fn touch(&mut self, touched: &mut Vec<u32>) {
+        if !self.touched {
+            self.touched = true;
+            touched.push(self.handle);
         }
     }
 

@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub event_ring: usize,
     /// Events buffered per event-stream subscriber before it is dropped.
     pub event_buffer: usize,
+    /// How often a `stats` event is sent when something changed (ms); one is sent every ten of
+    /// these regardless. 0 sends none.
+    pub stats_interval_ms: u64,
 }
 
 /// Capabilities per agent unless `serve --max-capabilities` says otherwise: as many as a task
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             max_capability_bytes: DEFAULT_MAX_CAPABILITY_BYTES,
             event_ring: super::events::DEFAULT_EVENT_RING,
             event_buffer: super::events::DEFAULT_EVENT_BUFFER,
+            stats_interval_ms: super::tally::DEFAULT_STATS_INTERVAL_MS,
         }
     }
 }

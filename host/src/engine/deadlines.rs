@@ -41,6 +41,11 @@ impl EngineState {
                 self.writes.purge_before = Some(now.saturating_sub(self.config.retention_ms));
                 self.timers.at(now + PURGE_INTERVAL_MS, Timer::Purge);
             }
+            Timer::Stats => {
+                self.stats_tick(now);
+                self.timers
+                    .at(now + self.config.stats_interval_ms, Timer::Stats);
+            }
         }
     }
 

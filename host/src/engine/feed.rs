@@ -340,6 +340,11 @@ impl PolicyFeed {
         self.policy.status()
     }
 
+    /// Whether the policy in force has fallen back to the native one.
+    pub fn fallback_active(&self) -> bool {
+        self.policy.fallback_active()
+    }
+
     /// Puts `policy` in force (the caller replays the live state into it next). The one it
     /// replaces is kept until the swap is committed, to go back to if it is refused. Should a
     /// second swap follow before the first is committed, the first one's predecessor is kept:

@@ -14,6 +14,7 @@ impl EngineState {
     pub(super) fn release(&mut self, agent_id: &str, task: TaskId, outcome: Outcome, now: u64) {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             let held_ms = agent.release(task, now);
+            agent.touch(&mut self.touched_agents);
             if matches!(outcome, Outcome::Completed | Outcome::Failed) {
                 agent.cooldown_until = None;
             }

@@ -14,6 +14,7 @@ pub mod events;
 mod feed;
 pub mod histogram;
 mod lifecycle;
+mod observe;
 pub mod outbox;
 mod reports;
 mod requests;
@@ -23,6 +24,7 @@ pub mod shadow;
 mod state;
 pub mod stats;
 mod tenants;
+pub mod tally;
 pub mod timers;
 mod writer;
 

@@ -118,6 +118,9 @@ impl EngineState {
             // Answered by the connection itself; they never reach the engine.
             ClientMessage::Identify(_) | ClientMessage::Ping => return,
         };
+        if let ServerMessage::Error { error } = &reply {
+            self.stats.refused_frame(error);
+        }
         self.push(outbox, reply);
     }
 
@@ -156,6 +159,7 @@ impl EngineState {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.accept(id);
             agent.last_progress_at = now;
+            agent.touch(&mut self.touched_agents);
         }
         if first {
             self.watch_run(id, now);

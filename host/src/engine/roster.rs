@@ -7,7 +7,7 @@ use crate::engine::state::EngineState;
 use crate::engine::timers::Timer;
 use crate::store::{self, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID};
 use crate::wire::agent::{AgentSummary, CloseReason, ErrorCode, Identify, ServerMessage};
-use crate::wire::events::{AgentChange, AgentEvent, Event};
+use crate::wire::events::AgentChange;
 use crate::wire::http::{valid_agent_id, TokenRequest};
 use tokio::sync::oneshot;
 
@@ -24,6 +24,7 @@ impl EngineState {
                 agent_id.to_owned(),
                 Agent::new(agent_id.to_owned(), handle, now),
             );
+            self.stats.agent_moved(None, crate::engine::agent::OFFLINE);
         }
         self.agents.get_mut(agent_id).expect("just inserted")
     }
@@ -65,6 +66,7 @@ impl EngineState {
             .authenticate(&identify)
             .and_then(|()| self.check_capabilities(&identify.capabilities));
         if let Err(error) = checked {
+            self.stats.refused_frame(&error);
             self.push(&outbox, ServerMessage::error(error));
             self.deferred.push(Box::new(move |_| {
                 let _ = done.send(false);
@@ -215,22 +217,6 @@ impl EngineState {
         }
         self.sync_ready(agent_id, now);
         self.agent_event(agent_id, AgentChange::Disconnected, now);
-    }
-
-    /// Queues the event stream's note of `change` to `agent_id`, published with the batch.
-    fn agent_event(&mut self, agent_id: &str, change: AgentChange, now: u64) {
-        let Some(agent) = self.agents.get(agent_id) else {
-            return;
-        };
-        self.events.push(Event::Agent(AgentEvent {
-            agent_id: agent.agent_id.clone(),
-            fsm_state: agent.fsm_state().to_owned(),
-            current_task_id: agent.holding.task().map(|t| t.to_string()),
-            capabilities: agent.capabilities.clone(),
-            connected_at: agent.connection.as_ref().map(|c| c.connected_at),
-            last_seen: now,
-            event: change,
-        }));
     }
 
     /// A new token for `agent_id` with `role` in `tenant`, stored with the batch. The tenant

@@ -81,20 +81,26 @@ impl EngineState {
         });
         if let Err(refusal) = policy::check_proposal(task, agent) {
             tracing::trace!(%refusal, task = %id, "refused a proposal");
+            self.stats.refused_proposal(refusal);
             return None;
         }
         let agent_id = agent_id.expect("checked above");
         if let Some(task) = self.tasks.get(&id) {
-            self.stats
-                .waited(task.priority, now.saturating_sub(task.queued_at));
+            let waited = now.saturating_sub(task.queued_at);
+            self.stats.waited(task.priority, waited);
+            self.tally.assigned(waited);
         }
         let task = self.task_mut(id);
         task.assign(&agent_id, now);
         let message = task.assign_message();
         let generation = task.generation;
+        if generation > 1 {
+            self.stats.reassigned();
+        }
         let agent = self.agents.get_mut(&agent_id).expect("checked above");
         let handle = agent.handle;
         agent.hold(id, now);
+        agent.touch(&mut self.touched_agents);
         let outbox = agent.connection.as_ref().map(|c| c.outbox.clone());
         self.feed.assigned(id, agent);
         if let Some(outbox) = outbox {

@@ -16,13 +16,14 @@ use crate::engine::feed::PolicyFeed;
 use crate::engine::outbox::{Outbound, Outbox};
 use crate::engine::stats::EngineStats;
 use crate::engine::tenants::TenantTable;
+use crate::engine::tally::Tally;
 use crate::engine::timers::{Timer, Timers};
 use crate::engine::writer::{Batch, Committed, Deferred, Writes};
 use crate::policy::PolicyHost;
 use crate::store::{self, Store, TaskWrite};
 use crate::task::{Task, TaskStatus};
 use crate::wire::agent::{CloseReason, ServerMessage};
-use crate::wire::events::{Event, TaskEvent};
+use crate::wire::events::{Event, PolicyChange, TaskEvent};
 use crate::wire::TaskId;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,6 +62,12 @@ pub struct EngineState {
     pub(super) hub: Arc<EventHub>,
     /// Every tenant, its live counts and its submit-rate bucket (`engine::tenants`).
     pub(super) tenants: TenantTable,
+    /// Running counts for the `stats` event.
+    pub(super) tally: Tally,
+    /// Agents whose state may have changed in this batch (`engine::observe`).
+    pub(super) touched_agents: Vec<u32>,
+    /// Whether the policy in force had fallen back when last reported.
+    pub(super) policy_fallback: bool,
 }
 
 impl EngineState {
@@ -91,11 +98,17 @@ impl EngineState {
             hub: Arc::new(EventHub::new(config.event_ring, config.event_buffer)),
             auditing: None,
             tenants: TenantTable::default(),
+            tally: Tally::default(),
+            touched_agents: Vec::new(),
+            policy_fallback: false,
         };
         let started = std::time::Instant::now();
         state.load_live_state(now)?;
         let loaded = started.elapsed();
         state.replay_policy();
+        if state.feed.status().startup_fallback.is_some() {
+            state.policy_event(PolicyChange::StartupFallback);
+        }
         tracing::info!(
             tasks = state.tasks.len(),
             load_ms = loaded.as_millis() as u64,
@@ -113,11 +126,13 @@ impl EngineState {
         let records = self.store.agents(&txn)?;
         let tasks = self.store.active_tasks(&txn)?;
         let tenants = self.store.tenants(&txn)?;
+        let counts = self.store.stats(&txn)?;
         drop(txn);
         // The policy is told these first when the state is replayed into it.
         self.feed
             .set_tenants(tenants.iter().map(|t| (t.name.clone(), t.weight)));
         self.tenants.load(tenants, now);
+        self.tally.reset(&counts.by_status, counts.by_priority);
         self.next_seq = next_seq;
         for record in records {
             let agent = self.agent_entry(&record.agent_id, now);
@@ -147,13 +162,15 @@ impl EngineState {
                 if task.accepted_at.is_some() {
                     run_watched.push(task.id);
                 }
-                let agent = self.agent_entry(&holder, now);
+                self.agent_entry(&holder, now);
+                let agent = self.agents.get_mut(&holder).expect("just made");
                 agent.holding = match task.accepted_at {
                     Some(_) => Holding::Working(task.id),
                     None => Holding::Assigned(task.id),
                 };
                 // Charged by agent time from its assignment, not from the restart.
                 agent.held_since = task.assigned_at.unwrap_or(now);
+                agent.touch(&mut self.touched_agents);
                 let disconnects = agent.disconnects;
                 self.timers.at(
                     now + self.config.reconnect_grace_ms,
@@ -170,6 +187,10 @@ impl EngineState {
             self.watch_run(id, now);
         }
         self.timers.at(now, Timer::Purge);
+        if self.config.stats_interval_ms > 0 {
+            self.timers
+                .at(now + self.config.stats_interval_ms, Timer::Stats);
+        }
         for agent in self.agents.values_mut() {
             agent.capability_handles = self.feed.intern(&agent.capabilities);
         }
@@ -227,6 +248,8 @@ impl EngineState {
         }
         self.sweep_capabilities();
         self.schedule(now);
+        self.settle_agents(now);
+        self.check_fallback();
         #[cfg(test)]
         self.check_invariants();
     }
@@ -291,6 +314,7 @@ impl EngineState {
         let mut events = std::mem::take(&mut self.events);
         for (id, previous) in dirty {
             if let Some(task) = self.tasks.get(&id) {
+                self.tally.moved(task.priority, previous, task.status);
                 tasks.push(TaskWrite::new(task, previous));
                 self.tenants.moved(&task.tenant, previous, task.status);
                 events.push(task_event(task));
@@ -320,7 +344,8 @@ impl EngineState {
             self.seal().refuse();
             // Every revocation not committed was refused with its batch.
             self.revoking.clear();
-            if self.feed.swap_refused() {
+            let restored = self.feed.swap_refused();
+            if restored {
                 tracing::warn!("the policy swap was not committed; the previous policy is back");
             }
             self.drop_all_connections();
@@ -331,6 +356,9 @@ impl EngineState {
             self.feed.restart();
             self.replay_policy();
             self.feed.resync_shadow(self.tasks.values().map(|t| &**t));
+            if restored {
+                self.policy_event(PolicyChange::Restored);
+            }
             return;
         }
         if self.writes.policy.is_none() {
@@ -341,6 +369,9 @@ impl EngineState {
             if !self.writes.revoked.contains(agent_id) {
                 self.revoking.remove(agent_id);
             }
+        }
+        for (status, n) in report.purged.by_status() {
+            self.tally.purged(status, n);
         }
         if report.purged.more && self.config.retention_ms > 0 {
             // More is due: the next batch prunes again, a bounded step at a time.
@@ -368,6 +399,7 @@ impl EngineState {
             agent.ready = false;
             agent.holding = Holding::Nothing;
         }
+        self.touch_all_agents();
         self.feed.no_agent_ready();
         self.stats.set_connected(0);
     }
@@ -478,6 +510,7 @@ impl EngineState {
                 self.feed.swap(*policy);
                 self.replay_policy();
                 self.writes.policy = Some((persisted, upload));
+                self.policy_event(PolicyChange::Swapped);
                 let status = self.feed.status();
                 self.answer(reply, Ok(status));
             }

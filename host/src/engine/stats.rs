@@ -1,9 +1,13 @@
 //! Counters the engine keeps for `/metrics`, readable from any thread without asking it.
 
+use super::agent::FSM_STATES;
 use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
+use crate::policy::ProposalRefusal;
 use crate::task::ReclaimReason;
 use crate::wire::tenant::QuotaLimit;
 use std::collections::BTreeMap;
+use crate::wire::agent::ErrorCode;
+use crate::wire::events::AgentStates;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -33,6 +37,15 @@ pub struct EngineStats {
     /// admins, so the series are bounded by the tenants that existed since the hub started.
     /// Refusals are rare (and a scrape reads this briefly), so a lock is no bother here.
     quota_refusals: Mutex<BTreeMap<(String, QuotaLimit), u64>>,
+    /// Agents known to the hub by state machine state, in [`FSM_STATES`]' order.
+    agents: [AtomicU64; FSM_STATES.len()],
+    /// Agent frames answered with an error, in [`ErrorCode::LABELS`]' order.
+    frame_refusals: [AtomicU64; ErrorCode::LABELS.len()],
+    /// Policy proposals the hub refused, in [`ProposalRefusal::ALL`]'s order.
+    proposal_refusals: [AtomicU64; ProposalRefusal::ALL.len()],
+    /// Tasks assigned again after going back to the queue (a take-back, a failure, a
+    /// rejection, a requeue or retry by hand).
+    reassignments: AtomicU64,
 }
 
 impl Default for EngineStats {
@@ -47,6 +60,10 @@ impl Default for EngineStats {
             decision: Histogram::new(WORK_BUCKETS),
             dead_letters: AtomicU64::new(0),
             quota_refusals: Mutex::default(),
+            agents: Default::default(),
+            frame_refusals: Default::default(),
+            proposal_refusals: Default::default(),
+            reassignments: AtomicU64::new(0),
         }
     }
 }
@@ -128,6 +145,65 @@ impl EngineStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *refusals.entry((tenant.to_owned(), limit)).or_default() += 1;
+    }
+
+    /// Agents known to the hub by state (offline ones included: every agent ever identified).
+    pub fn agents(&self) -> AgentStates {
+        let n = |i: usize| self.agents[i].load(Ordering::Relaxed);
+        AgentStates {
+            idle: n(0),
+            assigned: n(1),
+            working: n(2),
+            offline: n(3),
+        }
+    }
+
+    /// An agent moved from state `from` (None: first seen) to `to` (indices into
+    /// [`FSM_STATES`]).
+    pub(super) fn agent_moved(&self, from: Option<usize>, to: usize) {
+        if let Some(from) = from {
+            self.agents[from].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.agents[to].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An agent's frame was answered with `code` (by the connection or by the engine).
+    pub fn refused_frame(&self, code: &ErrorCode) {
+        let label = code.label();
+        if let Some(i) = ErrorCode::LABELS.iter().position(|l| *l == label) {
+            self.frame_refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Agent frames refused, by label of [`ErrorCode::LABELS`].
+    pub fn frame_refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ErrorCode::LABELS
+            .iter()
+            .zip(&self.frame_refusals)
+            .map(|(label, n)| (*label, n.load(Ordering::Relaxed)))
+    }
+
+    pub(super) fn refused_proposal(&self, refusal: ProposalRefusal) {
+        if let Some(i) = ProposalRefusal::ALL.iter().position(|r| *r == refusal) {
+            self.proposal_refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Policy proposals refused since the hub started, by reason.
+    pub fn proposal_refusals(&self) -> impl Iterator<Item = (ProposalRefusal, u64)> + '_ {
+        ProposalRefusal::ALL
+            .iter()
+            .zip(&self.proposal_refusals)
+            .map(|(reason, n)| (*reason, n.load(Ordering::Relaxed)))
+    }
+
+    /// Tasks assigned again after going back to the queue, since the hub started.
+    pub fn reassignments(&self) -> u64 {
+        self.reassignments.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn reassigned(&self) {
+        self.reassignments.fetch_add(1, Ordering::Relaxed);
     }
 
     fn index(reason: ReclaimReason) -> usize {

@@ -22,6 +22,8 @@ pub enum Timer {
     Cooldown { agent: String },
     /// Time to purge finished tasks past their retention.
     Purge,
+    /// Time to see whether a `stats` event is due (`engine::tally`).
+    Stats,
 }
 
 #[derive(Debug, Default)]

@@ -621,6 +621,12 @@ impl PolicyHost {
         status
     }
 
+    /// Whether the crash-loop breaker has switched to the native fallback (what
+    /// [`PolicyHost::status`] says, without building the status).
+    pub fn fallback_active(&self) -> bool {
+        self.fallback_active
+    }
+
     fn engage_fallback(&mut self) {
         self.fallback_active = true;
         self.status.counters.fallbacks += 1;

@@ -76,6 +76,7 @@ pub async fn run(
                 let refusing = refusing.clone();
                 let max_connections = conns.limits().max_connections;
                 tokio::spawn(async move {
+                    super::refusals::refused(super::refusals::Limit::Connections);
                     refuse(stream, max_connections).await;
                     refusing.fetch_sub(1, Ordering::AcqRel);
                 });

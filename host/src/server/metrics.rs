@@ -213,6 +213,56 @@ pub async fn metrics(state: &AppState) -> ApiResult {
         "Tasks taken back from their agents, by reason (each counts toward poison).",
         Samples::Counter(reclaims),
     );
+    let states = engine.agents();
+    out.add(
+        "switchyard_agents",
+        "Agents the hub knows by state: idle, assigned, working, offline (identified once, no connection now).",
+        Samples::Gauge(
+            [
+                ("idle", states.idle),
+                ("assigned", states.assigned),
+                ("working", states.working),
+                ("offline", states.offline),
+            ]
+            .into_iter()
+            .map(|(state, n)| (Some(vec![("state", state.to_owned())]), n as f64))
+            .collect(),
+        ),
+    );
+    out.add(
+        "switchyard_agent_frame_refusals",
+        "Agent frames answered with an error, by code (a refused task report by its prefix).",
+        Samples::Counter(
+            engine
+                .frame_refusals()
+                .map(|(code, n)| (Some(vec![("code", code.to_owned())]), n as f64))
+                .collect(),
+        ),
+    );
+    out.add(
+        "switchyard_proposal_refusals",
+        "Policy proposals the hub refused, by reason, since the hub started.",
+        Samples::Counter(
+            engine
+                .proposal_refusals()
+                .map(|(reason, n)| (Some(vec![("reason", reason.as_str().to_owned())]), n as f64))
+                .collect(),
+        ),
+    );
+    out.add(
+        "switchyard_limit_refusals",
+        "Requests and connections refused by a limit: connections (503), unidentified_per_ip (429), auth_throttled (429), too_large (413).",
+        Samples::Counter(
+            super::refusals::counts()
+                .map(|(limit, n)| (Some(vec![("limit", limit.as_str().to_owned())]), n as f64))
+                .collect(),
+        ),
+    );
+    out.counter(
+        "switchyard_reassignments",
+        "Tasks assigned again after going back to the queue (a take-back, failure, rejection, or requeue or retry by hand).",
+        engine.reassignments() as f64,
+    );
     out.counter(
         "switchyard_agent_replacements",
         "Connections replaced by a newer one with the same agent id (two processes, one id).",

@@ -15,6 +15,7 @@ pub mod listen;
 mod metrics;
 mod policy;
 mod public;
+mod refusals;
 mod reply;
 mod routes;
 mod tasks;

@@ -201,6 +201,7 @@ async fn read_file(path: String) -> Result<Vec<u8>, ApiError> {
 }
 
 fn too_large(error: PolicyError) -> ApiError {
+    super::refusals::refused(super::refusals::Limit::TooLarge);
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
 }
 

@@ -1,6 +1,7 @@
 //! What a handler answers: a response, or an [`ApiError`] that becomes a JSON one. Handlers
 //! return [`ApiResult`], so a refusal anywhere in one flows out with `?`.
 
+use super::refusals::{refused, Limit};
 use crate::engine::EngineError;
 use crate::wire::http::BadRequest;
 use serde_json::{json, Value};
@@ -67,7 +68,9 @@ impl ApiError {
 
     /// A size limit refused what was sent: 413, naming what and the limit (`flag` says which
     /// `serve` flag sets it).
+    /// Counted in `/metrics` (`limit="too_large"`): it is only made to be answered.
     pub fn too_large(what: impl Display, limit: usize, flag: &str) -> ApiError {
+        refused(Limit::TooLarge);
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             body: json!({
@@ -79,7 +82,9 @@ impl ApiError {
     }
 
     /// The caller's address failed to authenticate too often and is refused for a while.
+    /// Counted in `/metrics` (`limit="auth_throttled"`): it is only made to be answered.
     pub fn too_many_auth_failures(retry_after: std::time::Duration) -> ApiError {
+        refused(Limit::AuthThrottled);
         let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -93,7 +98,9 @@ impl ApiError {
     }
 
     /// The caller's address holds as many unidentified WebSocket connections as it may.
+    /// Counted in `/metrics` (`limit="unidentified_per_ip"`): it is only made to be answered.
     pub fn too_many_unidentified(limit: usize) -> ApiError {
+        refused(Limit::UnidentifiedPerIp);
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             body: json!({

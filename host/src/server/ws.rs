@@ -7,6 +7,7 @@
 
 use super::conns::{Connections, Unidentified};
 use super::listen::Peer;
+use super::refusals::{refused, Limit};
 use super::reply::ApiError;
 use super::throttle::AuthThrottle;
 use crate::engine::outbox::{Outbound, Outbox};
@@ -201,7 +202,7 @@ async fn serve_connection(
                             break None;
                         };
                         tracing::debug!(conn, %error, %close, "unreadable frame; closing");
-                        let reply = ServerMessage::error(reply);
+                        let reply = refuse(&engine, reply);
                         let _ = sink.send(Message::text(reply.to_json())).await;
                         break Some(close);
                     }
@@ -222,7 +223,7 @@ async fn serve_connection(
                 let text = match &message {
                     Message::Text(text) => text.as_str(),
                     _ => {
-                        let reply = ServerMessage::error(FrameError::InvalidJson);
+                        let reply = refuse(&engine, FrameError::InvalidJson);
                         if sink.send(Message::text(reply.to_json())).await.is_err() {
                             break None;
                         }
@@ -230,15 +231,16 @@ async fn serve_connection(
                     }
                 };
                 if text.len() > limits.max_frame_bytes {
-                    let reply = ServerMessage::error(FrameError::FrameTooLarge);
+                    let reply = refuse(&engine, FrameError::FrameTooLarge);
                     let _ = sink.send(Message::text(reply.to_json())).await;
                     break Some(CloseReason::FrameTooLarge);
                 }
                 let direct = match parse_frame(text) {
-                    Err(error) => Some(ServerMessage::error(error)),
+                    Err(error) => Some(refuse(&engine, error)),
                     Ok(ClientMessage::Identify(identify)) => {
                         if let Some(ip) = peer.map(|peer| peer.ip()) {
                             if throttle.check(ip).is_err() {
+                                refused(Limit::AuthThrottled);
                                 break Some(CloseReason::TooManyAuthFailures);
                             }
                         }
@@ -266,13 +268,14 @@ async fn serve_connection(
                                 // Slows the guesser down: nothing more is read meanwhile.
                                 tokio::time::sleep(delay).await;
                                 if throttle.check(ip).is_err() {
-                                    break Some(CloseReason::TooManyAuthFailures);
+                                    refused(Limit::AuthThrottled);
+                                break Some(CloseReason::TooManyAuthFailures);
                                 }
                             }
                         }
                         None
                     }
-                    Ok(_) if agent.is_none() => Some(ServerMessage::error(ErrorCode::NotIdentified)),
+                    Ok(_) if agent.is_none() => Some(refuse(&engine, ErrorCode::NotIdentified)),
                     Ok(ClientMessage::Ping) => Some(ServerMessage::Pong { timestamp: now_ms() }),
                     Ok(message) => {
                         let agent = agent.clone().expect("identified");
@@ -359,4 +362,11 @@ where
     while let Ok(Outbound::Frame(text)) = inbox.try_recv() {
         let _ = sink.send(Message::text(text)).await;
     }
+}
+
+/// The error frame refusing an agent's frame with `code`, counted for `/metrics`.
+fn refuse(engine: &Engine, code: impl Into<ErrorCode>) -> ServerMessage {
+    let code = code.into();
+    engine.stats().refused_frame(&code);
+    ServerMessage::error(code)
 }

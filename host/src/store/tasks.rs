@@ -337,7 +337,8 @@ impl Store {
     pub fn purge_finished(&self, txn: &mut RwTxn, before: u64, limit: usize) -> Result<Purged> {
         let mut purged = 0;
         let mut more = false;
-        for index in [&self.completed, &self.cancelled] {
+        let mut counts = [0; 3];
+        for (slot, index) in [&self.completed, &self.cancelled].into_iter().enumerate() {
             let end = finished_key(before, TaskId(0));
             let mut keys = Vec::new();
             let range = (Bound::Unbounded, Bound::Excluded(&end[..]));
@@ -348,10 +349,15 @@ impl Store {
                 index.delete(txn, &key)?;
                 self.tasks.delete(txn, &id_key(id_from(&key)))?;
                 purged += 1;
+                counts[slot] += 1;
             }
         }
         if purged == limit {
-            return Ok(Purged { purged, more: true });
+            return Ok(Purged {
+                purged,
+                more: true,
+                counts,
+            });
         }
         // The dead letter, from the cursor.
         let from = match self.meta.get(txn, META_DEAD_LETTER_CURSOR)? {
@@ -381,10 +387,15 @@ impl Store {
             self.dead_letter.delete(txn, &id_key(id))?;
             self.tasks.delete(txn, &id_key(id))?;
             purged += 1;
+            counts[2] += 1;
         }
         self.meta
             .put(txn, META_DEAD_LETTER_CURSOR, &next.to_be_bytes())?;
-        Ok(Purged { purged, more })
+        Ok(Purged {
+            purged,
+            more,
+            counts,
+        })
     }
 }
 
@@ -395,6 +406,24 @@ pub struct Purged {
     pub purged: usize,
     /// Whether it stopped at its limit: more may be due.
     pub more: bool,
+    /// Of `purged`: completed, cancelled and dead-lettered tasks, in [`Purged::STATUSES`]' order.
+    pub counts: [usize; 3],
+}
+
+impl Purged {
+    /// The statuses of [`Purged::counts`].
+    pub const STATUSES: [TaskStatus; 3] = [
+        TaskStatus::Completed,
+        TaskStatus::Cancelled,
+        TaskStatus::DeadLetter,
+    ];
+
+    /// Tasks deleted by status.
+    pub fn by_status(&self) -> impl Iterator<Item = (TaskStatus, u64)> + '_ {
+        Self::STATUSES
+            .into_iter()
+            .zip(self.counts.iter().map(|&n| n as u64))
+    }
 }
 
 /// Meta key: the dead-letter id the next purge starts from.
@@ -591,7 +620,8 @@ mod tests {
             purged,
             Purged {
                 purged: 2,
-                more: false
+                more: false,
+                counts: [2, 0, 0],
             }
         );
         assert!(store.task(&txn, TaskId(1)).unwrap().is_none());
@@ -616,7 +646,8 @@ mod tests {
             first,
             Purged {
                 purged: 1,
-                more: true
+                more: true,
+                counts: [0, 0, 1],
             }
         );
         let second = store.purge_finished(&mut txn, 350, 2).unwrap();
@@ -624,7 +655,8 @@ mod tests {
             second,
             Purged {
                 purged: 1,
-                more: true
+                more: true,
+                counts: [0, 0, 1],
             }
         );
         let third = store.purge_finished(&mut txn, 350, 2).unwrap();
@@ -632,7 +664,8 @@ mod tests {
             third,
             Purged {
                 purged: 1,
-                more: false
+                more: false,
+                counts: [0, 0, 1],
             }
         );
         let left: Vec<u64> = (1..=5)
@@ -646,7 +679,8 @@ mod tests {
             store.purge_finished(&mut txn, 1_000, 10).unwrap(),
             Purged {
                 purged: 2,
-                more: false
+                more: false,
+                counts: [0, 0, 2],
             }
         );
     }

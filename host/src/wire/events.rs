@@ -87,6 +87,70 @@ pub struct AgentEvent {
     pub event: AgentChange,
 }
 
+/// What happened to the policy in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyChange {
+    /// An admin swapped it (`PUT /api/policy`), and the swap is committed.
+    Swapped,
+    /// The crash-loop breaker tripped: the hub runs the native fallback from now on.
+    Fallback,
+    /// The hub started on the native fallback because the policy in force when it stopped
+    /// could not be loaded (`startup_fallback` in `GET /api/policy` says why).
+    StartupFallback,
+    /// A swap's commit failed: the policy it replaced is in force again.
+    Restored,
+}
+
+/// The policy in force changed or fell back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEvent {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub source: String,
+    pub fallback_active: bool,
+    pub event: PolicyChange,
+}
+
+/// Agents by state machine state (as `fsm_state` names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentStates {
+    pub idle: u64,
+    pub assigned: u64,
+    pub working: u64,
+    pub offline: u64,
+}
+
+/// Queued-to-assigned waits of the tasks assigned since the last `stats` event, in
+/// milliseconds (nearest rank); all 0 when none was assigned (`assigned_per_s` is then 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WaitSummary {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// Aggregates for dashboards that must not fetch lists: sent once a second when something
+/// changed, and every 10 s regardless. Kept by running counts in the engine, never by a scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsEvent {
+    pub at: u64,
+    /// Tasks by status, every status named (`queued`, `assigned`, `completed`, `dead_letter`,
+    /// `cancelled`), as `GET /api/tasks/stats` counts them.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Queued tasks by priority, 0 (highest) to 3.
+    pub queued_by_priority: [u64; 4],
+    pub agents: AgentStates,
+    /// Agents with an identified connection.
+    pub connected: u64,
+    /// Assignments per second since the last `stats` event.
+    pub assigned_per_s: f64,
+    /// Tasks completed per second since the last `stats` event.
+    pub completed_per_s: f64,
+    pub wait_ms: WaitSummary,
+}
+
 /// Why a stream must be reloaded from snapshots (`reset`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reset {
@@ -109,6 +173,8 @@ pub struct Dropped {
 pub enum Event {
     Task(TaskEvent),
     Agent(AgentEvent),
+    Policy(PolicyEvent),
+    Stats(StatsEvent),
 }
 
 impl Event {
@@ -116,15 +182,18 @@ impl Event {
         match self {
             Event::Task(_) => EventKind::Task,
             Event::Agent(_) => EventKind::Agent,
+            Event::Policy(_) => EventKind::Policy,
+            Event::Stats(_) => EventKind::Stats,
         }
     }
 
-    /// The tenant whose streams show the event; none for an agent's change, which only streams
-    /// of every tenant (admins') show.
+    /// The tenant whose streams show the event; none for an agent's change, a policy change
+    /// and the hub's aggregates, which only streams of every tenant (admins') show: the
+    /// aggregates count every tenant's tasks.
     pub fn tenant(&self) -> Option<&str> {
         match self {
             Event::Task(event) => Some(&event.tenant),
-            Event::Agent(_) => None,
+            Event::Agent(_) | Event::Policy(_) | Event::Stats(_) => None,
         }
     }
 
@@ -133,6 +202,8 @@ impl Event {
         let json = match self {
             Event::Task(event) => serde_json::to_string(event),
             Event::Agent(event) => serde_json::to_string(event),
+            Event::Policy(event) => serde_json::to_string(event),
+            Event::Stats(event) => serde_json::to_string(event),
         };
         json.expect("event payloads serialize")
     }

@@ -173,6 +173,44 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The `code` label of the hub's count of refused frames: the fixed part of each code
+    /// (a refused report by its prefix, without the reason). [`ErrorCode::label`] gives one.
+    pub const LABELS: [&'static str; 15] = [
+        FrameError::InvalidJson.as_str(),
+        FrameError::UnknownMessageType.as_str(),
+        FrameError::FrameTooLarge.as_str(),
+        "not_identified",
+        "invalid_token",
+        "token_agent_mismatch",
+        "client_token_cannot_identify",
+        "storage_unavailable",
+        "too_many_capabilities",
+        "capability_name_too_long",
+        TaskReport::Accepted.refused_prefix(),
+        TaskReport::Complete.refused_prefix(),
+        TaskReport::Failed.refused_prefix(),
+        TaskReport::Rejected.refused_prefix(),
+        "other",
+    ];
+
+    /// This code's entry in [`ErrorCode::LABELS`].
+    pub fn label(&self) -> &'static str {
+        match self {
+            ErrorCode::Frame(error) => error.as_str(),
+            ErrorCode::NotIdentified => "not_identified",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenAgentMismatch => "token_agent_mismatch",
+            ErrorCode::ClientTokenCannotIdentify => "client_token_cannot_identify",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::TooManyCapabilities => "too_many_capabilities",
+            ErrorCode::CapabilityNameTooLong => "capability_name_too_long",
+            ErrorCode::TaskReportRefused { report, .. } => report.refused_prefix(),
+            ErrorCode::Other(_) => "other",
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -242,6 +280,27 @@ mod tests {
         assert_eq!(codes.len(), 7 + 3 + 16);
         for code in codes {
             assert_eq!(ErrorCode::parse(&code.to_string()), code, "{code}");
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_label_in_the_fixed_set() {
+        let codes = [
+            ErrorCode::Frame(FrameError::FrameTooLarge),
+            ErrorCode::NotIdentified,
+            ErrorCode::CapabilityNameTooLong,
+            ErrorCode::TaskReportRefused {
+                report: TaskReport::Rejected,
+                refusal: Refusal::NotAssignee,
+            },
+            ErrorCode::Other("new_code".into()),
+        ];
+        for code in codes {
+            assert!(ErrorCode::LABELS.contains(&code.label()), "{code}");
+            // A label is the code's text, or the start of it.
+            if !matches!(code, ErrorCode::Other(_)) {
+                assert!(code.to_string().starts_with(code.label()), "{code}");
+            }
         }
     }
 
