@@ -9,7 +9,7 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, audit, events, metrics, policy, public, tasks, AppState};
+use super::{agents, audit, dashboard, events, metrics, policy, public, tasks, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -87,7 +87,8 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
     match route {
         Route::Health => public::health(state).await,
         Route::Metrics => metrics::metrics(state).await,
-        Route::Dashboard => public::dashboard().await,
+        Route::Dashboard => dashboard::page().await,
+        Route::DashboardAsset(file) => dashboard::asset(&file).await,
         Route::WsWithoutUpgrade => public::ws_without_upgrade().await,
         Route::SubmitTask => tasks::submit(state, submitted_by, body).await,
         Route::SubmitBatch => tasks::submit_batch(state, submitted_by, body).await,
@@ -112,6 +113,7 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         Route::RotateAdminToken => agents::rotate_admin(state, &caller).await,
         Route::AuditLog => audit::list(state, &request.query).await,
         Route::GetPolicy => policy::get(state).await,
+        Route::PolicyBuiltins => policy::builtins().await,
         Route::PutPolicy => {
             let content_type = request.content_type.as_deref();
             policy::put(state, &caller, content_type, &request.query, body).await

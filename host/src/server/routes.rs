@@ -10,6 +10,8 @@ pub enum Route {
     Health,
     Metrics,
     Dashboard,
+    /// `GET /dashboard/<file>`: a script or style of the dashboard.
+    DashboardAsset(String),
     SubmitTask,
     SubmitBatch,
     ListTasks,
@@ -29,6 +31,8 @@ pub enum Route {
     AuditLog,
     GetPolicy,
     PutPolicy,
+    /// `GET /api/policy/builtins`: the policies built into this binary.
+    PolicyBuiltins,
     GetShadow,
     PutShadow,
     DeleteShadow,
@@ -45,6 +49,7 @@ impl Route {
             (&Method::GET, ["health"]) => Route::Health,
             (&Method::GET, ["metrics"]) => Route::Metrics,
             (&Method::GET, ["dashboard"]) => Route::Dashboard,
+            (&Method::GET, ["dashboard", file]) => Route::DashboardAsset(decode(file)),
             (&Method::GET, ["ws"]) => Route::WsWithoutUpgrade,
             (&Method::POST, ["api", "tasks"]) => Route::SubmitTask,
             (&Method::GET, ["api", "tasks"]) => Route::ListTasks,
@@ -64,6 +69,7 @@ impl Route {
             (&Method::GET, ["admin", "audit"]) => Route::AuditLog,
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
+            (&Method::GET, ["api", "policy", "builtins"]) => Route::PolicyBuiltins,
             (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
             (&Method::PUT, ["api", "policy", "shadow"]) => Route::PutShadow,
             (&Method::DELETE, ["api", "policy", "shadow"]) => Route::DeleteShadow,
@@ -75,7 +81,11 @@ impl Route {
     /// The role a caller needs; `None` for public routes.
     pub fn role(&self) -> Option<Role> {
         match self {
-            Route::Health | Route::Metrics | Route::Dashboard | Route::WsWithoutUpgrade => None,
+            Route::Health
+            | Route::Metrics
+            | Route::Dashboard
+            | Route::DashboardAsset(_)
+            | Route::WsWithoutUpgrade => None,
             Route::SubmitTask
             | Route::SubmitBatch
             | Route::ListTasks
@@ -85,6 +95,7 @@ impl Route {
             | Route::ListAgents
             | Route::Events
             | Route::GetPolicy
+            | Route::PolicyBuiltins
             | Route::GetShadow => Some(Role::Agent),
             Route::RetryTask(_)
             | Route::CancelTask(_)
@@ -187,6 +198,18 @@ mod tests {
                 "/api/policy/shadow",
                 Some(Route::DeleteShadow),
                 Some(Role::Admin),
+            ),
+            (
+                Method::GET,
+                "/api/policy/builtins",
+                Some(Route::PolicyBuiltins),
+                Some(Role::Agent),
+            ),
+            (
+                Method::GET,
+                "/dashboard/app.js",
+                Some(Route::DashboardAsset("app.js".into())),
+                None,
             ),
             (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
