@@ -14,6 +14,7 @@ mod harness;
 mod agentcom;
 mod author;
 mod bad_input;
+mod browser;
 mod chaos;
 mod cli;
 mod custody;

@@ -18,14 +18,16 @@ const state = {
   view: "overview",
   counts: null,          // the last stats event, or the /api/tasks/stats snapshot
   statsSeen: false,      // whether this hub sends stats events
+  perSecond: { assigned: 0, completed: 0 }, // task events counted this second, without stats
   throughput: new Ring(WINDOW_SECONDS),  // [t, assigned/s, completed/s]
   latency: new Ring(WINDOW_SECONDS),     // [t, p50, p99, max]
   activity: new Map(),   // task id -> its last task event (the newest ACTIVITY_ROWS)
   agents: new Map(),     // agent id -> agent record
   agentRows: [],         // the agents shown, filtered and sorted
   agentsDirty: true,
-  holding: new Map(),    // task id -> group, for tasks assigned now
-  assignments: [],       // [at ms, group] of the last FAIR_WINDOW_MS
+  byTenant: false,       // whether fair share groups by tenant (groupOf)
+  holding: new Map(),    // task id -> {tenant, fairness_key}, for tasks assigned now
+  assignments: [],       // [at ms, {tenant, fairness_key}] of the last FAIR_WINDOW_MS
   weights: new Map(),    // group -> weight (null while asked)
   tenantWeights: null,   // tenant name -> weight, from /admin/tenants when the hub has it
   taskCursors: [null],   // cursors of the task pages visited; the last is the page shown
@@ -75,8 +77,14 @@ function taskLink(id) {
   return `<a class="task" data-task="${esc(id)}">${esc(id)}</a>`;
 }
 
+/**
+ * The fair-share group of a task event or record: its tenant once the hub shows tasks of a
+ * tenant other than `default` (tenants are then what the policy shares between), else its
+ * fairness key.
+ */
 function groupOf(record) {
-  if (record.tenant) return record.tenant;
+  if (record.tenant && record.tenant !== "default") state.byTenant = true;
+  if (state.byTenant) return record.tenant || "default";
   return record.fairness_key || "(none)";
 }
 
@@ -158,6 +166,7 @@ function countsChanged() {
 }
 
 function onStats(event) {
+  if (!state.statsSeen) state.throughput = new Ring(WINDOW_SECONDS); // drop the counted points
   state.statsSeen = true;
   state.counts = event;
   state.throughput.push([event.at, event.assigned_per_s, event.completed_per_s]);
@@ -170,13 +179,15 @@ function onTask(event) {
   state.activity.delete(event.task_id);
   state.activity.set(event.task_id, event);
   if (state.activity.size > ACTIVITY_ROWS) state.activity.delete(state.activity.keys().next().value);
-  const group = groupOf(event);
+  const group = { tenant: event.tenant, fairness_key: event.fairness_key };
+  groupOf(group);
   if (event.status === "assigned") {
     if (event.event === "assigned") state.assignments.push([Date.now(), group]);
     state.holding.set(event.task_id, group);
   } else {
     state.holding.delete(event.task_id);
   }
+  if (event.event === "assigned" || event.event === "completed") state.perSecond[event.event] += 1;
   countsChanged();
   markDirty("overview");
   markDirty("fair");
@@ -206,7 +217,7 @@ function drawOverview() {
   drawChart($("chart-latency"), state.latency.toArray(), ["p50", "p99", "max"], now);
   const rows = [...state.activity.values()].reverse().map((e) =>
     `<tr data-task="${esc(e.task_id)}"><td>${taskLink(e.task_id)}</td>${statusCell(e.status)}<td>${esc(e.event)}</td>`
-    + `<td>${e.priority}</td><td>${esc(e.assigned_to || "–")}</td><td>${esc(groupOf(e))}</td><td>${time(e.at)}</td></tr>`);
+    + `<td>${e.priority}</td><td>${esc(e.assigned_to || "–")}</td><td>${esc(e.tenant ? `${e.tenant} / ${e.fairness_key}` : e.fairness_key)}</td><td>${time(e.at)}</td></tr>`);
   $("activity").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="7" class="muted">no task has changed since this page opened</td></tr>`;
 }
 
@@ -279,9 +290,9 @@ async function loadTasks() {
     state.taskNext = page.next_cursor || null;
     $("task-list").tBodies[0].innerHTML = page.tasks.map((t) =>
       `<tr data-task="${esc(t.id)}"><td>${taskLink(t.id)}</td>${statusCell(t.status)}<td>${t.priority}</td>`
-      + `<td>${esc(t.assigned_to || "–")}</td><td>${esc(groupOf(t))}</td><td class="num">${t.retry_count}</td>`
+      + `<td>${esc(t.assigned_to || "–")}</td><td>${esc(t.tenant || "–")}</td><td>${esc(t.fairness_key || "–")}</td><td class="num">${t.retry_count}</td>`
       + `<td>${time(t.updated_at)}</td><td class="desc">${esc(t.description)}</td></tr>`).join("")
-      || `<tr><td colspan="8" class="muted">no task matches</td></tr>`;
+      || `<tr><td colspan="9" class="muted">no task matches</td></tr>`;
     $("task-page").textContent = `page ${state.taskCursors.length} (${page.count} shown)`;
     $("task-prev").disabled = state.taskCursors.length < 2;
     $("task-next").disabled = !state.taskNext;
@@ -345,11 +356,11 @@ async function loadDead() {
     const page = await api.get(`/api/tasks?${params}`);
     state.deadNext = page.next_cursor || null;
     $("dead-list").tBodies[0].innerHTML = page.tasks.map((t) =>
-      `<tr data-task="${esc(t.id)}"><td>${taskLink(t.id)}</td><td>${t.priority}</td><td>${esc(groupOf(t))}</td>`
+      `<tr data-task="${esc(t.id)}"><td>${taskLink(t.id)}</td><td>${t.priority}</td><td>${esc(t.tenant || "–")}</td><td>${esc(t.fairness_key || "–")}</td>`
       + `<td class="num">${t.retry_count}</td><td class="desc">${esc(t.last_error || "–")}</td><td>${time(t.updated_at)}</td>`
       + `<td class="admin-only"><button data-act="retry" data-task="${esc(t.id)}">Retry</button> `
       + `<button data-act="cancel" data-task="${esc(t.id)}">Cancel</button></td></tr>`).join("")
-      || `<tr><td colspan="7" class="muted">the dead letter is empty</td></tr>`;
+      || `<tr><td colspan="8" class="muted">the dead letter is empty</td></tr>`;
     $("dead-page").textContent = `page ${state.deadCursors.length} (${page.count} shown)`;
     $("dead-prev").disabled = state.deadCursors.length < 2;
     $("dead-next").disabled = !state.deadNext;
@@ -378,9 +389,10 @@ async function act(action, id) {
 async function loadPolicy() {
   try {
     const policy = await api.get("/api/policy");
-    const info = [["name", policy.name], ["version", policy.version], ["digest", policy.digest], ["source", policy.source],
-      ["contract", policy.contract ?? "–"], ["config", JSON.stringify(policy.config)], ["loaded at", dateTime(policy.loaded_at)],
-      ["fallback active", policy.fallback_active ? "YES: the native greedy policy is deciding" : "no"]];
+    const info = [["name", policy.name], ["version", policy.version], ["digest", policy.digest], ["source", policy.source]];
+    if (policy.contract !== undefined) info.push(["contract", policy.contract]);
+    info.push(["config", JSON.stringify(policy.config)], ["loaded at", dateTime(policy.loaded_at)],
+      ["fallback active", policy.fallback_active ? "YES: the native greedy policy is deciding" : "no"]);
     if (policy.startup_fallback) info.push(["startup fallback", `${policy.startup_fallback.wanted}: ${policy.startup_fallback.reason}`]);
     $("policy-info").innerHTML = info.map(([k, v]) =>
       `<tr><th>${k}</th><td data-field="${k.replace(/ /g, "_")}" ${k === "fallback active" && policy.fallback_active ? 'class="bad"' : ""}>${esc(v)}</td></tr>`).join("");
@@ -444,7 +456,7 @@ async function swapPolicy(event) {
 async function loadHolding() {
   try {
     const page = await api.get("/api/tasks?status=assigned&limit=1000");
-    state.holding = new Map(page.tasks.map((t) => [t.id, groupOf(t)]));
+    state.holding = new Map(page.tasks.map((t) => [t.id, { tenant: t.tenant, fairness_key: t.fairness_key }]));
     markDirty("fair");
   } catch (e) { fail(e); }
 }
@@ -464,7 +476,7 @@ function weightOf(group) {
   if (state.tenantWeights && state.tenantWeights.has(group)) return state.tenantWeights.get(group);
   if (state.weights.has(group)) return state.weights.get(group);
   state.weights.set(group, null);
-  if (group !== "(none)") {
+  if (group !== "(none)" && !state.byTenant) {
     api.get(`/api/tasks?${new URLSearchParams({ fairness_key: group, limit: "1" })}`)
       .then((page) => { state.weights.set(group, page.tasks[0] ? page.tasks[0].weight ?? 1 : 1); markDirty("fair"); })
       .catch(() => state.weights.set(group, 1));
@@ -479,8 +491,8 @@ function drawFair() {
   while (state.assignments.length && state.assignments[0][0] < since) state.assignments.shift();
   const groups = new Map();
   const entry = (g) => groups.get(g) || groups.set(g, { now: 0, recent: 0 }).get(g);
-  for (const group of state.holding.values()) entry(group).now += 1;
-  for (const [, group] of state.assignments) entry(group).recent += 1;
+  for (const task of state.holding.values()) entry(groupOf(task)).now += 1;
+  for (const [, task] of state.assignments) entry(groupOf(task)).recent += 1;
   const totalNow = [...groups.values()].reduce((sum, g) => sum + g.now, 0);
   const totalRecent = state.assignments.length;
   const weights = new Map([...groups.keys()].map((g) => [g, weightOf(g)]));
@@ -569,8 +581,15 @@ $("agent-list").addEventListener("scroll", () => requestAnimationFrame(drawAgent
 $("agent-filter").addEventListener("input", () => { state.agentsDirty = true; markDirty("agents"); });
 $("agent-state").addEventListener("change", () => { state.agentsDirty = true; markDirty("agents"); });
 $("swap-form").addEventListener("submit", swapPolicy);
-// The charts' time axis moves on even when no event arrives; the policy counters too.
-setInterval(() => { if (state.view === "overview") markDirty("overview"); }, 1000);
+// The charts' time axis moves on even when no event arrives; the policy counters too. A hub
+// without stats events gets a throughput chart counted from its task events instead.
+setInterval(() => {
+  if (!state.statsSeen && !stream.stopped) {
+    state.throughput.push([Date.now(), state.perSecond.assigned, state.perSecond.completed]);
+  }
+  state.perSecond = { assigned: 0, completed: 0 };
+  if (state.view === "overview") markDirty("overview");
+}, 1000);
 setInterval(() => { if (state.view === "policy" && api.token && !stream.stopped) loadPolicy(); }, 5000);
 
 markDirty("overview");

@@ -1,0 +1,331 @@
+//! The dashboard in a real browser: headless Chromium (WebDriver, `harness::browser`) opens
+//! `/dashboard` on the real binary and is checked against what the hub does over HTTP and
+//! WebSocket. Each view is saved as a screenshot under `target/screenshots/`. Without Chromium
+//! the tests say they skip (they fail instead under `CI=true`).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::browser::Browser;
+use crate::harness::{Hub, HubOpts};
+
+/// Long enough for a debug hub and a headless browser sharing a small, busy machine.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens the dashboard and connects with `token`.
+async fn open(browser: &Browser, hub: &Hub, token: &str) {
+    browser
+        .goto(&format!("http://{}/dashboard", hub.addr()))
+        .await;
+    browser.type_into("#token", token).await;
+    browser.click("#login button[type=submit]").await;
+}
+
+/// Waits until the page says it follows the event stream as `role`.
+async fn wait_live(browser: &Browser, role: &str) {
+    browser
+        .wait_for(
+            &format!("the page to be live as {role}"),
+            PAGE_TIMEOUT,
+            "return document.getElementById('conn').textContent === `live (${arguments[0]})`;",
+            json!([role]),
+        )
+        .await;
+}
+
+/// Waits until the live activity row of `task_id` shows `status`.
+async fn wait_activity(browser: &Browser, task_id: &str, status: &str) {
+    browser
+        .wait_for(
+            &format!("{task_id} to show {status} on the overview"),
+            PAGE_TIMEOUT,
+            "const cell = document.querySelector(`#activity tr[data-task=\"${arguments[0]}\"] td[data-status]`);
+             return cell !== null && cell.dataset.status === arguments[1];",
+            json!([task_id, status]),
+        )
+        .await;
+}
+
+async fn show(browser: &Browser, view: &str) {
+    browser
+        .click(&format!("#tabs button[data-view={view}]"))
+        .await;
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_moves_live_on_the_page_and_a_dead_letter_is_retried_from_it() {
+    let Some(browser) = Browser::start("dashboard_live").await else {
+        return;
+    };
+    let hub = Hub::start(HubOpts::default()).await;
+    open(&browser, &hub, hub.api().admin_token()).await;
+    wait_live(&browser, "admin").await;
+
+    // A task submitted over HTTP appears without a reload and moves through its states.
+    let id = hub
+        .api()
+        .submit(json!({"description": "shown live", "fairness_key": "team-a"}))
+        .await;
+    wait_activity(&browser, &id, "queued").await;
+    let mut worker = hub.agent("worker-1").await;
+    let assign = worker.expect_assign().await;
+    assert_eq!(assign.task_id, id);
+    wait_activity(&browser, &id, "assigned").await;
+    worker.accept(&assign).await;
+    worker.complete(&id, assign.generation).await;
+    wait_activity(&browser, &id, "completed").await;
+    browser
+        .wait_for(
+            "the overview to count one completed task",
+            PAGE_TIMEOUT,
+            "return document.querySelector('[data-count=completed]').textContent === '1';",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("overview").await;
+
+    // The agent is listed with its state.
+    show(&browser, "agents").await;
+    let agent_state = browser
+        .wait_for(
+            "worker-1 in the agent list",
+            PAGE_TIMEOUT,
+            "const row = document.querySelector('#agent-list [data-agent=\"worker-1\"]');
+             return row && row.children[1].textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(text_of(&agent_state), "idle");
+    browser.screenshot("agents").await;
+
+    // The fair share view counts the assignment to team-a.
+    show(&browser, "fair").await;
+    browser
+        .wait_for(
+            "team-a in the fair share view, with its weight",
+            PAGE_TIMEOUT,
+            "const row = document.querySelector('#fair-list tr[data-group=\"team-a\"]');
+             return row !== null && row.children[1].textContent === '1'
+                 && row.children[5].textContent === '1';",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("fair-share").await;
+
+    // A task that fails once goes to the dead letter; the page retries it.
+    let dead = hub
+        .api()
+        .submit(json!({"description": "fails once", "max_retries": 1, "priority": "high"}))
+        .await;
+    let assign = worker.expect_assign().await;
+    assert_eq!(assign.task_id, dead);
+    worker.accept(&assign).await;
+    worker
+        .send(json!({"type": "task_failed", "task_id": dead, "generation": assign.generation, "error": "disk full"}))
+        .await;
+    worker.expect_ack(&dead, "dead_letter").await;
+    worker.close().await;
+    show(&browser, "overview").await;
+    wait_activity(&browser, &dead, "dead_letter").await;
+    show(&browser, "dead").await;
+    let retry = format!("#dead-list button[data-act=retry][data-task=\"{dead}\"]");
+    browser
+        .wait_for(
+            "the retry button of the dead letter",
+            PAGE_TIMEOUT,
+            "const b = document.querySelector(arguments[0]); return b !== null && b.offsetParent !== null;",
+            json!([retry]),
+        )
+        .await;
+    browser.screenshot("dead-letter").await;
+    browser.click(&retry).await;
+    browser
+        .wait_for(
+            "the retried task to leave the dead letter",
+            PAGE_TIMEOUT,
+            "return document.querySelector(arguments[0]) === null;",
+            json!([retry]),
+        )
+        .await;
+    show(&browser, "overview").await;
+    wait_activity(&browser, &dead, "queued").await;
+    let mut second = hub.agent("worker-2").await;
+    let assign = second.expect_assign().await;
+    assert_eq!(assign.task_id, dead);
+    second.accept(&assign).await;
+    second.complete(&dead, assign.generation).await;
+    wait_activity(&browser, &dead, "completed").await;
+    assert_eq!(hub.api().get_task(&dead).await["status"], "completed");
+
+    // Its detail shows the whole history, from the page's search.
+    show(&browser, "tasks").await;
+    browser.type_into("#task-id", &dead).await;
+    browser.click("#task-search button[type=submit]").await;
+    let events = browser
+        .wait_for(
+            "the task's history in its detail",
+            PAGE_TIMEOUT,
+            "const items = [...document.querySelectorAll('#detail-history li b')].map((b) => b.textContent);
+             return items.includes('completed') ? items : null;",
+            json!([]),
+        )
+        .await;
+    let events: Vec<&str> = events
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(text_of)
+        .collect();
+    for wanted in ["submitted", "dead_letter", "retried", "completed"] {
+        assert!(
+            events.iter().any(|event| event.contains(wanted)),
+            "{wanted} in {events:?}"
+        );
+    }
+    // The task list pages through the hub's filters.
+    browser.type_into("#task-id", "").await;
+    browser
+        .eval(
+            "document.getElementById('f-status').value = 'completed';",
+            json!([]),
+        )
+        .await;
+    browser.click("#task-search button[type=submit]").await;
+    browser
+        .wait_for(
+            "both completed tasks listed",
+            PAGE_TIMEOUT,
+            "return document.querySelectorAll('#task-list tbody tr[data-task]').length === 2;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("tasks").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_swapped_from_the_page_is_in_force() {
+    let Some(browser) = Browser::start("dashboard_policy").await else {
+        return;
+    };
+    let hub = Hub::start(HubOpts::default()).await;
+    let before = hub.api().policy().await;
+    open(&browser, &hub, hub.api().admin_token()).await;
+    wait_live(&browser, "admin").await;
+    show(&browser, "policy").await;
+    browser
+        .wait_for(
+            "the policy in force shown",
+            PAGE_TIMEOUT,
+            "const d = document.querySelector('[data-field=digest]'); return d && d.textContent === arguments[0];",
+            json!([before["digest"]]),
+        )
+        .await;
+    // Another built-in than the one in force (the suite may run under any of them).
+    let current = text_of(&before["source"]).trim_start_matches("builtin:");
+    let target = browser
+        .wait_for(
+            "the built-ins listed",
+            PAGE_TIMEOUT,
+            "const names = [...document.querySelectorAll('#swap-builtin option')].map((o) => o.value);
+             const other = names.find((n) => n !== arguments[0]);
+             if (!other) return null;
+             document.getElementById('swap-builtin').value = other;
+             return other;",
+            json!([current]),
+        )
+        .await;
+    let target = text_of(&target).to_owned();
+    browser.type_into("#swap-config", "{}").await;
+    browser.click("#swap-go").await;
+    let shown = browser
+        .wait_for(
+            "the swap's result",
+            PAGE_TIMEOUT,
+            "const r = document.getElementById('swap-result');
+             return r.className === 'ok' || r.className === 'bad' ? r.className + ': ' + r.textContent : null;",
+            json!([]),
+        )
+        .await;
+    assert!(text_of(&shown).starts_with("ok: In force now"), "{shown}");
+    let after = hub.api().policy().await;
+    assert_eq!(after["source"], format!("builtin:{target}"));
+    assert_ne!(after["digest"], before["digest"]);
+    browser
+        .wait_for(
+            "the new policy shown",
+            PAGE_TIMEOUT,
+            "const d = document.querySelector('[data-field=digest]'); return d && d.textContent === arguments[0];",
+            json!([after["digest"]]),
+        )
+        .await;
+    browser.screenshot("policy").await;
+
+    // A configuration that is not JSON is refused on the page, and nothing changes.
+    browser.type_into("#swap-config", "{not json").await;
+    browser.click("#swap-go").await;
+    let refused = browser
+        .wait_for(
+            "the refusal",
+            PAGE_TIMEOUT,
+            "const r = document.getElementById('swap-result'); return r.className === 'bad' ? r.textContent : null;",
+            json!([]),
+        )
+        .await;
+    assert!(text_of(&refused).contains("not JSON"), "{refused}");
+    assert_eq!(hub.api().policy().await["digest"], after["digest"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_told_and_an_agent_token_sees_no_admin_actions() {
+    let Some(browser) = Browser::start("dashboard_tokens").await else {
+        return;
+    };
+    let hub = Hub::start(HubOpts::default()).await;
+    open(&browser, &hub, "not-a-token-the-hub-knows").await;
+    let error = browser
+        .wait_for(
+            "the wrong token's error",
+            PAGE_TIMEOUT,
+            "const e = document.getElementById('error'); return e.hidden ? null : e.textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        text_of(&error).contains("does not know this token"),
+        "{error}"
+    );
+    browser.screenshot("wrong-token").await;
+
+    let token = hub.api().create_token("viewer").await;
+    open(&browser, &hub, &token).await;
+    wait_live(&browser, "agent").await;
+    let error_hidden = browser
+        .eval("return document.getElementById('error').hidden;", json!([]))
+        .await;
+    assert_eq!(
+        error_hidden, true,
+        "the error is gone once a good token is typed"
+    );
+    show(&browser, "policy").await;
+    browser
+        .wait_for(
+            "the policy shown to the agent token",
+            PAGE_TIMEOUT,
+            "const d = document.querySelector('[data-field=name]'); return d && d.textContent !== '';",
+            json!([]),
+        )
+        .await;
+    let swap_shown = browser
+        .eval(
+            "return document.getElementById('swap-form').offsetParent !== null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(swap_shown, false, "an agent token sees no swap form");
+    browser.screenshot("policy-agent-token").await;
+}
