@@ -329,3 +329,100 @@ async fn a_wrong_token_is_told_and_an_agent_token_sees_no_admin_actions() {
     assert_eq!(swap_shown, false, "an agent token sees no swap form");
     browser.screenshot("policy-agent-token").await;
 }
+
+/// By hand, against a running hub (BENCHMARKS.md, "Dashboard"): opens the dashboard at
+/// `SWITCHYARD_DASHBOARD_HUB` (host:port) with `SWITCHYARD_DASHBOARD_TOKEN`, times its views
+/// and records the browser's long tasks (over 50 ms) for `SWITCHYARD_DASHBOARD_WATCH_S`
+/// seconds (default 60) while the hub works. Prints the figures as one JSON line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement run by hand against a loaded hub"]
+async fn dashboard_responsiveness_by_hand() {
+    let hub = std::env::var("SWITCHYARD_DASHBOARD_HUB").expect("SWITCHYARD_DASHBOARD_HUB");
+    let token = std::env::var("SWITCHYARD_DASHBOARD_TOKEN").expect("SWITCHYARD_DASHBOARD_TOKEN");
+    let watch: u64 = std::env::var("SWITCHYARD_DASHBOARD_WATCH_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let browser = Browser::start("dashboard_responsiveness")
+        .await
+        .expect("Chromium for the measurement");
+    browser.goto(&format!("http://{hub}/dashboard")).await;
+    // Long tasks from here on, the page's own work included.
+    browser
+        .eval(
+            "window.longTasks = [];
+             new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration)))
+               .observe({ type: 'longtask', buffered: true });
+             window.connectStart = performance.now();",
+            json!([]),
+        )
+        .await;
+    browser.type_into("#token", &token).await;
+    browser.click("#login button[type=submit]").await;
+    let long = Duration::from_secs(120);
+    let connect_ms = browser
+        .wait_for(
+            "the agents and counts loaded",
+            long,
+            "return state.agents.size > 0 && state.counts !== null ? performance.now() - window.connectStart : null;",
+            json!([]),
+        )
+        .await;
+    show(&browser, "agents").await;
+    let agents = browser
+        .eval(
+            "const t0 = performance.now(); state.agentsDirty = true; drawAgents(); const full = performance.now() - t0;
+             const list = document.getElementById('agent-list');
+             list.scrollTop = list.scrollHeight / 2;
+             const t1 = performance.now(); drawAgents(); const scroll = performance.now() - t1;
+             document.getElementById('agent-filter').value = '9';
+             const t2 = performance.now(); state.agentsDirty = true; drawAgents(); const filter = performance.now() - t2;
+             document.getElementById('agent-filter').value = '';
+             state.agentsDirty = true; drawAgents();
+             return { agents: state.agents.size, rows_in_dom: list.querySelectorAll('.vrow').length,
+                      sort_and_draw_ms: full, scroll_draw_ms: scroll, filter_draw_ms: filter };",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("measure-agents").await;
+    show(&browser, "tasks").await;
+    let tasks = browser
+        .eval(
+            "document.getElementById('f-status').value = 'queued';
+             const t0 = performance.now();
+             return loadTasks().then(() => ({ search_ms: performance.now() - t0,
+                 rows: document.querySelectorAll('#task-list tbody tr[data-task]').length }));",
+            json!([]),
+        )
+        .await;
+    show(&browser, "overview").await;
+    browser
+        .eval(
+            "window.watchStart = { at: performance.now(), long: window.longTasks.length, id: stream.lastId || 0 };",
+            json!([]),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(watch)).await;
+    let watched = browser
+        .eval(
+            "const since = window.longTasks.slice(window.watchStart.long);
+             return { seconds: (performance.now() - window.watchStart.at) / 1000,
+                      events: (stream.lastId || 0) - window.watchStart.id,
+                      long_tasks: since.length,
+                      long_task_total_ms: since.reduce((a, b) => a + b, 0),
+                      long_task_max_ms: since.reduce((a, b) => Math.max(a, b), 0),
+                      live: document.getElementById('conn').textContent,
+                      heap_mb: performance.memory ? performance.memory.usedJSHeapSize / 1048576 : null };",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("measure-overview").await;
+    println!(
+        "{}",
+        json!({"connect_ms": connect_ms, "agents": agents, "tasks": tasks, "watched": watched})
+    );
+    assert!(
+        text_of(&watched["live"]).starts_with("live"),
+        "the page stayed live: {watched}"
+    );
+}

@@ -398,7 +398,8 @@ async function loadPolicy() {
       `<tr><th>${k}</th><td data-field="${k.replace(/ /g, "_")}" ${k === "fallback active" && policy.fallback_active ? 'class="bad"' : ""}>${esc(v)}</td></tr>`).join("");
     const counters = policy.counters || {};
     $("policy-counters").innerHTML = Object.entries(counters).map(([k, v]) =>
-      `<tr><th>${esc(k)}</th><td class="num">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td></tr>`).join("");
+      `<tr><th>${esc(k)}</th><td class="num">${esc(v !== null && typeof v === "object"
+        ? Object.entries(v).map(([name, n]) => `${name} ${n}`).join(", ") : v)}</td></tr>`).join("");
   } catch (e) { fail(e); }
 }
 
