@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::harness::browser::Browser;
-use crate::harness::{Hub, HubOpts};
+use crate::harness::{policy_file, Hub, HubOpts};
 
 /// Long enough for a debug hub and a headless browser sharing a small, busy machine.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -264,6 +264,41 @@ async fn a_policy_swapped_from_the_page_is_in_force() {
         )
         .await;
     browser.screenshot("policy").await;
+
+    // An uploaded component, with its configuration.
+    let component = policy_file("fair");
+    browser
+        .eval(
+            "document.querySelector('input[name=swap-kind][value=upload]').click();",
+            json!([]),
+        )
+        .await;
+    browser.choose_file("#swap-file", &component).await;
+    browser.type_into("#swap-config", "{}").await;
+    browser
+        .eval(
+            "document.getElementById('swap-result').className = '';",
+            json!([]),
+        )
+        .await;
+    browser.click("#swap-go").await;
+    let shown = browser
+        .wait_for(
+            "the upload's result",
+            PAGE_TIMEOUT,
+            "const r = document.getElementById('swap-result');
+             return r.className === 'ok' || r.className === 'bad' ? r.className + ': ' + r.textContent : null;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        text_of(&shown).starts_with("ok: In force now: fair"),
+        "{shown}"
+    );
+    let uploaded = hub.api().policy().await;
+    assert_eq!(uploaded["source"], "bytes");
+    assert_eq!(uploaded["name"], "fair");
+    let after = uploaded;
 
     // A configuration that is not JSON is refused on the page, and nothing changes.
     browser.type_into("#swap-config", "{not json").await;

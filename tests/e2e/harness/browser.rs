@@ -190,6 +190,14 @@ impl Browser {
         .await;
     }
 
+    /// Chooses the file at `file` in the file input `css` selects.
+    pub async fn choose_file(&self, css: &str, file: &Path) {
+        let element = self.element(css).await;
+        let path = self.session_path(&format!("/element/{element}/value"));
+        let text = file.display().to_string();
+        self.call("POST", &path, Some(json!({"text": text}))).await;
+    }
+
     /// Waits until `script` answers something other than `null`/`false` in the page; answers
     /// it. `what` names the condition when the wait times out.
     pub async fn wait_for(
