@@ -18,6 +18,7 @@ mod browser;
 mod chaos;
 mod cli;
 mod custody;
+mod dashboard;
 mod durability;
 mod events;
 mod failures;
