@@ -79,11 +79,13 @@ class EventStream {
     this.stopped = true;
     this.controller = null;
     this.backoff = 500;
+    this.generation = 0; // each start's loop runs only while it is the latest
   }
 
   start() {
     this.stopped = false;
-    this.run();
+    this.generation += 1;
+    this.run(this.generation);
   }
 
   stop() {
@@ -91,8 +93,9 @@ class EventStream {
     if (this.controller) this.controller.abort();
   }
 
-  async run() {
-    while (!this.stopped) {
+  async run(generation) {
+    const current = () => !this.stopped && this.generation === generation;
+    while (current()) {
       this.controller = new AbortController();
       const after = this.lastId === null ? "" : `?after=${this.lastId}`;
       try {
@@ -106,6 +109,7 @@ class EventStream {
           try { reason = JSON.parse(text).error; } catch (e) { /* keep the text */ }
           const error = new ApiError(response.status, `GET /api/events: ${response.status} ${reason}`);
           if (response.status === 401 || response.status === 403) {
+            if (!current()) return;
             this.stopped = true;
             this.handlers.onRefused(error);
             return;
@@ -114,10 +118,10 @@ class EventStream {
         }
         this.handlers.onState("live", true);
         this.backoff = 500;
-        await this.read(response.body.getReader());
-        if (!this.stopped) this.handlers.onState("stream ended; reconnecting", false);
+        await this.read(response.body.getReader(), current);
+        if (current()) this.handlers.onState("stream ended; reconnecting", false);
       } catch (e) {
-        if (this.stopped) return;
+        if (!current()) return;
         this.handlers.onState(`disconnected (${e.message}); reconnecting`, false);
       }
       await new Promise((resolve) => setTimeout(resolve, this.backoff));
@@ -126,12 +130,12 @@ class EventStream {
   }
 
   /** Reads frames (blank-line separated) until the stream ends. */
-  async read(reader) {
+  async read(reader, current) {
     const decoder = new TextDecoder();
     let buffer = "";
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done || !current()) return;
       buffer += decoder.decode(value, { stream: true });
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
