@@ -397,9 +397,9 @@ async fn dashboard_responsiveness_by_hand() {
     let long = Duration::from_secs(120);
     let connect_ms = browser
         .wait_for(
-            "the agents and counts loaded",
+            "the page's snapshots loaded",
             long,
-            "return state.agents.size > 0 && state.counts !== null ? performance.now() - window.connectStart : null;",
+            "return state.loaded ? performance.now() - window.connectStart : null;",
             json!([]),
         )
         .await;

@@ -32,8 +32,10 @@ const state = {
   tenantWeights: null,   // tenant name -> weight, from /admin/tenants when the hub has it
   taskCursors: [null],   // cursors of the task pages visited; the last is the page shown
   taskNext: null,
-  deadCursors: [null],
-  deadNext: null,
+  dead: [],             // the dead letter's first tasks (GET /api/tasks/dead-letter)
+  deadCount: 0,         // how many tasks the dead letter holds
+  deadPage: 0,
+  loaded: false,        // whether the snapshots of the last connect have been read
   detailId: null,
   dirty: new Set(),      // views to redraw at the next frame
 };
@@ -83,6 +85,7 @@ function taskLink(id) {
  * fairness key.
  */
 function groupOf(record) {
+  if (record.before) return "(assigned before this page opened)";
   if (record.tenant && record.tenant !== "default") state.byTenant = true;
   if (state.byTenant) return record.tenant || "default";
   return record.fairness_key || "(none)";
@@ -139,9 +142,9 @@ async function connect() {
 
 /** Everything the page shows that the stream does not replay: loaded at connect and on reset. */
 async function loadSnapshots() {
-  await Promise.all([loadCounts(), loadAgents(), loadPolicy(), loadBuiltins(), loadHolding(), loadTenants()]);
-  loadTasks();
-  loadDead();
+  state.loaded = false;
+  await Promise.all([loadCounts(), loadAgents(), loadPolicy(), loadBuiltins(), loadTenants(), loadTasks(), loadDead()]);
+  state.loaded = true;
 }
 
 // ---- overview: counts, charts, activity ----
@@ -235,6 +238,12 @@ async function loadAgents() {
     const answer = await api.get("/api/agents");
     state.agents = new Map(answer.agents.map((a) => [a.agent_id, a]));
     state.agentsDirty = true;
+    // Tasks held at connect, for fair share: their groups are learnt from their next event.
+    state.holding = new Map();
+    for (const agent of state.agents.values()) {
+      if (agent.current_task_id) state.holding.set(agent.current_task_id, { before: true });
+    }
+    markDirty("fair");
     markDirty("agents");
   } catch (e) { fail(e); }
 }
@@ -348,23 +357,30 @@ async function loadDetail() {
 
 // ---- dead letter: retry and cancel (admin) ----
 
+/** The dead letter's first 1,000 tasks (its own route, which needs no scan of the queue). */
 async function loadDead() {
-  const cursor = state.deadCursors[state.deadCursors.length - 1];
-  const params = new URLSearchParams({ status: "dead_letter", limit: "50" });
-  if (cursor) params.set("cursor", cursor);
   try {
-    const page = await api.get(`/api/tasks?${params}`);
-    state.deadNext = page.next_cursor || null;
-    $("dead-list").tBodies[0].innerHTML = page.tasks.map((t) =>
-      `<tr data-task="${esc(t.id)}"><td>${taskLink(t.id)}</td><td>${t.priority}</td><td>${esc(t.tenant || "–")}</td><td>${esc(t.fairness_key || "–")}</td>`
-      + `<td class="num">${t.retry_count}</td><td class="desc">${esc(t.last_error || "–")}</td><td>${time(t.updated_at)}</td>`
-      + `<td class="admin-only"><button data-act="retry" data-task="${esc(t.id)}">Retry</button> `
-      + `<button data-act="cancel" data-task="${esc(t.id)}">Cancel</button></td></tr>`).join("")
-      || `<tr><td colspan="8" class="muted">the dead letter is empty</td></tr>`;
-    $("dead-page").textContent = `page ${state.deadCursors.length} (${page.count} shown)`;
-    $("dead-prev").disabled = state.deadCursors.length < 2;
-    $("dead-next").disabled = !state.deadNext;
+    const answer = await api.get("/api/tasks/dead-letter");
+    state.dead = answer.tasks;
+    state.deadCount = answer.count;
+    state.deadPage = Math.min(state.deadPage, Math.max(0, Math.ceil(state.dead.length / 50) - 1));
+    drawDead();
   } catch (e) { fail(e); }
+}
+
+function drawDead() {
+  const page = state.dead.slice(state.deadPage * 50, state.deadPage * 50 + 50);
+  $("dead-list").tBodies[0].innerHTML = page.map((t) =>
+    `<tr data-task="${esc(t.id)}"><td>${taskLink(t.id)}</td><td>${t.priority}</td><td>${esc(t.tenant || "–")}</td><td>${esc(t.fairness_key || "–")}</td>`
+    + `<td class="num">${t.retry_count}</td><td class="desc">${esc(t.last_error || "–")}</td><td>${time(t.updated_at)}</td>`
+    + `<td class="admin-only"><button data-act="retry" data-task="${esc(t.id)}">Retry</button> `
+    + `<button data-act="cancel" data-task="${esc(t.id)}">Cancel</button></td></tr>`).join("")
+    || `<tr><td colspan="8" class="muted">the dead letter is empty</td></tr>`;
+  const more = state.deadCount > state.dead.length
+    ? `; the first ${state.dead.length} are listed here, the Tasks view pages through all of them (status dead_letter)` : "";
+  $("dead-page").textContent = `page ${state.deadPage + 1}, ${state.deadCount} tasks in the dead letter${more}`;
+  $("dead-prev").disabled = state.deadPage === 0;
+  $("dead-next").disabled = (state.deadPage + 1) * 50 >= state.dead.length;
 }
 
 let deadTimer = null;
@@ -452,15 +468,6 @@ async function swapPolicy(event) {
 }
 
 // ---- fair share: live holdings and recent assignments per group, against weights ----
-
-/** The tasks assigned at connect time, so that the share of agents is right from the start. */
-async function loadHolding() {
-  try {
-    const page = await api.get("/api/tasks?status=assigned&limit=1000");
-    state.holding = new Map(page.tasks.map((t) => [t.id, { tenant: t.tenant, fairness_key: t.fairness_key }]));
-    markDirty("fair");
-  } catch (e) { fail(e); }
-}
 
 /** Tenants' weights, where the hub has tenants and the token may read them. */
 async function loadTenants() {
@@ -576,8 +583,8 @@ $("task-search").addEventListener("submit", (event) => {
 });
 $("task-next").addEventListener("click", () => { state.taskCursors.push(state.taskNext); loadTasks(); });
 $("task-prev").addEventListener("click", () => { state.taskCursors.pop(); loadTasks(); });
-$("dead-next").addEventListener("click", () => { state.deadCursors.push(state.deadNext); loadDead(); });
-$("dead-prev").addEventListener("click", () => { state.deadCursors.pop(); loadDead(); });
+$("dead-next").addEventListener("click", () => { state.deadPage += 1; drawDead(); });
+$("dead-prev").addEventListener("click", () => { state.deadPage -= 1; drawDead(); });
 $("agent-list").addEventListener("scroll", () => requestAnimationFrame(drawAgents));
 $("agent-filter").addEventListener("input", () => { state.agentsDirty = true; markDirty("agents"); });
 $("agent-state").addEventListener("change", () => { state.agentsDirty = true; markDirty("agents"); });
