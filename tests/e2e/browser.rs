@@ -395,6 +395,16 @@ async fn dashboard_responsiveness_by_hand() {
     browser.type_into("#token", &token).await;
     browser.click("#login button[type=submit]").await;
     let long = Duration::from_secs(120);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let early = browser
+        .eval(
+            "return { error: document.getElementById('error').textContent,
+                      conn: document.getElementById('conn').textContent,
+                      loaded: state.loaded, agents: state.agents.size };",
+            json!([]),
+        )
+        .await;
+    eprintln!("dashboard after 5 s: {early}");
     let connect_ms = browser
         .wait_for(
             "the page's snapshots loaded",

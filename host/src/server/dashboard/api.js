@@ -136,13 +136,11 @@ class EventStream {
     for (;;) {
       const { value, done } = await reader.read();
       if (done || !current()) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        this.dispatch(frame);
-      }
+      // One split per chunk: a chunk can hold thousands of frames (a replay, a burst), and
+      // cutting them off the front one by one would copy the rest each time.
+      const frames = (buffer + decoder.decode(value, { stream: true })).split("\n\n");
+      buffer = frames.pop();
+      for (const frame of frames) this.dispatch(frame);
     }
   }
 

@@ -494,9 +494,15 @@ function weightOf(group) {
   return null;
 }
 
-function drawFair() {
+/** Forgets the assignments older than the window (in one cut: thousands may expire at once). */
+function trimAssignments() {
   const since = Date.now() - FAIR_WINDOW_MS;
-  while (state.assignments.length && state.assignments[0][0] < since) state.assignments.shift();
+  const keep = state.assignments.findIndex(([at]) => at >= since);
+  state.assignments.splice(0, keep < 0 ? state.assignments.length : keep);
+}
+
+function drawFair() {
+  trimAssignments();
   const groups = new Map();
   const entry = (g) => groups.get(g) || groups.set(g, { now: 0, recent: 0 }).get(g);
   for (const task of state.holding.values()) entry(groupOf(task)).now += 1;
@@ -596,6 +602,7 @@ setInterval(() => {
     state.throughput.push([Date.now(), state.perSecond.assigned, state.perSecond.completed]);
   }
   state.perSecond = { assigned: 0, completed: 0 };
+  trimAssignments();
   if (state.view === "overview") markDirty("overview");
 }, 1000);
 setInterval(() => { if (state.view === "policy" && api.token && !stream.stopped) loadPolicy(); }, 5000);
