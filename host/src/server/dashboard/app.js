@@ -174,7 +174,8 @@ function onStats(event) {
   state.counts = event;
   state.throughput.push([event.at, event.assigned_per_s, event.completed_per_s]);
   const wait = event.wait_ms || {};
-  state.latency.push([event.at, wait.p50 ?? null, wait.p99 ?? null, wait.max ?? null]);
+  // A second with no assignment has no wait to show (the hub sends zeros then).
+  if (event.assigned_per_s > 0) state.latency.push([event.at, wait.p50 ?? null, wait.p99 ?? null, wait.max ?? null]);
   markDirty("overview");
 }
 
