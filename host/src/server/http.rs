@@ -9,7 +9,9 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{agents, audit, events, metrics, policy, public, tasks, tenants, AppState};
+use super::{
+    agents, audit, dashboard, events, metrics, policy, public, tasks, tenants, AppState,
+};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
@@ -82,7 +84,8 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
     match route {
         Route::Health => public::health(state).await,
         Route::Metrics => metrics::metrics(state).await,
-        Route::Dashboard => public::dashboard().await,
+        Route::Dashboard => dashboard::page().await,
+        Route::DashboardAsset(file) => dashboard::asset(&file).await,
         Route::WsWithoutUpgrade => public::ws_without_upgrade().await,
         Route::SubmitTask => tasks::submit(state, &caller, body).await,
         Route::SubmitBatch => tasks::submit_batch(state, &caller, body).await,
@@ -110,6 +113,7 @@ async fn answer(state: &AppState, request: Request) -> ApiResult {
         Route::UpdateTenant(name) => tenants::update(state, &caller, name, body).await,
         Route::DeleteTenant(name) => tenants::delete(state, &caller, name).await,
         Route::GetPolicy => policy::get(state).await,
+        Route::PolicyBuiltins => policy::builtins().await,
         Route::PutPolicy => {
             let content_type = request.content_type.as_deref();
             policy::put(state, &caller, content_type, &request.query, body).await

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod body;
 pub mod conns;
+mod dashboard;
 mod events;
 mod http;
 pub mod limits;

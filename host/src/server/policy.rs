@@ -26,6 +26,13 @@ pub async fn get(state: &AppState) -> ApiResult {
     Ok(json(StatusCode::OK, json!(status)))
 }
 
+/// `GET /api/policy/builtins`: the names a swap may give as `{"builtin": NAME}`, as
+/// `switchyard policies` lists them.
+pub async fn builtins() -> ApiResult {
+    let names: Vec<&str> = crate::policy::builtin_names().collect();
+    Ok(json(StatusCode::OK, json!({ "builtins": names })))
+}
+
 /// `PUT /api/policy`: compile and create the new policy off the engine's thread, then hand it to
 /// the engine to replay the live state into and switch to. Answers like `GET /api/policy`.
 ///

@@ -1,12 +1,11 @@
-//! The routes anyone may call, without a token: the health check, the dashboard page, and the
-//! answer to a `GET /ws` that is not a WebSocket upgrade. (`/metrics` is public too; it has its
+//! The routes anyone may call, without a token: the health check and the answer to a `GET /ws`
+//! that is not a WebSocket upgrade. (`/metrics` and the dashboard are public too; each has its
 //! own module.)
 
 use super::reply::{json, ApiError, ApiResult};
 use super::AppState;
 use serde_json::json;
 use warp::http::StatusCode;
-use warp::Reply;
 
 /// `GET /health`.
 pub async fn health(state: &AppState) -> ApiResult {
@@ -14,11 +13,6 @@ pub async fn health(state: &AppState) -> ApiResult {
         StatusCode::OK,
         json!({"status": "ok", "service": "switchyard", "agents_connected": state.engine.agents_connected()}),
     ))
-}
-
-/// `GET /dashboard`: a static page; it asks for a token and calls the API itself.
-pub async fn dashboard() -> ApiResult {
-    Ok(warp::reply::html(include_str!("dashboard.html")).into_response())
 }
 
 /// `GET /ws` that the WebSocket route let through because it is not an upgrade request.

@@ -10,6 +10,8 @@ pub enum Route {
     Health,
     Metrics,
     Dashboard,
+    /// `GET /dashboard/<file>`: a script or style of the dashboard.
+    DashboardAsset(String),
     SubmitTask,
     SubmitBatch,
     ListTasks,
@@ -33,6 +35,8 @@ pub enum Route {
     DeleteTenant(String),
     GetPolicy,
     PutPolicy,
+    /// `GET /api/policy/builtins`: the policies built into this binary.
+    PolicyBuiltins,
     GetShadow,
     PutShadow,
     DeleteShadow,
@@ -49,6 +53,7 @@ impl Route {
             (&Method::GET, ["health"]) => Route::Health,
             (&Method::GET, ["metrics"]) => Route::Metrics,
             (&Method::GET, ["dashboard"]) => Route::Dashboard,
+            (&Method::GET, ["dashboard", file]) => Route::DashboardAsset(decode(file)),
             (&Method::GET, ["ws"]) => Route::WsWithoutUpgrade,
             (&Method::POST, ["api", "tasks"]) => Route::SubmitTask,
             (&Method::GET, ["api", "tasks"]) => Route::ListTasks,
@@ -72,6 +77,7 @@ impl Route {
             (&Method::DELETE, ["admin", "tenants", name]) => Route::DeleteTenant(decode(name)),
             (&Method::GET, ["api", "policy"]) => Route::GetPolicy,
             (&Method::PUT, ["api", "policy"]) => Route::PutPolicy,
+            (&Method::GET, ["api", "policy", "builtins"]) => Route::PolicyBuiltins,
             (&Method::GET, ["api", "policy", "shadow"]) => Route::GetShadow,
             (&Method::PUT, ["api", "policy", "shadow"]) => Route::PutShadow,
             (&Method::DELETE, ["api", "policy", "shadow"]) => Route::DeleteShadow,
@@ -88,7 +94,11 @@ impl Route {
         const AGENT_OR_ADMIN: &[Role] = &[Role::Agent, Role::Admin];
         const ADMIN: &[Role] = &[Role::Admin];
         match self {
-            Route::Health | Route::Metrics | Route::Dashboard | Route::WsWithoutUpgrade => None,
+            Route::Health
+            | Route::Metrics
+            | Route::Dashboard
+            | Route::DashboardAsset(_)
+            | Route::WsWithoutUpgrade => None,
             Route::SubmitTask
             | Route::SubmitBatch
             | Route::ListTasks
@@ -96,7 +106,8 @@ impl Route {
             | Route::Stats
             | Route::GetTask(_)
             | Route::Events
-            | Route::GetPolicy => Some(ANY),
+            | Route::GetPolicy
+            | Route::PolicyBuiltins => Some(ANY),
             Route::RetryTask(_) | Route::CancelTask(_) => Some(CLIENT_OR_ADMIN),
             // The fleet: which agents there are and what they hold. Clients submit work; they
             // have no business with the agents that run it.
@@ -135,7 +146,7 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         use Role::{Admin, Agent, Client};
         let any: &[Role] = &[Client, Agent, Admin];
-        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 20] = [
+        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 22] = [
             (Method::GET, "/health", Some(Route::Health), None),
             (Method::GET, "/api/events", Some(Route::Events), Some(any)),
             (
@@ -223,6 +234,18 @@ mod tests {
                 Some(&[Admin]),
             ),
             (Method::PUT, "/admin/tenants/a", None, None),
+            (
+                Method::GET,
+                "/api/policy/builtins",
+                Some(Route::PolicyBuiltins),
+                Some(any),
+            ),
+            (
+                Method::GET,
+                "/dashboard/app.js",
+                Some(Route::DashboardAsset("app.js".into())),
+                None,
+            ),
             (Method::POST, "/api/policy/shadow", None, None),
             (Method::GET, "/nope", None, None),
             (Method::DELETE, "/api/tasks", None, None),

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod browser;
 pub mod hub;
 pub mod policy;
 pub mod worker;
