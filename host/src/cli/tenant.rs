@@ -77,7 +77,7 @@ fn quota<T: std::str::FromStr>(text: &str) -> Result<Quota<T>, String> {
 }
 
 impl<T: Into<Value>> Quota<T> {
-    fn to_json(self) -> Value {
+    fn into_json(self) -> Value {
         match self {
             Quota::Limit(value) => value.into(),
             Quota::None => Value::Null,
@@ -120,10 +120,10 @@ pub async fn run(args: TenantArgs) -> anyhow::Result<()> {
                 body.insert("weight".into(), weight.into());
             }
             if let Some(max) = max_queued {
-                body.insert("max_queued".into(), max.to_json());
+                body.insert("max_queued".into(), max.into_json());
             }
             if let Some(rate) = submit_rate {
-                body.insert("submit_rate".into(), rate.to_json());
+                body.insert("submit_rate".into(), rate.into_json());
             }
             if body.is_empty() {
                 return Err(super::client::UsageError(

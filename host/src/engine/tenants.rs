@@ -446,7 +446,11 @@ mod tests {
         assert_eq!(bucket.take(1, 0), Err(4));
         assert_eq!(bucket.take(1, 3_000), Err(1));
         assert_eq!(bucket.take(1, 4_000), Ok(()));
-        assert_eq!(bucket.take(2, 4_000), Err(4), "a batch beyond the burst waits a refill");
+        assert_eq!(
+            bucket.take(2, 4_000),
+            Err(4),
+            "a batch beyond the burst waits a refill"
+        );
     }
 
     #[test]

@@ -135,7 +135,8 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         use Role::{Admin, Agent, Client};
         let any: &[Role] = &[Client, Agent, Admin];
-        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 20] = [
+        type Case<'a> = (Method, &'a str, Option<Route>, Option<&'a [Role]>);
+        let cases: [Case; 20] = [
             (Method::GET, "/health", Some(Route::Health), None),
             (Method::GET, "/api/events", Some(Route::Events), Some(any)),
             (
