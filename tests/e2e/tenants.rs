@@ -253,9 +253,9 @@ async fn max_queued_refuses_past_the_limit_and_survives_a_restart() {
 
     let metrics = hub.api().get("/metrics").await.text;
     for line in [
-        "switchyard_quota_refusals_total{tenant=\"default\",limit=\"max_queued\"} 2",
-        "switchyard_tenant_queued{tenant=\"default\"} 5",
-        "switchyard_tenant_assigned{tenant=\"default\"} 0",
+        "switchyard_quota_refusals_total{tenant=\"default\",limit=\"max_queued\"} 2.0",
+        "switchyard_tenant_queued{tenant=\"default\"} 5.0",
+        "switchyard_tenant_assigned{tenant=\"default\"} 0.0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
