@@ -211,12 +211,52 @@ mod tests {
         ];
         for (error, status, body) in cases {
             let api_error = ApiError::from(error.clone());
+            assert_eq!(api_error.retry_after, None, "{error:?}");
             assert_eq!(
                 (api_error.status, api_error.body),
                 (status, body),
                 "{error:?}"
             );
         }
+    }
+
+    #[test]
+    fn tenant_errors_name_the_tenant_and_rate_limits_say_when_to_retry() {
+        use crate::wire::tenant::{QuotaCode, QuotaLimit, QuotaRefusal};
+        let missing = ApiError::from(EngineError::TenantNotFound("t".into()));
+        assert_eq!(
+            (missing.status, missing.body),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": "tenant_not_found", "tenant": "t"})
+            )
+        );
+        let in_use = ApiError::from(EngineError::TenantInUse {
+            tenant: "t".into(),
+            why: "2 tokens belong to it".into(),
+        });
+        assert_eq!(in_use.status, StatusCode::CONFLICT);
+        assert_eq!(in_use.body["error"], "tenant_in_use");
+        assert!(in_use.body["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("2 tokens belong to it"));
+        let limited = ApiError::from(EngineError::Quota(Box::new(QuotaRefusal {
+            error: QuotaCode::RateLimited,
+            tenant: "t".into(),
+            limit: QuotaLimit::SubmitRate,
+            max: serde_json::Number::from_f64(2.0).unwrap(),
+            current: 0,
+            requested: 1,
+            retry_after_secs: Some(1),
+            detail: "slow down".into(),
+        })));
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after, Some(1));
+        assert_eq!(
+            (&limited.body["error"], &limited.body["limit"]),
+            (&json!("rate_limited"), &json!("submit_rate"))
+        );
     }
 
     #[test]
