@@ -224,3 +224,51 @@ async fn tasks_page_with_the_cursor_the_table_names() {
     let bad = run(&hub, &["tasks", "--cursor", "not-a-cursor"]);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
 }
+
+/// `token create --role --tenant` makes the token asked for; `token list` shows role and tenant;
+/// a role that is none of the three is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_takes_a_role_and_a_tenant() {
+    let hub = Hub::start(HubOpts::default()).await;
+    hub.api().create_tenant("team-a").await;
+    let made: Value = serde_json::from_str(&stdout(
+        &hub,
+        &[
+            "token", "create", "ci-a", "--role", "client", "--tenant", "team-a",
+        ],
+    ))
+    .expect("token create prints JSON");
+    assert_eq!(
+        (&made["agent_id"], &made["role"], &made["tenant"]),
+        (&json!("ci-a"), &json!("client"), &json!("team-a")),
+        "{made}"
+    );
+    let token = made["token"].as_str().expect("the token, shown once");
+    let table = stdout(&hub, &["token", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        cells(lines[0]),
+        ["AGENT", "ROLE", "TENANT", "TOKEN PREFIX"],
+        "{table}"
+    );
+    let row = lines
+        .iter()
+        .map(|line| cells(line))
+        .find(|row| row[0] == "ci-a")
+        .unwrap_or_else(|| panic!("ci-a listed: {table}"));
+    assert_eq!(row[1..], ["client", "team-a", &token[..8]], "{table}");
+
+    let refused = run(&hub, &["token", "create", "x", "--role", "boss"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("\"boss\" is not a role: expected agent, client or admin"),
+        "{stderr}"
+    );
+    let refused = run(&hub, &["token", "create", "x", "--tenant", "nope"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("tenant_not_found"),
+        "{refused:?}"
+    );
+}

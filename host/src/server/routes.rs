@@ -146,7 +146,8 @@ mod tests {
     fn routes_resolve_with_their_roles() {
         use Role::{Admin, Agent, Client};
         let any: &[Role] = &[Client, Agent, Admin];
-        let cases: [(Method, &str, Option<Route>, Option<&[Role]>); 22] = [
+        type Case<'a> = (Method, &'a str, Option<Route>, Option<&'a [Role]>);
+        let cases: [Case; 22] = [
             (Method::GET, "/health", Some(Route::Health), None),
             (Method::GET, "/api/events", Some(Route::Events), Some(any)),
             (
