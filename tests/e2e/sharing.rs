@@ -46,14 +46,9 @@ async fn tenants_with_clients(hub: &Hub) -> BTreeMap<&'static str, Api> {
         api.post("/admin/tenants", &json!({"name": name, "weight": weight}))
             .await
             .expect(201, "POST /admin/tenants");
-        let body = api
-            .post(
-                "/admin/tokens",
-                &json!({"agent_id": format!("client-{name}"), "role": "client", "tenant": name}),
-            )
-            .await
-            .expect(201, "POST /admin/tokens (client)");
-        let token = body["token"].as_str().expect("a token").to_string();
+        let token = api
+            .create_token_as(&format!("client-{name}"), "client", name)
+            .await;
         clients.insert(name, Api::new(hub.addr(), &token));
     }
     clients

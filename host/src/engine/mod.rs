@@ -23,8 +23,8 @@ mod schedule;
 pub mod shadow;
 mod state;
 pub mod stats;
-mod tenants;
 pub mod tally;
+mod tenants;
 pub mod timers;
 mod writer;
 

@@ -4,10 +4,10 @@ use super::agent::FSM_STATES;
 use super::histogram::{Histogram, WAIT_BUCKETS, WORK_BUCKETS};
 use crate::policy::ProposalRefusal;
 use crate::task::ReclaimReason;
-use crate::wire::tenant::QuotaLimit;
-use std::collections::BTreeMap;
 use crate::wire::agent::ErrorCode;
 use crate::wire::events::AgentStates;
+use crate::wire::tenant::QuotaLimit;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 

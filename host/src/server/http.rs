@@ -9,9 +9,7 @@ use super::auth::{authenticate, Caller};
 use super::body::LazyBody;
 use super::reply::{ApiError, ApiResult};
 use super::routes::Route;
-use super::{
-    agents, audit, dashboard, events, metrics, policy, public, tasks, tenants, AppState,
-};
+use super::{agents, audit, dashboard, events, metrics, policy, public, tasks, tenants, AppState};
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Reply;
