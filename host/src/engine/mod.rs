@@ -24,6 +24,7 @@ pub mod shadow;
 mod state;
 pub mod stats;
 pub mod tally;
+mod tenant_requests;
 mod tenants;
 pub mod timers;
 mod writer;
