@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod codec;
 mod files;
+mod listing;
 mod scoped;
 mod tasks;
 mod tenants;
@@ -20,7 +21,8 @@ pub use backup::{backup, BackupError};
 /// bytes; the rest of the hub reads and writes records through [`Store`].
 pub use codec::{decode_task, encode_task, DecodeError};
 pub use files::{create_data_dir, write_admin_token, FileError, ADMIN_TOKEN_FILE};
-pub use tasks::{Purged, Stats, TaskFilter, TaskPage, TaskWrite};
+pub use listing::{TaskFilter, TaskPage};
+pub use tasks::{Purged, Stats, TaskWrite};
 pub use tokens::{hash_token, AgentRecord, Role, TokenRecord, ADMIN_AGENT_ID, PREFIX_LEN};
 
 use heed::types::Bytes;

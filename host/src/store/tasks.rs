@@ -10,47 +10,6 @@ use heed::{RoTxn, RwTxn};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// Filters of `GET /api/tasks`.
-#[derive(Debug, Clone)]
-pub struct TaskFilter {
-    pub status: Option<TaskStatus>,
-    pub priority: Option<u8>,
-    pub assigned_to: Option<String>,
-    pub fairness_key: Option<String>,
-    /// Only this tenant's tasks. A page skips other tenants' tasks without coming back short
-    /// for them: only the end of the tasks or the scan limit ends a page early.
-    pub tenant: Option<String>,
-    /// Start after this task.
-    pub after: Option<TaskId>,
-    pub limit: usize,
-    /// The page's tasks, as JSON, at most this many bytes; a page holds its first task
-    /// whatever its size, so a listing always moves on.
-    pub max_bytes: usize,
-}
-
-impl Default for TaskFilter {
-    /// Every task, in pages of 100, bounded by count only.
-    fn default() -> TaskFilter {
-        TaskFilter {
-            status: None,
-            priority: None,
-            assigned_to: None,
-            fairness_key: None,
-            tenant: None,
-            after: None,
-            limit: 100,
-            max_bytes: usize::MAX,
-        }
-    }
-}
-
-/// One page of a listing. `next_cursor` is set when more tasks may follow.
-#[derive(Debug, Clone)]
-pub struct TaskPage {
-    pub tasks: Vec<Task>,
-    pub next_cursor: Option<TaskId>,
-}
-
 /// Counts for `GET /api/tasks/stats`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
@@ -60,15 +19,11 @@ pub struct Stats {
     pub dead_letter: u64,
 }
 
-/// Tasks a listing reads at most before it returns a page, so a filter that matches little
-/// cannot make one request scan the whole store.
-pub(super) const SCAN_LIMIT: usize = 50_000;
-
 pub(super) fn id_key(id: TaskId) -> [u8; 8] {
     id.0.to_be_bytes()
 }
 
-fn queued_key(priority: u8, id: TaskId) -> [u8; 9] {
+pub(super) fn queued_key(priority: u8, id: TaskId) -> [u8; 9] {
     let mut key = [0; 9];
     key[0] = priority;
     key[1..].copy_from_slice(&id.0.to_be_bytes());
@@ -234,55 +189,6 @@ impl Store {
         decode_tasks(&records)
     }
 
-    /// Tasks in submission order, filtered.
-    pub fn list_tasks(&self, txn: &RoTxn, filter: &TaskFilter) -> Result<TaskPage> {
-        let start = filter.after.map_or(0, |id| id.0.saturating_add(1));
-        let mut tasks = Vec::new();
-        let mut last = None;
-        let mut page_bytes = 0;
-        let from = start.to_be_bytes();
-        let range = (Bound::Included(&from[..]), Bound::Unbounded);
-        for (scanned, entry) in self.tasks.range(txn, &range)?.enumerate() {
-            if tasks.len() >= filter.limit || scanned >= SCAN_LIMIT {
-                return Ok(TaskPage {
-                    tasks,
-                    next_cursor: last,
-                });
-            }
-            let (key, bytes) = entry?;
-            let id = id_from(key);
-            let task = decode_task(id, bytes)?;
-            let keep = filter.status.is_none_or(|s| s == task.status)
-                && filter.priority.is_none_or(|p| p == task.priority)
-                && filter
-                    .assigned_to
-                    .as_ref()
-                    .is_none_or(|a| task.assigned_to.as_ref() == Some(a))
-                && filter
-                    .fairness_key
-                    .as_ref()
-                    .is_none_or(|k| *k == task.fairness_key)
-                && filter.tenant.as_ref().is_none_or(|t| *t == task.tenant);
-            if keep {
-                let size = json_len(&task);
-                if !tasks.is_empty() && page_bytes + size > filter.max_bytes {
-                    // The next page starts with this task.
-                    return Ok(TaskPage {
-                        tasks,
-                        next_cursor: last,
-                    });
-                }
-                page_bytes += size;
-                tasks.push(task);
-            }
-            last = Some(id);
-        }
-        Ok(TaskPage {
-            tasks,
-            next_cursor: None,
-        })
-    }
-
     /// Dead-lettered tasks (at most `limit`, and at most `max_bytes` of them as JSON, but at
     /// least one) and how many there are in all.
     pub fn dead_letter(
@@ -433,6 +339,7 @@ const META_DEAD_LETTER_CURSOR: &[u8] = b"dead_letter_purge_cursor";
 mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
+    use crate::store::TaskFilter;
     use crate::wire::http::NewTask;
     use crate::wire::tenant::DEFAULT_TENANT;
     use serde_json::json;
@@ -683,5 +590,96 @@ mod tests {
                 counts: [0, 0, 2],
             }
         );
+    }
+
+    /// A task of each status by a fixed pattern over its id, priorities cycling.
+    fn task_in_some_status(id: u64) -> Task {
+        let mut task = new_task(id, (id % 4) as u8);
+        match id % 5 {
+            0 => {}
+            1 => task.assign("x", 1),
+            2 => {
+                task.assign("x", 1);
+                task.complete(json!(null), None, 2);
+            }
+            3 => task.cancel(2),
+            _ => {
+                task.max_retries = 1;
+                task.assign("x", 1);
+                task.fail("boom", 2);
+            }
+        }
+        task
+    }
+
+    /// Every status filter, with and without a priority, paged in sevens, gives exactly the
+    /// tasks a plain scan keeps, in id order: the queued index (by priority first) is merged
+    /// back into submission order.
+    #[test]
+    fn status_listings_match_a_scan_in_submission_order() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let all: Vec<Task> = (1..=300).map(task_in_some_status).collect();
+        for task in &all {
+            store.put_task(&mut txn, task, None).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = store.read_txn().unwrap();
+        for status in TaskStatus::ALL {
+            for priority in [None, Some(0), Some(3)] {
+                let expected: Vec<u64> = all
+                    .iter()
+                    .filter(|t| t.status == status && priority.is_none_or(|p| p == t.priority))
+                    .map(|t| t.id.0)
+                    .collect();
+                let mut listed = Vec::new();
+                let mut after = None;
+                for _ in 0..100 {
+                    let filter = TaskFilter {
+                        status: Some(status),
+                        priority,
+                        after,
+                        limit: 7,
+                        ..Default::default()
+                    };
+                    let page = store.list_tasks(&txn, &filter).unwrap();
+                    listed.extend(page.tasks.iter().map(|t| t.id.0));
+                    match page.next_cursor {
+                        Some(cursor) => after = Some(cursor),
+                        None => break,
+                    }
+                }
+                assert_eq!(listed, expected, "{status:?} priority {priority:?}");
+            }
+        }
+    }
+
+    /// The queued tasks behind more finished tasks than one page may read are on the first
+    /// page of `status=queued`: the listing reads the queued index, not the tasks before them.
+    #[test]
+    fn queued_tasks_behind_many_finished_ones_are_on_the_first_page() {
+        let store = temp_store();
+        let mut txn = store.write_txn().unwrap();
+        let finished = crate::store::listing::SCAN_LIMIT as u64 + 10;
+        for id in 1..=finished {
+            let mut task = new_task(id, 2);
+            task.cancel(2);
+            store.put_task(&mut txn, &task, None).unwrap();
+        }
+        for id in finished + 1..=finished + 3 {
+            store
+                .put_task(&mut txn, &new_task(id, 3 - (id % 2) as u8), None)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = store.read_txn().unwrap();
+        let filter = TaskFilter {
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        };
+        let page = store.list_tasks(&txn, &filter).unwrap();
+        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
+        assert_eq!(ids, [finished + 1, finished + 2, finished + 3]);
+        assert_eq!(page.next_cursor, None);
     }
 }
