@@ -169,8 +169,14 @@ const WEIGHTS: [(&str, f64); 3] = [("w5", 5.0), ("w3", 3.0), ("w2", 2.0)];
 /// Queues `PER_KEY` tasks of each key (in one batch, key by key, heaviest first: the order a
 /// first come, first served policy would serve them), then lets 4 agents that complete at once
 /// work through them; returns each key's share of the first `WINDOW` assignments.
+///
+/// Shares are of assignments, so the fair policy charges by assignment (`"charge": "tasks"`):
+/// agents that complete at once hold a task for a few milliseconds of scheduling noise, which
+/// charging by agent time would count.
 async fn shares_under_saturation(config: Option<Value>, task_weights: bool) -> Vec<(String, f64)> {
-    let hub = Hub::start(HubOpts::default().policy("builtin:fair", config)).await;
+    let mut config = config.unwrap_or_else(|| json!({}));
+    config["charge"] = json!("tasks");
+    let hub = Hub::start(HubOpts::default().policy("builtin:fair", Some(config))).await;
     let api = hub.api();
     let mut key_of = HashMap::new();
     let mut tasks = Vec::new();
