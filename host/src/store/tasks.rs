@@ -339,7 +339,6 @@ const META_DEAD_LETTER_CURSOR: &[u8] = b"dead_letter_purge_cursor";
 mod tests {
     use super::*;
     use crate::store::test_support::temp_store;
-    use crate::store::TaskFilter;
     use crate::wire::http::NewTask;
     use crate::wire::tenant::DEFAULT_TENANT;
     use serde_json::json;
@@ -395,92 +394,6 @@ mod tests {
             store.task(&txn, TaskId(1)).unwrap().unwrap().status,
             TaskStatus::Assigned
         );
-    }
-
-    #[test]
-    fn listing_filters_pages_and_dead_letter() {
-        let store = temp_store();
-        let mut txn = store.write_txn().unwrap();
-        for id in 1..=10 {
-            let mut task = new_task(id, (id % 4) as u8);
-            if id == 7 {
-                task.assign("x", 1);
-                task.fail("boom", 2);
-                task.assign("x", 3);
-                task.fail("boom", 4);
-                task.assign("x", 5);
-                task.fail("boom", 6);
-            }
-            store.put_task(&mut txn, &task, None).unwrap();
-        }
-        txn.commit().unwrap();
-        let txn = store.read_txn().unwrap();
-        let page = store
-            .list_tasks(
-                &txn,
-                &TaskFilter {
-                    limit: 4,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
-        assert_eq!(ids, vec![1, 2, 3, 4]);
-        let page = store
-            .list_tasks(
-                &txn,
-                &TaskFilter {
-                    limit: 4,
-                    after: Some(TaskId(4)),
-                    priority: Some(1),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
-        assert_eq!(ids, vec![5, 9]);
-        assert_eq!(page.next_cursor, None);
-        let (dead, count) = store.dead_letter(&txn, 100, usize::MAX).unwrap();
-        assert_eq!((dead.len(), count, dead[0].id), (1, 1, TaskId(7)));
-    }
-
-    #[test]
-    fn pages_are_bounded_by_bytes_and_hold_at_least_one_task() {
-        let store = temp_store();
-        let mut txn = store.write_txn().unwrap();
-        for id in 1..=10 {
-            store.put_task(&mut txn, &new_task(id, 2), None).unwrap();
-        }
-        txn.commit().unwrap();
-        let txn = store.read_txn().unwrap();
-        let one = json_len(&store.task(&txn, TaskId(1)).unwrap().unwrap());
-        let page = |after, max_bytes| {
-            let filter = TaskFilter {
-                after,
-                max_bytes,
-                ..Default::default()
-            };
-            let page = store.list_tasks(&txn, &filter).unwrap();
-            let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
-            (ids, page.next_cursor)
-        };
-        // Three tasks and a bit fit; the fourth starts the next page.
-        assert_eq!(
-            page(None, one * 3 + one / 2),
-            (vec![1, 2, 3], Some(TaskId(3)))
-        );
-        assert_eq!(
-            page(Some(TaskId(3)), one * 3 + one / 2),
-            (vec![4, 5, 6], Some(TaskId(6)))
-        );
-        assert_eq!(
-            page(None, 1),
-            (vec![1], Some(TaskId(1))),
-            "one task at least"
-        );
-        assert_eq!(page(Some(TaskId(8)), one * 5).1, None, "the last page");
-        let (dead, _) = store.dead_letter(&txn, 100, 1).unwrap();
-        assert!(dead.len() <= 1);
     }
 
     #[test]
@@ -590,96 +503,5 @@ mod tests {
                 counts: [0, 0, 2],
             }
         );
-    }
-
-    /// A task of each status by a fixed pattern over its id, priorities cycling.
-    fn task_in_some_status(id: u64) -> Task {
-        let mut task = new_task(id, (id % 4) as u8);
-        match id % 5 {
-            0 => {}
-            1 => task.assign("x", 1),
-            2 => {
-                task.assign("x", 1);
-                task.complete(json!(null), None, 2);
-            }
-            3 => task.cancel(2),
-            _ => {
-                task.max_retries = 1;
-                task.assign("x", 1);
-                task.fail("boom", 2);
-            }
-        }
-        task
-    }
-
-    /// Every status filter, with and without a priority, paged in sevens, gives exactly the
-    /// tasks a plain scan keeps, in id order: the queued index (by priority first) is merged
-    /// back into submission order.
-    #[test]
-    fn status_listings_match_a_scan_in_submission_order() {
-        let store = temp_store();
-        let mut txn = store.write_txn().unwrap();
-        let all: Vec<Task> = (1..=300).map(task_in_some_status).collect();
-        for task in &all {
-            store.put_task(&mut txn, task, None).unwrap();
-        }
-        txn.commit().unwrap();
-        let txn = store.read_txn().unwrap();
-        for status in TaskStatus::ALL {
-            for priority in [None, Some(0), Some(3)] {
-                let expected: Vec<u64> = all
-                    .iter()
-                    .filter(|t| t.status == status && priority.is_none_or(|p| p == t.priority))
-                    .map(|t| t.id.0)
-                    .collect();
-                let mut listed = Vec::new();
-                let mut after = None;
-                for _ in 0..100 {
-                    let filter = TaskFilter {
-                        status: Some(status),
-                        priority,
-                        after,
-                        limit: 7,
-                        ..Default::default()
-                    };
-                    let page = store.list_tasks(&txn, &filter).unwrap();
-                    listed.extend(page.tasks.iter().map(|t| t.id.0));
-                    match page.next_cursor {
-                        Some(cursor) => after = Some(cursor),
-                        None => break,
-                    }
-                }
-                assert_eq!(listed, expected, "{status:?} priority {priority:?}");
-            }
-        }
-    }
-
-    /// The queued tasks behind more finished tasks than one page may read are on the first
-    /// page of `status=queued`: the listing reads the queued index, not the tasks before them.
-    #[test]
-    fn queued_tasks_behind_many_finished_ones_are_on_the_first_page() {
-        let store = temp_store();
-        let mut txn = store.write_txn().unwrap();
-        let finished = crate::store::listing::SCAN_LIMIT as u64 + 10;
-        for id in 1..=finished {
-            let mut task = new_task(id, 2);
-            task.cancel(2);
-            store.put_task(&mut txn, &task, None).unwrap();
-        }
-        for id in finished + 1..=finished + 3 {
-            store
-                .put_task(&mut txn, &new_task(id, 3 - (id % 2) as u8), None)
-                .unwrap();
-        }
-        txn.commit().unwrap();
-        let txn = store.read_txn().unwrap();
-        let filter = TaskFilter {
-            status: Some(TaskStatus::Queued),
-            ..Default::default()
-        };
-        let page = store.list_tasks(&txn, &filter).unwrap();
-        let ids: Vec<u64> = page.tasks.iter().map(|t| t.id.0).collect();
-        assert_eq!(ids, [finished + 1, finished + 2, finished + 3]);
-        assert_eq!(page.next_cursor, None);
     }
 }
