@@ -119,9 +119,9 @@ impl Store {
     }
 
     /// A page from index entries: each id's record, read from the tasks.
-    fn page_of_ids<'t>(
+    fn page_of_ids(
         &self,
-        txn: &'t RoTxn,
+        txn: &RoTxn,
         ids: impl Iterator<Item = Result<TaskId>>,
         filter: &TaskFilter,
     ) -> Result<TaskPage> {
