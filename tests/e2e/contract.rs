@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use switchyard::policy::contract::{wrap_core_module_for, ContractVersion};
 
+use crate::harness::policy::CABI_REALLOC;
 use crate::harness::{assert_each_completed_once, Crew, Hub, HubOpts, WorkerOpts, WorkerReport};
 
 /// How long the crew may take to complete a test's tasks.
@@ -29,14 +30,7 @@ fn fifo_v0_1() -> Vec<u8> {
   (global $agents (mut i32) (i32.const 0))
   (data (i32.const 1024) "fifo-v0-1")
   (data (i32.const 2048) "1.0.0")
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-    (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-                           (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $heap (i32.add (local.get $p) (local.get 3)))
-    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow (i32.const 16)))))
-    (local.get $p))
+{CABI_REALLOC}
   (func $drop_task (param $id i64)
     (local $i i32)
     (block $done

@@ -15,7 +15,7 @@ use switchyard::policy::contract::{wrap_core_module_for, ContractVersion};
 use switchyard_hostile_policy::BAD_PROPOSALS_PER_DECISION;
 
 use crate::harness::api::Api;
-use crate::harness::policy::policy_under_test;
+use crate::harness::policy::{policy_under_test, CABI_REALLOC};
 use crate::harness::{
     assert_each_completed_once, failure_counters, policy_file, poll_until,
     skip_unless_default_policy, str_field, Crew, Hub, HubOpts, WorkerOpts, WorkerReport,
@@ -531,14 +531,7 @@ fn failing_component(decide_body: &str) -> Vec<u8> {
   (global $heap (mut i32) (i32.const 8192))
   (data (i32.const 1024) "failing")
   (data (i32.const 2048) "0.0.1")
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-    (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-                           (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $heap (i32.add (local.get $p) (local.get 3)))
-    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow (i32.const 16)))))
-    (local.get $p))
+{CABI_REALLOC}
   (func (export "{IFACE}#about") (result i32)
     (i32.store (i32.const 0) (i32.const 1024))
     (i32.store (i32.const 4) (i32.const 7))

@@ -92,3 +92,15 @@ pub fn policy_counter(status: &Value, name: &str) -> u64 {
 pub fn failure_counters(status: &Value) -> [(&'static str, u64); 4] {
     ["traps", "timeouts", "rejected_proposals", "fallbacks"].map(|n| (n, policy_counter(status, n)))
 }
+
+/// The `cabi_realloc` export of the hand-written policy modules (WAT): a bump allocator from the
+/// module's `$heap` global, aligned as asked, growing memory when it runs past the end. The
+/// host calls it to pass strings and lists in.
+pub const CABI_REALLOC: &str = r#"  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $heap (i32.add (local.get $p) (local.get 3)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.const 16)))))
+    (local.get $p))"#;
